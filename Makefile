@@ -1,0 +1,83 @@
+# grayrelease.canary developer entry points.
+#   make rollout   the main job: bring up the local fleet and roll it v1 -> v2
+#   make test      everything CI runs (unit, sanity, lint, molecule)
+# Narrower targets for quick iteration: unit, sanity, lint, molecule-<scenario>,
+# fleet, bench.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+REPO := $(CURDIR)
+VENV := $(REPO)/.venv
+PY := $(VENV)/bin/python
+# The venv is rebuilt only when its recipe changes.
+VENV_STAMP := $(VENV)/.recipe-$(shell cat requirements.txt requirements-test.txt | sha256sum | cut -c1-12)
+COLL_ROOT := $(REPO)/.build/collections
+COLL_LINK := $(COLL_ROOT)/ansible_collections/grayrelease/canary
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
+export PYTHONPATH := $(COLL_ROOT)
+export ANSIBLE_FORCE_COLOR := false
+export ANSIBLE_NOCOLOR := true
+export PY_COLORS := 0
+export MOLECULE_NO_LOG := false
+
+SCENARIOS ?= default
+
+.PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
+	molecule test rollout bench clean
+
+help:
+	@sed -n '1,6p' Makefile
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): requirements.txt requirements-test.txt
+	scripts/ensure-venv.sh "$(VENV)" "$(VENV_STAMP)"
+
+link: $(COLL_LINK)
+$(COLL_LINK):
+	mkdir -p $(dir $(COLL_LINK))
+	ln -sfn $(REPO) $(COLL_LINK)
+
+unit: venv link
+	scripts/run-pytest.sh tests/unit
+
+sanity: venv
+	scripts/sanity.sh
+
+lint: venv link
+	ansible-lint --profile production
+
+build: venv
+	scripts/build-collection.sh
+
+docker:
+	scripts/ensure-docker.sh
+
+images: docker
+	scripts/build-images.sh
+
+molecule: venv link images
+	for s in $(SCENARIOS); do (cd $(REPO) && molecule test -s $$s) || exit 1; done
+
+molecule-%: venv link images
+	molecule test -s $*
+
+fleet: venv link images
+	molecule converge -s default
+
+fleet-down: venv link
+	molecule destroy -s default
+
+test: venv link
+	scripts/test-all.sh
+
+rollout: venv link images
+	scripts/rollout-demo.sh
+
+bench: venv link
+	scripts/bench.sh
+
+clean:
+	rm -rf .build dist tests/output

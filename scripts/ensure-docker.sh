@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Make sure a docker engine answers on /var/run/docker.sock: install it from
+# Debian's packages where missing, start dockerd in the background if no engine
+# runs. Idempotent and quiet when everything is already there.
+set -euo pipefail
+if docker info >/dev/null 2>&1; then
+  exit 0
+fi
+if ! command -v dockerd >/dev/null 2>&1; then
+  echo "ensure-docker: installing docker.io from Debian's packages"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "ensure-docker: starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+fi
+docker info >/dev/null 2>&1 || { echo "ensure-docker: dockerd did not come up; see /var/log/dockerd.log" >&2; exit 1; }
+echo "ensure-docker: engine $(docker version --format '{{.Server.Version}}') ready"
