@@ -2,7 +2,7 @@
 # pytest with the collection importable as ansible_collections.grayrelease.canary.
 # Exit 5 ("no tests collected") is a failure here: a green run must have run tests.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 python -m pytest -p no:cacheprovider "$@"
 rc=$?
 if [ $rc -eq 5 ]; then

@@ -1,0 +1,174 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Demo service that the local test fleet deploys (stdlib only).
+
+Modelled on a Flask "hello" app:
+  GET /         does a little work (hashing) and names its version
+  GET /healthz  200 "ok" (500 when the release was built with healthz_fail)
+  GET /version  {"version": ..., "host": ...}
+
+The version and the fault knobs come from release.json next to this file,
+written by scripts/build-release.sh. They are fixed per release on purpose:
+a fault is a property of the build being rolled out, so a canary rollout must
+catch it, and nobody can "fix" a bad release at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULTS = {
+    "version": None,
+    "crash_on_start": False,
+    "healthz_fail": False,
+    "error_rate": 0.0,
+    "latency_ms": 0,
+    "start_delay_s": 0.0,
+}
+
+# Rounds of sha256 per GET /: a few milliseconds of CPU, so latency has a real
+# (small) baseline that a canary judge can compare.
+WORK_ROUNDS = 2000
+
+
+def load_release(path):
+    """Read and validate release.json; a bad file stops the app at start."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict):
+        raise ValueError("%s: expected a JSON object" % path)
+    unknown = sorted(set(data) - set(DEFAULTS))
+    if unknown:
+        raise ValueError("%s: unknown keys %s" % (path, ", ".join(unknown)))
+    release = dict(DEFAULTS)
+    release.update(data)
+    if not isinstance(release["version"], str) or not release["version"]:
+        raise ValueError("%s: 'version' must be a non-empty string, got %r" % (path, release["version"]))
+    rate = release["error_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValueError("%s: 'error_rate' must be a number in 0..1, got %r" % (path, rate))
+    for key in ("latency_ms", "start_delay_s"):
+        value = release[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError("%s: %r must be a number >= 0, got %r" % (path, key, value))
+    for key in ("crash_on_start", "healthz_fail"):
+        if not isinstance(release[key], bool):
+            raise ValueError("%s: %r must be true or false, got %r" % (path, key, release[key]))
+    return release
+
+
+class ErrorSchedule:
+    """Decides which requests fail so that exactly `rate` of them do.
+
+    Request n (1-based) fails when floor(n * rate) grows, which spreads the
+    failures evenly (rate 0.2 fails every 5th request): any window of requests
+    shows the configured share, without randomness that could make a short
+    canary analysis see no errors at all.
+    """
+
+    def __init__(self, rate):
+        self.rate = float(rate)
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def next_fails(self):
+        with self.lock:
+            self.count += 1
+            n = self.count
+        return int(n * self.rate) > int((n - 1) * self.rate)
+
+
+def make_handler(release, schedule):
+    version = release["version"]
+    host = socket.gethostname()
+    latency = release["latency_ms"] / 1000.0
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "demoapp/" + version
+        sys_version = ""
+
+        def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+            # Health checks every second would flood the journal.
+            return
+
+        def reply(self, code, body, content_type="text/plain; charset=utf-8"):
+            payload = body.encode("utf-8")
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("X-Demoapp-Version", version)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self):  # pylint: disable=invalid-name
+            path = self.path.split("?", 1)[0]
+            if path == "/":
+                digest = hashlib.sha256(host.encode("utf-8"))
+                for _ in range(WORK_ROUNDS):
+                    digest = hashlib.sha256(digest.digest())
+                if latency:
+                    time.sleep(latency)
+                if schedule.next_fails():
+                    self.reply(500, "demoapp %s on %s: injected error\n" % (version, host))
+                else:
+                    self.reply(200, "Hello from demoapp %s on %s (%s)\n" % (version, host, digest.hexdigest()[:12]))
+            elif path == "/healthz":
+                if release["healthz_fail"]:
+                    self.reply(500, "unhealthy\n")
+                else:
+                    self.reply(200, "ok\n")
+            elif path == "/version":
+                self.reply(200, json.dumps({"version": version, "host": host}) + "\n", "application/json")
+            else:
+                self.reply(404, "not found\n")
+
+    return Handler
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="grayrelease demo service")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument(
+        "--release-file",
+        default=os.path.join(os.path.dirname(os.path.realpath(__file__)), "release.json"),
+        help="default: release.json in the release directory (symlinks resolved)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        release = load_release(args.release_file)
+    except (OSError, ValueError) as exc:
+        print("demoapp: cannot load release: %s" % exc, file=sys.stderr)
+        return 2
+    if release["crash_on_start"]:
+        print("demoapp %s: crash_on_start is set in this release; exiting" % release["version"], file=sys.stderr)
+        return 3
+    if release["start_delay_s"]:
+        time.sleep(release["start_delay_s"])
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer((args.bind, args.port), make_handler(release, ErrorSchedule(release["error_rate"])))
+
+    def stop(signum, frame):  # pylint: disable=unused-argument
+        # shutdown() blocks until serve_forever returns, so not from this thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print("demoapp %s listening on %s:%d" % (release["version"], args.bind, args.port), flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Concurrent HTTP(S) health probing for grayrelease.canary.health_check.
+
+Private to grayrelease.canary. Stdlib only, plus jmespath, which is imported
+only when a target uses json_query: the module runs on balancer hosts where
+jmespath may be missing and most checks do not need it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import ssl
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+USER_AGENT = 'grayrelease.canary.health_check'
+# Health endpoints answer small documents; a cap keeps a misconfigured URL
+# (a large file) from eating memory on the balancer host.
+MAX_BODY_BYTES = 1024 * 1024
+# Keys a per-target dict may override.
+OVERRIDES = ('status_codes', 'body_regex', 'json_query', 'json_expect', 'max_latency_ms',
+             'rise', 'timeout', 'headers', 'validate_certs', 'ca_path')
+
+
+class HealthError(ValueError):
+    """Invalid health_check input; the message names the offending value."""
+
+
+class MissingLibraryError(Exception):
+    """A Python library needed by the requested checks is not installed."""
+
+    def __init__(self, library, tb):
+        super(MissingLibraryError, self).__init__(library)
+        self.library = library
+        self.traceback = tb
+
+
+_jmespath = None
+
+
+def load_jmespath():
+    """Import jmespath on first use; raise MissingLibraryError if absent."""
+    global _jmespath
+    if _jmespath is None:
+        try:
+            import jmespath
+        except ImportError:
+            raise MissingLibraryError('jmespath', traceback.format_exc())
+        _jmespath = jmespath
+    return _jmespath
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_list(value):
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+# ---------------------------------------------------------------- targets
+
+class Target(object):
+    """One URL with its effective settings (defaults merged with overrides)."""
+
+    def __init__(self, url, settings):
+        self.url = url
+        self.status_codes = settings['status_codes']
+        self.body_regex = settings['body_regex']
+        self.json_query = settings['json_query']
+        self.json_expect = settings['json_expect']
+        self.max_latency_ms = settings['max_latency_ms']
+        self.rise = settings['rise']
+        self.timeout = settings['timeout']
+        self.headers = settings['headers']
+        self.validate_certs = settings['validate_certs']
+        self.ca_path = settings['ca_path']
+        parts = urlsplit(url)
+        self.https = parts.scheme == 'https'
+        self.host = parts.hostname
+        self.port = parts.port
+        self.path = (parts.path or '/') + ('?' + parts.query if parts.query else '')
+        self.compiled_regex = None
+        self.compiled_query = None
+        self.ssl_context = None
+
+
+def _check_url(url):
+    if not isinstance(url, str) or not url:
+        raise HealthError('target %r is not a URL' % (url,))
+    parts = urlsplit(url)
+    if parts.scheme not in ('http', 'https'):
+        raise HealthError('target %r: scheme must be http or https' % (url,))
+    try:
+        parts.port
+    except ValueError:
+        raise HealthError('target %r: invalid port' % (url,))
+    if not parts.hostname:
+        raise HealthError('target %r: no host in URL' % (url,))
+
+
+def _check_settings(where, settings):
+    codes = settings['status_codes']
+    if not _is_list(codes) or not codes:
+        raise HealthError('%s: status_codes %r must be a non-empty list of HTTP status codes' % (where, codes))
+    for code in codes:
+        if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
+            raise HealthError('%s: status code %r is not an HTTP status code (100-599)' % (where, code))
+    rise = settings['rise']
+    if not isinstance(rise, int) or isinstance(rise, bool) or rise < 1:
+        raise HealthError('%s: rise %r must be an integer >= 1' % (where, rise))
+    timeout = settings['timeout']
+    if not _is_number(timeout) or not timeout > 0:
+        raise HealthError('%s: timeout %r must be a number of seconds > 0' % (where, timeout))
+    latency = settings['max_latency_ms']
+    if latency is not None and (not _is_number(latency) or not latency > 0):
+        raise HealthError('%s: max_latency_ms %r must be a number > 0' % (where, latency))
+    headers = settings['headers']
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise HealthError('%s: headers must be a dict of name -> value' % (where,))
+        for name, value in headers.items():
+            # The value is not echoed: headers may carry credentials.
+            if not isinstance(name, str) or not re.match(r'^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', name):
+                raise HealthError('%s: header name %r is not a valid HTTP header name' % (where, name))
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool) \
+                    or '\n' in str(value) or '\r' in str(value):
+                raise HealthError('%s: the value of header %r must be a single-line string' % (where, name))
+    if not isinstance(settings['validate_certs'], bool):
+        raise HealthError('%s: validate_certs %r must be true or false' % (where, settings['validate_certs']))
+    ca_path = settings['ca_path']
+    if ca_path is not None and (not isinstance(ca_path, str) or not os.path.exists(ca_path)):
+        raise HealthError('%s: ca_path %r does not exist' % (where, ca_path))
+    if settings['body_regex'] is not None and not isinstance(settings['body_regex'], str):
+        raise HealthError('%s: body_regex %r must be a string' % (where, settings['body_regex']))
+    query = settings['json_query']
+    if query is not None and (not isinstance(query, str) or not query):
+        raise HealthError('%s: json_query %r must be a non-empty JMESPath expression' % (where, query))
+    if settings['json_expect'] is not None and query is None:
+        raise HealthError('%s: json_expect %r is set but json_query is not' % (where, settings['json_expect']))
+
+
+def build_targets(targets, defaults):
+    """Validate targets and merge defaults; returns a list of Target.
+
+    Raises HealthError for bad input and MissingLibraryError when a
+    json_query is used without jmespath installed.
+    """
+    if not _is_list(targets) or not targets:
+        raise HealthError('targets must be a non-empty list of URLs or dicts with url, got %r' % (targets,))
+    result = []
+    seen = set()
+    contexts = {}
+    for index, item in enumerate(targets):
+        settings = dict((key, defaults.get(key)) for key in OVERRIDES)
+        if isinstance(item, Mapping):
+            url = item.get('url')
+            _check_url(url)
+            for key, value in item.items():
+                if key == 'url':
+                    continue
+                if key not in OVERRIDES:
+                    raise HealthError('target %r: unknown key %r (allowed: url, %s)' % (url, key, ', '.join(OVERRIDES)))
+                if key == 'headers' and isinstance(value, Mapping) and isinstance(settings['headers'], Mapping):
+                    merged = dict(settings['headers'])
+                    merged.update(value)
+                    value = merged
+                settings[key] = value
+        else:
+            url = item
+            _check_url(url)
+        where = 'target %r' % (url,)
+        if url in seen:
+            raise HealthError('duplicate target %r' % (url,))
+        seen.add(url)
+        _check_settings(where, settings)
+        target = Target(url, settings)
+        if target.body_regex is not None:
+            try:
+                target.compiled_regex = re.compile(target.body_regex)
+            except re.error as exc:
+                raise HealthError('%s: body_regex %r is not a valid regular expression: %s'
+                                  % (where, target.body_regex, exc))
+        if target.json_query is not None:
+            jmespath = load_jmespath()
+            try:
+                target.compiled_query = jmespath.compile(target.json_query)
+            except Exception as exc:  # jmespath raises several ParseError flavours
+                raise HealthError('%s: json_query %r is not a valid JMESPath expression: %s'
+                                  % (where, target.json_query, exc))
+        if target.https:
+            key = (target.validate_certs, target.ca_path)
+            if key not in contexts:
+                contexts[key] = _ssl_context(target.validate_certs, target.ca_path, where)
+            target.ssl_context = contexts[key]
+        result.append(target)
+    return result
+
+
+def _ssl_context(validate_certs, ca_path, where):
+    if not validate_certs:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        if ca_path is None:
+            return ssl.create_default_context()
+        if os.path.isdir(ca_path):
+            return ssl.create_default_context(capath=ca_path)
+        return ssl.create_default_context(cafile=ca_path)
+    except (ssl.SSLError, OSError) as exc:
+        raise HealthError('%s: cannot load CA certificates from %r: %s' % (where, ca_path, exc))
+
+
+# ---------------------------------------------------------------- probing
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _expect_matches(value, expect):
+    if expect is None:
+        # No expected value: the query must find something truthy.
+        return bool(value)
+    if isinstance(value, bool) != isinstance(expect, bool):
+        # Python's True == 1 must not make a JSON `true` match an expected 1.
+        if isinstance(expect, str) and not isinstance(value, str):
+            return json.dumps(value) == expect
+        return False
+    if value == expect:
+        return True
+    # An expected value given as a string (e.g. from -a key=value) matches
+    # the JSON spelling of a scalar: "true", "1", "2.5".
+    if isinstance(expect, str) and not isinstance(value, (str, list, dict)):
+        return json.dumps(value) == expect
+    return False
+
+
+def _evaluate(target, status, body, latency_ms):
+    """Return None when the response is healthy, else the reason."""
+    if status not in target.status_codes:
+        return 'status %d not in %s' % (status, list(target.status_codes))
+    if target.max_latency_ms is not None and latency_ms > target.max_latency_ms:
+        return 'latency %.0f ms over max_latency_ms %s' % (latency_ms, target.max_latency_ms)
+    text = None
+    if target.compiled_regex is not None:
+        text = body.decode('utf-8', 'replace')
+        if not target.compiled_regex.search(text):
+            return 'body does not match body_regex %r' % (target.body_regex,)
+    if target.compiled_query is not None:
+        if text is None:
+            text = body.decode('utf-8', 'replace')
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            return 'body is not JSON (%s)' % (exc,)
+        value = target.compiled_query.search(document)
+        if not _expect_matches(value, target.json_expect):
+            if target.json_expect is None:
+                return 'json_query %r gave %s, expected a non-empty value' % (target.json_query, _short(value))
+            return 'json_query %r gave %s, expected %s' % (target.json_query, _short(value),
+                                                         _short(target.json_expect))
+    return None
+
+
+def _describe_error(exc, timeout):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return 'TLS certificate verification failed: %s' % (exc.verify_message or exc,)
+    if isinstance(exc, ssl.SSLError):
+        return 'TLS error: %s' % (exc,)
+    if isinstance(exc, ConnectionRefusedError):
+        return 'connection refused'
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return 'timed out after %g s' % (timeout,)
+    if isinstance(exc, socket.gaierror):
+        return 'cannot resolve host: %s' % (exc,)
+    if isinstance(exc, http.client.HTTPException):
+        return 'bad HTTP response: %s' % (exc.__class__.__name__ if not str(exc) else exc,)
+    return '%s: %s' % (exc.__class__.__name__, exc)
+
+
+def probe(target, timeout, clock=time.monotonic):
+    """One GET of target.url; returns (status, reason or None, latency_ms or None)."""
+    # Direct connection on purpose: environment proxies would probe the proxy,
+    # not the host HAProxy sends traffic to. Redirects are not followed.
+    if target.https:
+        conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=target.ssl_context)
+    else:
+        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    headers = {'User-Agent': USER_AGENT, 'Accept': '*/*', 'Connection': 'close'}
+    if target.headers:
+        headers.update((k, str(v)) for k, v in target.headers.items())
+    start = clock()
+    try:
+        conn.request('GET', target.path, headers=headers)
+        response = conn.getresponse()
+        body = response.read(MAX_BODY_BYTES)
+        latency_ms = (clock() - start) * 1000.0
+        status = response.status
+    except Exception as exc:  # every failure is a probe result, never a crash
+        return None, _describe_error(exc, timeout), None
+    finally:
+        conn.close()
+    # The socket timeout bounds each read, not the whole request.
+    if latency_ms > timeout * 1000.0:
+        return status, 'timed out after %g s (response took %.0f ms)' % (timeout, latency_ms), latency_ms
+    return status, _evaluate(target, status, body, latency_ms), latency_ms
+
+
+def _percentile(sorted_values, fraction):
+    # Nearest rank: always a latency that was actually observed.
+    rank = int(math.ceil(fraction * len(sorted_values)))
+    return sorted_values[max(rank, 1) - 1]
+
+
+def latency_summary(latencies):
+    if not latencies:
+        return {'p50': None, 'p95': None, 'max': None}
+    values = sorted(latencies)
+    return {
+        'p50': round(_percentile(values, 0.50), 3),
+        'p95': round(_percentile(values, 0.95), 3),
+        'max': round(values[-1], 3),
+    }
+
+
+class _State(object):
+    def __init__(self, target):
+        self.target = target
+        self.attempts = 0
+        self.consecutive = 0
+        self.last_status = None
+        self.last_error = None
+        self.latencies = []
+        self.ok = False
+
+
+def run_checks(targets, interval=1.0, deadline=60.0, concurrency=64,
+               clock=time.monotonic, sleep=time.sleep, probe_func=probe):
+    """Probe targets in rounds until each is healthy `rise` times in a row.
+
+    Every round probes all not-yet-healthy targets in parallel (at most
+    `concurrency` at once). Rounds start `interval` seconds apart; no round
+    starts at or after the deadline and request timeouts are cut to the time
+    left, so the call returns close to `deadline` at the latest.
+    """
+    if not _is_number(interval) or interval < 0:
+        raise HealthError('interval %r must be a number of seconds >= 0' % (interval,))
+    if not _is_number(deadline) or not deadline > 0:
+        raise HealthError('deadline %r must be a number of seconds > 0' % (deadline,))
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise HealthError('concurrency %r must be an integer >= 1' % (concurrency,))
+    start = clock()
+    end = start + deadline
+    states = [_State(t) for t in targets]
+    pending = list(states)
+    workers = max(1, min(concurrency, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='health_check') as pool:
+        while pending:
+            round_start = clock()
+            left = end - round_start
+            jobs = []
+            for state in pending:
+                timeout = min(state.target.timeout, max(left, 0.05))
+                jobs.append((state, pool.submit(probe_func, state.target, timeout)))
+            for state, job in jobs:
+                # Results are applied here, in one thread: no locking needed.
+                status, error, latency_ms = job.result()
+                state.attempts += 1
+                state.last_status = status
+                state.last_error = error
+                if latency_ms is not None:
+                    state.latencies.append(latency_ms)
+                if error is None:
+                    state.consecutive += 1
+                    if state.consecutive >= state.target.rise:
+                        state.ok = True
+                else:
+                    state.consecutive = 0
+            pending = [s for s in pending if not s.ok]
+            if not pending:
+                break
+            next_round = round_start + interval
+            if next_round >= end or clock() >= end:
+                break
+            pause = next_round - clock()
+            if pause > 0:
+                sleep(pause)
+    elapsed = clock() - start
+    return _report(states, elapsed, deadline)
+
+
+def _report(states, elapsed, deadline):
+    results = {}
+    healthy = []
+    unhealthy = []
+    reasons = []
+    for state in states:
+        url = state.target.url
+        reason = None
+        if state.ok:
+            healthy.append(url)
+        else:
+            unhealthy.append(url)
+            if state.last_error is not None:
+                reason = state.last_error
+            else:
+                reason = ('only %d of %d consecutive successful probes before the deadline (%g s)'
+                          % (state.consecutive, state.target.rise, deadline))
+            reasons.append('%s (%s)' % (url, reason))
+        results[url] = {
+            'ok': state.ok,
+            'attempts': state.attempts,
+            'last_status': state.last_status,
+            'last_error': state.last_error,
+            'latency_ms': latency_summary(state.latencies),
+            'consecutive_ok': state.consecutive,
+            'reason': reason,
+        }
+    if unhealthy:
+        msg = '%d of %d targets unhealthy after %.1f s: %s' % (len(unhealthy), len(states), elapsed,
+                                                               '; '.join(reasons))
+    else:
+        msg = 'all %d targets healthy after %.1f s' % (len(states), elapsed)
+    return {
+        'healthy': healthy,
+        'unhealthy': unhealthy,
+        'results': results,
+        'elapsed': round(elapsed, 3),
+        'msg': msg,
+    }

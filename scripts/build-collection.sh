@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build the collection tarball and prove it installs and its plugins load from
+# the installed copy (not from the work tree).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -rf dist/collection && mkdir -p dist/collection
+ansible-galaxy collection build --force --output-path dist/collection . >/dev/null
+tarball=$(ls dist/collection/grayrelease-canary-*.tar.gz)
+echo "build-collection: built $tarball ($(du -h "$tarball" | cut -f1))"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+ansible-galaxy collection install --offline -p "$tmp" "$tarball" >/dev/null
+installed=$tmp/ansible_collections/grayrelease/canary
+test -f "$installed/MANIFEST.json"
+# Plugins must load from the installed copy only.
+plugins=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH= \
+  ansible-doc -l grayrelease.canary 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
+filters=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH= \
+  ansible-doc -t filter -l grayrelease.canary 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
+echo "build-collection: installed modules: $plugins"
+echo "build-collection: installed filters: $filters"
+for m in haproxy_server haproxy_info health_check canary_judge rollout_lock; do
+  case " $plugins " in *" grayrelease.canary.$m "*) ;; *) echo "build-collection: module $m missing from the installed collection" >&2; exit 1;; esac
+done
+case " $filters " in *" grayrelease.canary.rollout_plan "*) ;; *) echo "build-collection: filter rollout_plan missing" >&2; exit 1;; esac
+for r in release balancer verify rollback; do
+  test -f "$installed/roles/$r/tasks/main.yml" || { echo "build-collection: role $r missing" >&2; exit 1; }
+done
+for p in rollout rollback status; do
+  test -f "$installed/playbooks/$p.yml" || { echo "build-collection: playbook $p missing" >&2; exit 1; }
+done
+echo "build-collection: OK"

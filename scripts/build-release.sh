@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Package the demo app as a release archive: dist/demoapp-VERSION.tar.gz with a
+# single top-level directory demoapp-VERSION/ holding app.py and release.json.
+# Fault knobs are baked into release.json here, never toggled at run time.
+#   scripts/build-release.sh VERSION [--crash-on-start] [--healthz-fail]
+#       [--error-rate F] [--latency-ms N] [--start-delay S] [--out DIR]
+# Same inputs -> byte-identical archive (fixed mtime and owner, sorted, gzip -n).
+set -euo pipefail
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+die() { echo "build-release: $*" >&2; exit 2; }
+repo=$(cd "$(dirname "$0")/.." && pwd)
+[ $# -ge 1 ] || usage
+version=$1; shift
+[[ $version =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
+  || die "bad VERSION '$version': use letters, digits and . _ + - (it becomes a directory name)"
+crash=false healthz=false rate=0 latency=0 delay=0 out=$repo/dist
+num='^[0-9]+([.][0-9]+)?$'
+while [ $# -gt 0 ]; do
+  case $1 in
+    --crash-on-start) crash=true ;;
+    --healthz-fail) healthz=true ;;
+    --error-rate) [ $# -ge 2 ] || die "--error-rate needs a value"
+      [[ $2 =~ $num ]] && awk -v r="$2" 'BEGIN{exit !(r <= 1)}' \
+        || die "bad --error-rate '$2': a share between 0 and 1"
+      rate=$2; shift ;;
+    --latency-ms) [ $# -ge 2 ] || die "--latency-ms needs a value"
+      [[ $2 =~ ^[0-9]+$ ]] || die "bad --latency-ms '$2': whole milliseconds >= 0"
+      latency=$2; shift ;;
+    --start-delay) [ $# -ge 2 ] || die "--start-delay needs a value"
+      [[ $2 =~ $num ]] || die "bad --start-delay '$2': seconds >= 0"
+      delay=$2; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift ;;
+    -h|--help) usage ;;
+    *) die "unknown argument '$1'" ;;
+  esac
+  shift
+done
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+top=demoapp-$version
+mkdir "$stage/$top"
+install -m 0755 "$repo/demoapp/app.py" "$stage/$top/app.py"
+python3 - "$stage/$top/release.json" "$version" "$crash" "$healthz" "$rate" "$latency" "$delay" <<'PY'
+import json, sys
+path, version, crash, healthz, rate, latency, delay = sys.argv[1:]
+release = {
+    "version": version,
+    "crash_on_start": crash == "true",
+    "healthz_fail": healthz == "true",
+    "error_rate": float(rate),
+    "latency_ms": int(latency),
+    "start_delay_s": float(delay),
+}
+with open(path, "w", encoding="utf-8") as handle:
+    json.dump(release, handle, indent=2, sort_keys=True)
+    handle.write("\n")
+PY
+chmod 0644 "$stage/$top/release.json"
+chmod 0755 "$stage/$top"
+archive=$out/$top.tar.gz
+tar -C "$stage" --sort=name --mtime=@1704067200 --owner=0 --group=0 --numeric-owner \
+    --format=gnu -cf - "$top" | gzip -9n > "$archive.tmp"
+mv "$archive.tmp" "$archive"
+echo "$archive"
