@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fixed-count HTTP sampling for the canary analysis (module http_sample).
+
+Private to grayrelease.canary. Where health_check probes until a target is
+healthy, this sends a fixed number of requests to every target, spread evenly
+over a time window, and keeps every latency and outcome: the raw samples the
+canary judge compares. Request handling is health_check's own (one place for
+how a URL is fetched and judged).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._health import (
+    HealthError,
+    probe,
+)
+
+# Reasons kept per target: enough to explain a failure, bounded in size.
+MAX_REASONS = 5
+
+
+def sample(targets, count=10, duration=10.0, concurrency=64,
+           clock=time.monotonic, sleep=time.sleep, probe_func=probe):
+    """Probe every target `count` times, rounds evenly spaced over `duration`.
+
+    targets: the list built by _health.build_targets. Returns url ->
+    {total, errors, latencies_ms (of answered requests), statuses
+    (code -> count, '-' for no answer), reasons (first failures)}.
+    """
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise HealthError('count %r must be an integer >= 1' % (count,))
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration < 0:
+        raise HealthError('duration %r must be a number of seconds >= 0' % (duration,))
+    gap = float(duration) / count
+    out = dict((t.url, {'total': 0, 'errors': 0, 'latencies_ms': [], 'statuses': {}, 'reasons': []})
+               for t in targets)
+    workers = max(1, min(concurrency, len(targets)))
+    start = clock()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix='http_sample') as pool:
+        for index in range(count):
+            jobs = [(t, pool.submit(probe_func, t, t.timeout)) for t in targets]
+            for target, job in jobs:
+                status, reason, latency_ms = job.result()
+                rec = out[target.url]
+                rec['total'] += 1
+                key = str(status) if status is not None else '-'
+                rec['statuses'][key] = rec['statuses'].get(key, 0) + 1
+                if latency_ms is not None:
+                    rec['latencies_ms'].append(round(latency_ms, 3))
+                if reason is not None:
+                    rec['errors'] += 1
+                    if len(rec['reasons']) < MAX_REASONS:
+                        rec['reasons'].append(reason)
+            next_round = start + gap * (index + 1)
+            wait = next_round - clock()
+            if wait > 0 and index + 1 < count:
+                sleep(wait)
+    return out

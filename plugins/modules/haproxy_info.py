@@ -1,0 +1,135 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: haproxy_info
+short_description: Read HAProxy server counters and states through the runtime API
+description:
+  - Read-only. Returns per backend and server the C(show stat) counters as
+    numbers and the admin state from C(show servers state), through HAProxy's
+    runtime API socket (any level; admin is not needed).
+  - Counters are cumulative since HAProxy started or since C(clear counters);
+    subtract two snapshots to get the traffic in between.
+author:
+  - grayrelease.canary maintainers
+attributes:
+  check_mode:
+    support: full
+    description: Reads only, so it runs the same in check mode.
+  diff_mode:
+    support: none
+options:
+  socket:
+    description: HAProxy runtime API socket, a unix socket path or C(tcp:HOST:PORT).
+    type: str
+    default: /run/haproxy/admin.sock
+  backend:
+    description: Only this backend (it must exist). Omitted, every backend with servers.
+    type: str
+  timeout:
+    description: Seconds allowed for one runtime API command.
+    type: float
+    default: 10
+seealso:
+  - module: grayrelease.canary.haproxy_server
+"""
+
+EXAMPLES = r"""
+- name: Counters of the demoapp backend
+  grayrelease.canary.haproxy_info:
+    backend: demoapp
+  register: lb
+
+- name: Requests app1 served so far
+  ansible.builtin.debug:
+    msg: "{{ lb.backends.demoapp.app1.req_tot }}"
+"""
+
+RETURN = r"""
+backends:
+  description:
+    - Backend -> server -> counters. Numbers are integers; a counter that does
+      not apply (e.g. C(hrsp_*) on a TCP backend) is 0.
+    - Times (C(qtime), C(ctime), C(rtime), C(ttime)) are HAProxy's averages over
+      the last 1024 requests, in milliseconds.
+  returned: always
+  type: dict
+  sample:
+    demoapp:
+      app1: {req_tot: 120, hrsp_1xx: 0, hrsp_2xx: 118, hrsp_3xx: 0, hrsp_4xx: 0, hrsp_5xx: 2,
+             hrsp_other: 0, econ: 0, eresp: 0, rtime: 3, ttime: 4, qtime: 0, scur: 0, stot: 120,
+             weight: 1, initial_weight: 1, status: UP, check_status: L7OK, admin_state: ready}
+  contains:
+    req_tot:
+      description: HTTP requests sent to the server.
+      type: int
+    hrsp_1xx:
+      description: Responses with status 1xx (likewise C(hrsp_2xx) .. C(hrsp_5xx), C(hrsp_other)).
+      type: int
+    econ:
+      description: Connection errors to the server.
+      type: int
+    eresp:
+      description: Response errors.
+      type: int
+    scur:
+      description: Current sessions.
+      type: int
+    stot:
+      description: Total sessions.
+      type: int
+    weight:
+      description: Current (user-set) weight.
+      type: int
+    initial_weight:
+      description: Weight from the configuration.
+      type: int
+    status:
+      description: HAProxy's status string.
+      type: str
+    check_status:
+      description: Last health check status.
+      type: str
+    admin_state:
+      description: C(ready), C(drain) or C(maint).
+      type: str
+initial_weights:
+  description: Backend -> server -> initial weight, the input the P(grayrelease.canary.canary_weights#filter) filter wants.
+  returned: always
+  type: dict
+  sample: {demoapp: {app1: 1, app2: 1}}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
+    HAProxyError,
+    RuntimeAPI,
+    gather_info,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            socket=dict(type='str', default='/run/haproxy/admin.sock'),
+            backend=dict(type='str'),
+            timeout=dict(type='float', default=10),
+        ),
+        supports_check_mode=True,
+    )
+    try:
+        backends = gather_info(RuntimeAPI(module.params['socket'], timeout=module.params['timeout']),
+                               module.params['backend'])
+    except HAProxyError as exc:
+        module.fail_json(msg=exc.msg, error_kind=exc.kind)
+    initial = dict((b, dict((s, i['initial_weight']) for s, i in servers.items())) for b, servers in backends.items())
+    module.exit_json(changed=False, backends=backends, initial_weights=initial)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,153 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: http_sample
+short_description: Send a fixed number of HTTP requests to each target and keep every sample
+description:
+  - Sends O(count) GET requests to every target, in rounds spread evenly over
+    O(duration) seconds, all targets of a round in parallel.
+  - Keeps every latency and outcome, so baseline and canary hosts can be
+    compared by M(grayrelease.canary.canary_judge). The verify role uses it
+    during the canary analysis.
+  - A request counts as an error when it gets no answer, times out, or its
+    status is not in O(status_codes).
+  - Read-only towards the targets (GET only); runs in check mode too.
+author:
+  - Grayrelease Canary Maintainers (@grayrelease)
+options:
+  targets:
+    description: URLs (http or https) to sample.
+    type: list
+    elements: str
+    required: true
+  count:
+    description: Requests per target.
+    type: int
+    default: 10
+  duration:
+    description: Seconds over which the rounds are spread (the module takes about this long).
+    type: float
+    default: 10
+  timeout:
+    description: Seconds per request.
+    type: float
+    default: 5
+  status_codes:
+    description: HTTP statuses that count as success.
+    type: list
+    elements: int
+    default: [200]
+  headers:
+    description: Extra request headers (for example an auth token); never logged.
+    type: dict
+  validate_certs:
+    description: Verify TLS certificates.
+    type: bool
+    default: true
+  ca_path:
+    description: CA bundle file or directory used to verify TLS certificates.
+    type: path
+  concurrency:
+    description: Most requests in flight at once.
+    type: int
+    default: 64
+seealso:
+  - module: grayrelease.canary.health_check
+  - module: grayrelease.canary.canary_judge
+"""
+
+EXAMPLES = r"""
+- name: Sample the canary and a baseline host for 10 s
+  grayrelease.canary.http_sample:
+    targets:
+      - http://app1:8080/
+      - http://app2:8080/
+    count: 20
+    duration: 10
+  delegate_to: lb1
+  register: samples
+
+- name: Judge their latencies
+  grayrelease.canary.canary_judge:
+    metrics:
+      - name: latency
+        kind: samples
+        baseline: "{{ samples.samples['http://app2:8080/'].latencies_ms }}"
+        canary: "{{ samples.samples['http://app1:8080/'].latencies_ms }}"
+"""
+
+RETURN = r"""
+samples:
+  description: Per target URL, what the requests gave.
+  returned: always
+  type: dict
+  contains:
+    total:
+      description: Requests sent.
+      type: int
+    errors:
+      description: Requests without an answer, timed out, or with a status outside O(status_codes).
+      type: int
+    latencies_ms:
+      description: Latency of every answered request, in milliseconds, in order.
+      type: list
+      elements: float
+    statuses:
+      description: HTTP status (as a string) -> count; C(-) counts requests without an answer.
+      type: dict
+    reasons:
+      description: The first few failure reasons.
+      type: list
+      elements: str
+  sample:
+    http://app1:8080/:
+      total: 3
+      errors: 1
+      latencies_ms: [3.1, 2.9, 3.4]
+      statuses: {"200": 2, "500": 1}
+      reasons: ["status 500, expected one of [200]"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._health import (
+    HealthError,
+    build_targets,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._sample import sample
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            targets=dict(type='list', elements='str', required=True),
+            count=dict(type='int', default=10),
+            duration=dict(type='float', default=10),
+            timeout=dict(type='float', default=5),
+            status_codes=dict(type='list', elements='int', default=[200]),
+            headers=dict(type='dict', no_log=True),
+            validate_certs=dict(type='bool', default=True),
+            ca_path=dict(type='path'),
+            concurrency=dict(type='int', default=64),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    defaults = dict(status_codes=params['status_codes'], body_regex=None, json_query=None, json_expect=None,
+                    max_latency_ms=None, rise=1, timeout=params['timeout'], headers=params['headers'],
+                    validate_certs=params['validate_certs'], ca_path=params['ca_path'])
+    try:
+        targets = build_targets(params['targets'], defaults)
+        samples = sample(targets, count=params['count'], duration=params['duration'],
+                         concurrency=params['concurrency'])
+    except HealthError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, samples=samples)
+
+
+if __name__ == '__main__':
+    main()
