@@ -346,7 +346,7 @@ class _State(object):
         self.ok = False
 
 
-def run_checks(targets, interval=1.0, deadline=60.0, concurrency=64,
+def run_checks(targets, interval=1.0, deadline=60.0, concurrency=256,
                clock=time.monotonic, sleep=time.sleep, probe_func=probe):
     """Probe targets in rounds until each is healthy `rise` times in a row.
 

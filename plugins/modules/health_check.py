@@ -112,9 +112,12 @@ options:
     type: bool
     default: true
   concurrency:
-    description: The most requests in flight at once.
+    description:
+      - The most requests in flight at once (one thread each). The default probes a few hundred
+        targets in a single round; the bound keeps a fleet of thousands from opening thousands of
+        sockets at once on the probing host.
     type: int
-    default: 64
+    default: 256
 notes:
   - Latency figures are nearest-rank percentiles over all probes that got an HTTP answer.
 seealso:
@@ -275,7 +278,7 @@ def main():
             validate_certs=dict(type='bool', default=True),
             ca_path=dict(type='path'),
             fail_on_unhealthy=dict(type='bool', default=True),
-            concurrency=dict(type='int', default=64),
+            concurrency=dict(type='int', default=256),
         ),
         supports_check_mode=True,
     )

@@ -46,6 +46,13 @@ def free_port():
     return port
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # clients cut by 'shutdown sessions' are part of the tests
+
+
 class AppServer(object):
     """HTTP server on 127.0.0.1: /healthz follows ``healthy``; /slow?s=N holds the request."""
 
@@ -80,7 +87,7 @@ class AppServer(object):
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

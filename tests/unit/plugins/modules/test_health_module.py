@@ -55,6 +55,7 @@ def test_headers_are_not_logged(server):
                                 extra=['-vvv'])
     assert ok, raw
     assert result['healthy'] == [url]
+    assert result['invocation']['module_args']['headers'] == {'X-Token': 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'}
     assert 'sesame' not in raw
 
 

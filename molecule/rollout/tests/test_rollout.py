@@ -1,0 +1,150 @@
+"""Real rollouts on the local fleet, in order: promote under load, a canary
+that the judge fails, a failure in a later batch, an interrupted run resumed,
+then the status and rollback playbooks. Each test checks the fleet's real
+state afterwards (release links in the containers, HAProxy's runtime state)."""
+import signal
+import time
+
+import pytest
+
+from conftest import (APPS, BALANCERS, Load, build_release, docker, haproxy_state, read_report,
+                      releases_on, run_playbook, version_of)
+
+# Short analysis and wide batches keep the scenario within minutes; the flow
+# is the same as with the defaults.
+FAST = ["-e", '{"canary_analysis_interval": 4, "canary_analysis_count": 2, "canary_max_unavailable": 2,'
+              ' "canary_steps": [1, "50%", "100%"], "canary_drain_timeout": 10}']
+
+
+def assert_fleet_serving(version_by_host):
+    for host, version in version_by_host.items():
+        assert version_of(host) == version, "%s runs %s, expected %s" % (host, version_of(host), version)
+        assert docker("exec", host, "systemctl", "is-active", "demoapp", check=False).stdout.strip() == "active"
+    for lb in BALANCERS:
+        state = haproxy_state(lb)
+        for host in APPS:
+            s = state[host]
+            assert s["admin"] == "ready", "%s: %s is %s" % (lb, host, s)
+            assert s["status"] == "UP", "%s: %s is %s" % (lb, host, s)
+            assert s["weight"] == s["initial_weight"], "%s: %s weight not restored: %s" % (lb, host, s)
+
+
+def test_fleet_starts_on_v1():
+    assert {h: version_of(h) for h in APPS} == {h: "v1" for h in APPS}
+
+
+def test_rollout_promotes_v2_under_load(report_dir, record_property):
+    artifact = build_release("v2")
+    load = Load(rate=30)
+    res = run_playbook("rollout", "-e", "canary_version=v2", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/promote" % report_dir, *FAST)
+    summary = load.stop()
+    print("load during the rollout:", summary, "rollout seconds:", res.seconds)
+    record_property("rollout_seconds", res.seconds)
+    assert res.returncode == 0, res.stdout[-3000:]
+    report = read_report(report_dir / "promote")
+    assert report["decision"] == "promoted"
+    assert report["version"] == "v2" and report["previous_version"] == "v1"
+    assert report["hosts"] == {h: "v2" for h in APPS}
+    # The plan follows the zones (spread) and the steps: 1, 3, 6 hosts.
+    assert [len(b) for b in report["plan"]] == [1, 2, 2, 1]
+    assert report["steps"][0]["canary"] is True
+    assert report["steps"][0]["judge"]["verdict"] == "pass"
+    assert all(step["outcome"] == "ok" for step in report["steps"])
+    assert_fleet_serving({h: "v2" for h in APPS})
+    assert summary["requests"] > 100
+    assert summary["failed"] == 0, summary
+    assert summary["versions"].get("v2", 0) > 0 and summary["versions"].get("v1", 0) > 0
+
+
+def test_canary_failing_judge_is_rolled_back(report_dir):
+    artifact = build_release("v3", "--error-rate", "0.5")
+    load = Load(rate=30)
+    res = run_playbook("rollout", "-e", "canary_version=v3", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/canary-fail" % report_dir, *FAST)
+    load.stop()
+    assert res.returncode != 0
+    report = read_report(report_dir / "canary-fail")
+    assert report["decision"] == "rolled_back"
+    assert "judged fail" in report["reason"]
+    assert len(report["steps"]) == 1 and report["steps"][0]["canary"]
+    canary = report["steps"][0]["hosts"]
+    assert report["rolled_back"] == canary
+    judge = report["steps"][0]["judge"]
+    assert judge["verdict"] == "fail"
+    assert judge["metrics"]["probe_error_ratio"]["classification"] == "high"
+    # Only the canary was touched: it keeps v3's directory for inspection,
+    # nobody else ever received v3.
+    for host in APPS:
+        assert ("v3" in releases_on(host)) == (host in canary), host
+    assert_fleet_serving({h: "v2" for h in APPS})
+
+
+def test_failure_in_a_later_batch_rolls_back_every_touched_host(report_dir):
+    # Spread over zones a/b/c the plan is [app1], [app3, app5], [app2, app4],
+    # [app6]: the release crashes on app2 only, so batch 3 fails.
+    artifact = build_release("v4", "--crash-on-hosts", "app2")
+    res = run_playbook("rollout", "-e", "canary_version=v4", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/late-fail" % report_dir, *FAST)
+    assert res.returncode != 0
+    report = read_report(report_dir / "late-fail")
+    assert report["decision"] == "rolled_back"
+    assert [s["outcome"] for s in report["steps"]] == ["ok", "ok", "failed"]
+    touched = sorted(h for s in report["steps"] for h in s["hosts"])
+    assert sorted(report["rolled_back"]) == touched == ["app1", "app2", "app3", "app4", "app5"]
+    assert "v4" not in releases_on("app6")
+    assert_fleet_serving({h: "v2" for h in APPS})
+
+
+def test_interrupted_rollout_resumes(report_dir):
+    artifact = build_release("v5")
+    proc = run_playbook("rollout", "-e", "canary_version=v5", "-e", "canary_artifact=%s" % artifact,
+                        "-e", "canary_report_dir=%s/interrupted" % report_dir, *FAST, background=True)
+    # Kill the controller once the second batch is on its way: some hosts
+    # are on v5, some may be drained.
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if sum(version_of(h) == "v5" for h in APPS) >= 2:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the rollout finished before it could be interrupted"
+    import os
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done_before = [h for h in APPS if version_of(h) == "v5"]
+    res = run_playbook("rollout", "-e", "canary_version=v5", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/resumed" % report_dir, *FAST)
+    assert res.returncode == 0, res.stdout[-3000:]
+    report = read_report(report_dir / "resumed")
+    assert report["decision"] == "promoted"
+    assert set(report["done_before"]) <= set(done_before) and report["done_before"]
+    assert not set(report["done_before"]) & {h for b in report["plan"] for h in b}
+    assert_fleet_serving({h: "v5" for h in APPS})
+
+
+def test_status_playbook_reports_versions_and_balancer_state():
+    res = run_playbook("status")
+    assert res.returncode == 0
+    for host in APPS:
+        assert "%s: version v5" % host in res.stdout
+
+
+def test_rollback_playbook_returns_the_fleet_to_the_previous_release():
+    res = run_playbook("rollback", "-e", "canary_max_unavailable=3")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert_fleet_serving({h: "v2" for h in APPS})
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (["-e", "canary_version=../x", "-e", "canary_artifact=/nonexistent"], "../x"),
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/nonexistent.tar.gz"], "/nonexistent.tar.gz"),
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_traffic_percent=0"], "canary_traffic_percent=0"),
+])
+def test_bad_input_fails_clearly_and_changes_nothing(report_dir, bad, needle):
+    before = {h: (version_of(h), releases_on(h)) for h in APPS}
+    res = run_playbook("rollout", "-e", "canary_report_dir=%s/bad" % report_dir, *bad)
+    assert res.returncode != 0
+    assert needle in res.stdout
+    assert read_report(report_dir / "bad")["decision"] == "failed"
+    assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
+    assert_fleet_serving({h: before[h][0] for h in APPS})

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The main job on the built-in local fleet: bring the fleet up on v1 (docker
+# engine, offline image, 2 HAProxy balancers + 6 app hosts under systemd),
+# then roll it to v2 with grayrelease.canary.rollout while a bounded load
+# client sends traffic through lb1, and print the report's summary, the load
+# client's failures and the versions served through each balancer.
+#   make rollout                 # v1 -> v2
+#   VERSION=v3 make rollout      # any other version name
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PWD/.venv/bin:$PATH
+version=${VERSION:-v2}
+reports=${CANARY_REPORT_DIR:-$PWD/canary-reports}
+
+scripts/ensure-host-packages.sh
+scripts/ensure-docker.sh
+scripts/build-images.sh
+echo "== fleet: up and serving (molecule converge -s default)"
+molecule create -s default >/dev/null
+molecule converge -s default >/dev/null
+scripts/fleet-versions.py || true
+
+artifact=$(scripts/build-release.sh "$version" | tail -1)
+[ -f "$artifact" ] || artifact=$PWD/dist/demoapp-$version.tar.gz
+echo "== load: 30 req/s through lb1 for at most 15 minutes, until the rollout ends"
+docker exec -i lb1 sh -c 'cat > /tmp/load.py' < scripts/load.py
+docker exec lb1 rm -f /tmp/load.json /tmp/load.stop
+docker exec -d lb1 python3 /tmp/load.py --url http://127.0.0.1/ --rate 30 --duration 900 \
+  --stop-file /tmp/load.stop --out /tmp/load.json
+
+echo "== rollout: $version"
+start=$SECONDS
+set +e
+ANSIBLE_FORKS=10 ANSIBLE_DISPLAY_SKIPPED_HOSTS=false ansible-playbook -i inventory/local-fleet/hosts.yml \
+  grayrelease.canary.rollout -e "canary_version=$version" -e "canary_artifact=$artifact" \
+  -e "canary_report_dir=$reports"
+rc=$?
+set -e
+wall=$((SECONDS - start))
+docker exec lb1 touch /tmp/load.stop
+for _ in $(seq 1 60); do docker exec lb1 test -s /tmp/load.json && break; sleep 0.5; done
+
+echo
+echo "== report ($reports/report.md)"
+python3 - "$reports/report.json" "$wall" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("decision:        %s (%s -> %s)" % (r["decision"], r["previous_version"], r["version"]))
+if r.get("reason"):
+    print("reason:          %s" % r["reason"])
+print("rollout seconds: %s (wall %s s)" % (r["seconds"], sys.argv[2]))
+for s in r["steps"]:
+    judge = s.get("judge") or {}
+    verdict = " judge=%s score=%s" % (judge.get("verdict"), judge.get("score")) if judge else ""
+    print("  batch %s %-14s %-6s %5ss%s" % (s["batch"], ",".join(s["hosts"]), s["outcome"], s["seconds"], verdict))
+print("hosts:           %s" % ", ".join("%s=%s" % kv for kv in sorted(r["hosts"].items())))
+PY
+echo "== load client (through lb1 during the rollout)"
+docker exec lb1 cat /tmp/load.json
+echo "== versions served now"
+scripts/fleet-versions.py || true
+exit $rc
