@@ -28,6 +28,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {
     "version": None,
     "crash_on_start": False,
+    # Host names on which this release crashes at start: a fault that shows
+    # only in a later batch of a rollout, not on the canary.
+    "crash_on_hosts": [],
     "healthz_fail": False,
     "error_rate": 0.0,
     "latency_ms": 0,
@@ -62,6 +65,9 @@ def load_release(path):
     for key in ("crash_on_start", "healthz_fail"):
         if not isinstance(release[key], bool):
             raise ValueError("%s: %r must be true or false, got %r" % (path, key, release[key]))
+    hosts = release["crash_on_hosts"]
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise ValueError("%s: 'crash_on_hosts' must be a list of host names, got %r" % (path, hosts))
     return release
 
 
@@ -86,6 +92,18 @@ class ErrorSchedule:
         return int(n * self.rate) > int((n - 1) * self.rate)
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # HAProxy's health checks reset their connection after each reply;
+        # a traceback per check would bury real errors in the journal.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 def make_handler(release, schedule):
     version = release["version"]
     host = socket.gethostname()
@@ -93,6 +111,8 @@ def make_handler(release, schedule):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Idle keep-alive connections must not pin a thread forever.
+        timeout = 30
         server_version = "demoapp/" + version
         sys_version = ""
 
@@ -113,7 +133,7 @@ def make_handler(release, schedule):
             path = self.path.split("?", 1)[0]
             if path == "/":
                 digest = hashlib.sha256(host.encode("utf-8"))
-                for _ in range(WORK_ROUNDS):
+                for _round in range(WORK_ROUNDS):
                     digest = hashlib.sha256(digest.digest())
                 if latency:
                     time.sleep(latency)
@@ -152,11 +172,13 @@ def main(argv=None):
     if release["crash_on_start"]:
         print("demoapp %s: crash_on_start is set in this release; exiting" % release["version"], file=sys.stderr)
         return 3
+    if socket.gethostname() in release["crash_on_hosts"]:
+        print("demoapp %s: crash_on_hosts names this host (%s); exiting" % (release["version"], socket.gethostname()),
+              file=sys.stderr)
+        return 3
     if release["start_delay_s"]:
         time.sleep(release["start_delay_s"])
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.allow_reuse_address = True
-    server = ThreadingHTTPServer((args.bind, args.port), make_handler(release, ErrorSchedule(release["error_rate"])))
+    server = Server((args.bind, args.port), make_handler(release, ErrorSchedule(release["error_rate"])))
 
     def stop(signum, frame):  # pylint: disable=unused-argument
         # shutdown() blocks until serve_forever returns, so not from this thread.

@@ -2,7 +2,7 @@
 # Package the demo app as a release archive: dist/demoapp-VERSION.tar.gz with a
 # single top-level directory demoapp-VERSION/ holding app.py and release.json.
 # Fault knobs are baked into release.json here, never toggled at run time.
-#   scripts/build-release.sh VERSION [--crash-on-start] [--healthz-fail]
+#   scripts/build-release.sh VERSION [--crash-on-start] [--crash-on-hosts H1,H2] [--healthz-fail]
 #       [--error-rate F] [--latency-ms N] [--start-delay S] [--out DIR]
 # Same inputs -> byte-identical archive (fixed mtime and owner, sorted, gzip -n).
 set -euo pipefail
@@ -13,15 +13,19 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 version=$1; shift
 [[ $version =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
   || die "bad VERSION '$version': use letters, digits and . _ + - (it becomes a directory name)"
-crash=false healthz=false rate=0 latency=0 delay=0 out=$repo/dist
+crash=false crash_hosts="" healthz=false rate=0 latency=0 delay=0 out=$repo/dist
 num='^[0-9]+([.][0-9]+)?$'
 while [ $# -gt 0 ]; do
   case $1 in
     --crash-on-start) crash=true ;;
+    --crash-on-hosts) [ $# -ge 2 ] || die "--crash-on-hosts needs host names"
+      [[ $2 =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || die "bad --crash-on-hosts '$2': comma-separated host names"
+      crash_hosts=$2; shift ;;
     --healthz-fail) healthz=true ;;
     --error-rate) [ $# -ge 2 ] || die "--error-rate needs a value"
-      [[ $2 =~ $num ]] && awk -v r="$2" 'BEGIN{exit !(r <= 1)}' \
-        || die "bad --error-rate '$2': a share between 0 and 1"
+      if ! [[ $2 =~ $num ]] || ! awk -v r="$2" 'BEGIN{exit !(r <= 1)}'; then
+        die "bad --error-rate '$2': a share between 0 and 1"
+      fi
       rate=$2; shift ;;
     --latency-ms) [ $# -ge 2 ] || die "--latency-ms needs a value"
       [[ $2 =~ ^[0-9]+$ ]] || die "bad --latency-ms '$2': whole milliseconds >= 0"
@@ -43,12 +47,13 @@ trap 'rm -rf "$stage"' EXIT
 top=demoapp-$version
 mkdir "$stage/$top"
 install -m 0755 "$repo/demoapp/app.py" "$stage/$top/app.py"
-python3 - "$stage/$top/release.json" "$version" "$crash" "$healthz" "$rate" "$latency" "$delay" <<'PY'
+python3 - "$stage/$top/release.json" "$version" "$crash" "$crash_hosts" "$healthz" "$rate" "$latency" "$delay" <<'PY'
 import json, sys
-path, version, crash, healthz, rate, latency, delay = sys.argv[1:]
+path, version, crash, crash_hosts, healthz, rate, latency, delay = sys.argv[1:]
 release = {
     "version": version,
     "crash_on_start": crash == "true",
+    "crash_on_hosts": [h for h in crash_hosts.split(",") if h],
     "healthz_fail": healthz == "true",
     "error_rate": float(rate),
     "latency_ms": int(latency),

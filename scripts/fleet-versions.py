@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Show which demoapp versions each balancer of the local fleet serves.
 
-  scripts/fleet-versions.py [--requests N] [--path /version] [BALANCER ...]
+  scripts/fleet-versions.sh [--requests N] [--path /version] [BALANCER ...]
 
 Sends N requests (default 12) from inside each balancer container to its own
 HAProxy frontend (127.0.0.1:80) and prints the count per version, e.g.
@@ -41,7 +40,7 @@ def versions_through(balancer, requests, path):
         raise RuntimeError(proc.stderr.strip() or "docker exec exited %d" % proc.returncode)
     counts = collections.Counter()
     for line in proc.stdout.splitlines():
-        code, _, body = line.partition("\t")
+        code, _tab, body = line.partition("\t")
         version = None
         if code == "200":
             try:
@@ -53,7 +52,7 @@ def versions_through(balancer, requests, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("balancers", nargs="*", default=["lb1", "lb2"])
     parser.add_argument("--requests", type=int, default=12)
     parser.add_argument("--path", default="/version", help="must answer JSON with a 'version' key")

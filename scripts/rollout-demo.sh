@@ -18,7 +18,7 @@ scripts/build-images.sh
 echo "== fleet: up and serving (molecule converge -s default)"
 molecule create -s default >/dev/null
 molecule converge -s default >/dev/null
-scripts/fleet-versions.py || true
+scripts/fleet-versions.sh || true
 
 artifact=$(scripts/build-release.sh "$version" | tail -1)
 [ -f "$artifact" ] || artifact=$PWD/dist/demoapp-$version.tar.gz
@@ -58,5 +58,5 @@ PY
 echo "== load client (through lb1 during the rollout)"
 docker exec lb1 cat /tmp/load.json
 echo "== versions served now"
-scripts/fleet-versions.py || true
+scripts/fleet-versions.sh || true
 exit $rc

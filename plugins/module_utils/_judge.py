@@ -39,6 +39,10 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value):
+    return _is_number(value) and math.isfinite(value)
+
+
 def _is_list(value):
     return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
@@ -160,12 +164,12 @@ def normalize_metric(metric, index=0):
                          % (name, result['direction'], ', '.join(DIRECTIONS)))
     for key in ('tolerance', 'max_absolute'):
         value = result[key]
-        if not _is_number(value) or not value >= 0 or math.isinf(value):
+        if not _is_finite(value) or value < 0:
             raise JudgeError('metric %r: %s %r must be a number >= 0' % (name, key, value))
     if not isinstance(result['critical'], bool):
         raise JudgeError('metric %r: critical %r must be true or false' % (name, result['critical']))
     weight = result['weight']
-    if not _is_number(weight) or not weight > 0 or math.isinf(weight):
+    if not _is_finite(weight) or weight <= 0:
         raise JudgeError('metric %r: weight %r must be a number > 0' % (name, weight))
     min_samples = result['min_samples']
     if not _is_number(min_samples) or min_samples != int(min_samples) or min_samples < 1:
@@ -182,10 +186,10 @@ def normalize_metric(metric, index=0):
 
 
 def _check_options(confidence, pass_score, marginal_score):
-    if not _is_number(confidence) or not 0 < confidence < 1:
+    if not _is_finite(confidence) or confidence <= 0 or confidence >= 1:
         raise JudgeError('confidence %r must be a number between 0 and 1 (exclusive)' % (confidence,))
     for label, value in (('pass_score', pass_score), ('marginal_score', marginal_score)):
-        if not _is_number(value) or not 0 <= value <= 100:
+        if not _is_finite(value) or value < 0 or value > 100:
             raise JudgeError('%s %r must be a number from 0 to 100' % (label, value))
     if marginal_score > pass_score:
         raise JudgeError('marginal_score %r must not be above pass_score %r' % (marginal_score, pass_score))

@@ -37,7 +37,7 @@ description:
     V(marginal) when the score is below O(pass_score), else V(pass).
   - The task does not fail on a V(fail) verdict; the caller decides what to do with it.
 author:
-  - grayrelease.canary maintainers
+  - grayrelease.canary maintainers (@grayrelease)
 requirements:
   - Python standard library only.
 attributes:

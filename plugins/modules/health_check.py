@@ -24,7 +24,7 @@ description:
   - Connects directly to each URL; proxy environment variables are ignored and redirects are not
     followed (add 3xx codes to O(status_codes) to accept them).
 author:
-  - grayrelease.canary maintainers
+  - grayrelease.canary maintainers (@grayrelease)
 requirements:
   - jmespath (only when O(json_query) is used, on the host that runs the module)
 attributes:

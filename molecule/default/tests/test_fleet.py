@@ -49,13 +49,13 @@ def test_demoapp_answers_v1_through_the_balancer(name):
     balancer = host(name)
     served = set()
     # Two rounds of roundrobin reach every app server at least once.
-    for _ in range(2 * len(APPS)):
+    for _request in range(2 * len(APPS)):
         body = balancer.check_output("curl -fsS -m 5 http://127.0.0.1:80/version")
         reply = json.loads(body)
         assert reply["version"] == VERSION
         served.add(reply["host"])
     assert served == set(APPS)
-    for _ in range(len(APPS)):
+    for _request in range(len(APPS)):
         assert "demoapp %s on " % VERSION in balancer.check_output("curl -fsS -m 5 http://127.0.0.1:80/")
 
 

@@ -168,11 +168,11 @@ def run_adhoc(module, args, extra=(), timeout=120):
     """Run `ansible localhost -m MODULE -a JSON -o`; return (ok, result dict, raw output)."""
     ansible = os.path.join(VENV_BIN, 'ansible')
     cmd = [ansible, 'localhost', '-o', '-m', module, '-a', json.dumps(args)] + list(extra)
-    proc = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    proc = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
     out = proc.stdout
     for line in out.splitlines():
         if line.startswith('localhost | ') and '=> ' in line:
-            status, _, payload = line.partition(' => ')
+            status, dummy, payload = line.partition(' => ')
             return 'SUCCESS' in status, json.loads(payload), out + proc.stderr
     raise AssertionError('no result line from ansible (rc %d):\n%s\n%s' % (proc.returncode, out, proc.stderr))
 
@@ -181,7 +181,7 @@ def python_without(module_name):
     """A system python3 that lacks module_name, for missing-library tests."""
     for candidate in ('/usr/bin/python3', '/usr/local/bin/python3'):
         if os.path.exists(candidate) and os.path.realpath(candidate) != os.path.realpath(sys.executable):
-            probe = subprocess.run([candidate, '-c', 'import %s' % module_name], capture_output=True, timeout=30)
+            probe = subprocess.run([candidate, '-c', 'import %s' % module_name], capture_output=True, timeout=30, check=False)
             if probe.returncode != 0:
                 return candidate
     return None

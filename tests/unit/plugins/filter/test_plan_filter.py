@@ -42,6 +42,7 @@ def test_duplicate_host_is_filter_error():
         rollout_plan(['h1', 'h2', 'h1'])
 
 
+@pytest.mark.slow
 def test_through_real_ansible_templating():
     ok, result, raw = run_adhoc('ansible.builtin.debug', {
         'msg': "{{ ['a1', 'a2', 'b1', 'b2', 'c1'] | grayrelease.canary.rollout_plan("
@@ -51,6 +52,7 @@ def test_through_real_ansible_templating():
     assert result['msg'] == [['a1'], ['a2'], ['b1'], ['b2'], ['c1']]
 
 
+@pytest.mark.slow
 def test_error_through_real_ansible_names_value():
     ok, result, raw = run_adhoc('ansible.builtin.debug', {
         'msg': "{{ ['a', 'b'] | grayrelease.canary.rollout_plan(steps=[1, true]) }}"})

@@ -36,17 +36,17 @@ def test_mann_whitney_matches_scipy_on_random_tied_inputs():
         style = case % 4
         if style == 0:    # heavy ties: few distinct integers
             span = rng.randint(1, 4)
-            canary = [rng.randint(0, span) for _ in range(n1)]
-            baseline = [rng.randint(0, span) for _ in range(n2)]
+            canary = [rng.randint(0, span) for dummy in range(n1)]
+            baseline = [rng.randint(0, span) for dummy in range(n2)]
         elif style == 1:  # shifted distributions with rounding ties
-            canary = [round(rng.gauss(10.3, 2), 1) for _ in range(n1)]
-            baseline = [round(rng.gauss(10, 2), 1) for _ in range(n2)]
+            canary = [round(rng.gauss(10.3, 2), 1) for dummy in range(n1)]
+            baseline = [round(rng.gauss(10, 2), 1) for dummy in range(n2)]
         elif style == 2:  # continuous, few ties
-            canary = [rng.expovariate(1.0) * 1.5 for _ in range(n1)]
-            baseline = [rng.expovariate(1.0) for _ in range(n2)]
+            canary = [rng.expovariate(1.0) * 1.5 for dummy in range(n1)]
+            baseline = [rng.expovariate(1.0) for dummy in range(n2)]
         else:             # mixed ints and floats with large separation
-            canary = [rng.choice([1, 2, 2.0, 3.5, 100]) for _ in range(n1)]
-            baseline = [rng.choice([0, 1, 1.0, 2]) for _ in range(n2)]
+            canary = [rng.choice([1, 2, 2.0, 3.5, 100]) for dummy in range(n1)]
+            baseline = [rng.choice([0, 1, 1.0, 2]) for dummy in range(n2)]
         if len(set(canary + baseline)) == 1:
             continue
         expected = _scipy_mwu(canary, baseline)
@@ -57,8 +57,8 @@ def test_mann_whitney_matches_scipy_on_random_tied_inputs():
 
 def test_mann_whitney_matches_scipy_on_large_samples():
     rng = random.Random(7)
-    canary = [round(rng.lognormvariate(3, 0.5)) for _ in range(5000)]
-    baseline = [round(rng.lognormvariate(3.02, 0.5)) for _ in range(4000)]
+    canary = [round(rng.lognormvariate(3, 0.5)) for dummy in range(5000)]
+    baseline = [round(rng.lognormvariate(3.02, 0.5)) for dummy in range(4000)]
     assert abs(mann_whitney_p(canary, baseline) - _scipy_mwu(canary, baseline)) <= 1e-6
 
 
@@ -72,7 +72,7 @@ def test_mann_whitney_is_symmetric_and_one_when_all_equal():
 def test_two_proportion_matches_chi_square_without_correction():
     # The pooled two-proportion z-test is the 2x2 chi-square test (z^2 = chi2).
     rng = random.Random(11)
-    for _ in range(200):
+    for dummy in range(200):
         t1, t2 = rng.randint(1, 5000), rng.randint(1, 5000)
         e1, e2 = rng.randint(0, t1), rng.randint(0, t2)
         if e1 + e2 == 0 or e1 + e2 == t1 + t2:

@@ -260,7 +260,8 @@ def test_takeover_race_exactly_one_winner(tmp_path):
 
 
 def test_link_failure_when_lock_appears_between_read_and_create(lock_path, clock, monkeypatch):
-    """A lock created by someone else after our read makes us re-read, then fail."""
+    """A lock created after our read (a writer that bypassed the directory flock,
+    e.g. on a filesystem without flock) loses us the link race: re-read, then fail."""
     real_read = _lock.read_lock
     calls = []
 
@@ -268,7 +269,7 @@ def test_link_failure_when_lock_appears_between_read_and_create(lock_path, clock
         r = real_read(path, now)
         if not calls:
             calls.append(1)
-            acquire(path, "sneaky", ttl=60, now=clock, host="x", pid=1)
+            _lock._create(path, _lock._content("sneaky", clock(), 60, "x", 1))
         return r
 
     monkeypatch.setattr(_lock, "read_lock", racing_read)

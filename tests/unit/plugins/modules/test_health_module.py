@@ -11,6 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _decisions_helpers import closed_port, python_without, run_adhoc, start_http_server, stop_http_server  # noqa: E402
 
 MODULE = 'grayrelease.canary.health_check'
+# Each test starts real `ansible` processes (a few seconds each).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _decisions_helpers import run_adhoc  # noqa: E402
+
+# Each test starts real `ansible` processes (a few seconds each).
+pytestmark = pytest.mark.slow
 
 BASE = [10 + (i % 7) for i in range(40)]
 HIGH = [20 + (i % 7) for i in range(40)]
