@@ -35,7 +35,7 @@ import time
 from ansible.plugins.callback import CallbackBase
 
 # Task names of the rollout playbook start with their phase: "Batch 2 | drain ...".
-STEP_RE = re.compile(r"^(Pre-flight|Batch \d+|Canary|Verify|Rollback|Finish|Balancers)\s*\|\s*(.*)$")
+STEP_RE = re.compile(r"^(Pre-flight|Batch|Canary|Verify|Rollback|Finish|Balancers)\s*\|\s*(.*)$")
 
 
 class CallbackModule(CallbackBase):
