@@ -13,9 +13,9 @@ ansible-galaxy collection install --offline -p "$tmp" "$tarball" >/dev/null
 installed=$tmp/ansible_collections/grayrelease/canary
 test -f "$installed/MANIFEST.json"
 # Plugins must load from the installed copy only.
-plugins=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH= \
+plugins=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH='' \
   ansible-doc -l grayrelease.canary 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
-filters=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH= \
+filters=$(ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH='' \
   ansible-doc -t filter -l grayrelease.canary 2>/dev/null | awk '{print $1}' | sort | tr '\n' ' ')
 echo "build-collection: installed modules: $plugins"
 echo "build-collection: installed filters: $filters"

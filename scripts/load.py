@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Bounded HTTP load client for the local fleet (stdlib only).
 
 Runs inside a balancer container against its own HAProxy (loopback), so the
@@ -9,6 +8,7 @@ counts, latency percentiles.
 
     python3 load.py --url http://127.0.0.1/ --rate 40 --duration 300 --stop-file /tmp/load.stop
 """
+
 import argparse
 import json
 import os

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import errno
 import io
+import math
 import re
 import socket
 import time
@@ -360,7 +361,7 @@ def resolve_weight(spec, initial, server=None):
             except ValueError:
                 raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%'" % (spec, where),
                                    kind="bad_weight")
-            if pct < 0 or pct != pct:
+            if pct < 0 or math.isnan(pct):
                 raise HAProxyError("invalid weight %r%s: the percentage must be >= 0" % (spec, where),
                                    kind="bad_weight")
             value = int(initial * pct / 100.0 + 0.5)
@@ -597,8 +598,8 @@ class ServerControl(object):
     def _unhealthy_reason(self, server, info, fresh):
         status = info["status"] or ""
         cstate = info.get("check_state")
-        no_check = status == "no check" or (cstate is not None and not cstate & CHK_ST_CONFIGURED
-                                             and not info["check_status"])
+        no_check = status == "no check" or (
+            cstate is not None and not cstate & CHK_ST_CONFIGURED and not info["check_status"])
         if info["admin_state"] != "ready":
             return "admin state %s" % info["admin_state"]
         if no_check:

@@ -83,13 +83,13 @@ def read_lock(path, now):
     file's mtime so that it can still expire.
     """
     try:
-        with open(path, "r") as f:
+        with open(path, "r", encoding="utf-8") as f:
             raw = f.read()
         st = os.stat(path)
     except (IOError, OSError) as e:
         if e.errno == errno.ENOENT:
             return None
-        raise LockError("cannot read lock %s: %s" % (path, e))
+        raise LockError("cannot read lock %s: %s" % (path, e)) from e
     try:
         data = json.loads(raw)
         if not isinstance(data, dict):
@@ -231,7 +231,7 @@ def acquire(path, owner, ttl=3600, check_mode=False, now=None, host=None, pid=No
         try:
             _makedirs(directory)
         except OSError as e:
-            raise LockError("cannot create the lock directory %s: %s" % (directory, e))
+            raise LockError("cannot create the lock directory %s: %s" % (directory, e)) from e
     elif os.path.isdir(path):
         raise LockError("lock path %s is a directory" % path)
 
@@ -288,14 +288,14 @@ def _create_checked(path, content):
     try:
         return _create(path, content)
     except OSError as e:
-        raise LockError("cannot create lock %s: %s" % (path, e))
+        raise LockError("cannot create lock %s: %s" % (path, e)) from e
 
 
 def _replace_checked(path, content):
     try:
         _replace(path, content)
     except OSError as e:
-        raise LockError("cannot write lock %s: %s" % (path, e))
+        raise LockError("cannot write lock %s: %s" % (path, e)) from e
 
 
 def release(path, owner=None, force=False, check_mode=False, now=None):
@@ -333,7 +333,7 @@ def release(path, owner=None, force=False, check_mode=False, now=None):
                 os.unlink(path)
             except OSError as e:
                 if e.errno != errno.ENOENT:
-                    raise LockError("cannot remove lock %s: %s" % (path, e))
+                    raise LockError("cannot remove lock %s: %s" % (path, e)) from e
         result.update(changed=True, released=True,
                       msg="%s the lock of %s" % ("would release" if check_mode else "released",
                                                  _describe(existing, t)))

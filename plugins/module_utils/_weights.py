@@ -96,7 +96,7 @@ def canary_weights(initial, canary, percent):
     if isinstance(percent, str):
         percent = percent.strip().rstrip("%")
     p = _check_number("percent", percent)
-    if not 0 <= p <= 100 or p != p:
+    if math.isnan(p) or not 0 <= p <= 100:
         raise WeightsError("percent must be between 0 and 100, got %r" % (percent,))
 
     live_canary = [c for c in canary if weights[c] > 0]

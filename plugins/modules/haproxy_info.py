@@ -15,13 +15,14 @@ description:
   - Counters are cumulative since HAProxy started or since C(clear counters);
     subtract two snapshots to get the traffic in between.
 author:
-  - grayrelease.canary maintainers
+  - Grayrelease Canary Maintainers (@grayrelease)
 attributes:
   check_mode:
     support: full
     description: Reads only, so it runs the same in check mode.
   diff_mode:
     support: none
+    description: Reads only; there is nothing to diff.
 options:
   socket:
     description: HAProxy runtime API socket, a unix socket path or C(tcp:HOST:PORT).

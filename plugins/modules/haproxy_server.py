@@ -32,7 +32,7 @@ description:
     never sees a moment of full weight; going to C(drain) or C(maint) the state
     is set first."
 author:
-  - grayrelease.canary maintainers
+  - Grayrelease Canary Maintainers (@grayrelease)
 attributes:
   check_mode:
     support: full

@@ -24,7 +24,7 @@ description:
     reader never sees a half-written lock. Missing parent directories are
     created with mode 0755.
 author:
-  - grayrelease.canary maintainers
+  - Grayrelease Canary Maintainers (@grayrelease)
 options:
   path:
     description:

@@ -70,7 +70,7 @@ def run_playbook(name, *extra, timeout=900, background=False):
         return subprocess.Popen(cmd, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
     t0 = time.monotonic()
-    res = subprocess.run(cmd, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(cmd, check=False, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
     res.seconds = round(time.monotonic() - t0, 1)
     print(res.stdout[-6000:])
     print(res.stderr[-3000:])

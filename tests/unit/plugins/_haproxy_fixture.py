@@ -208,7 +208,7 @@ class HAProxyLab(object):
         routing and then readied, through raw commands (not the code under
         test); drain, unlike maint, keeps their health checks running.
         """
-        others = [n for n, _ in self.SERVERS if n != server_name]
+        others = [name for name, _port in self.SERVERS if name != server_name]
         for n in others:
             self.raw("set server web/%s state drain" % n)
         outcome = {}

@@ -50,7 +50,7 @@ def admin_states(lab):
 def test_info_counts_requests_as_numbers(lab):
     api = RuntimeAPI(lab.user)  # read-only: user level is enough
     before = gather_info(api, "web")["web"]
-    for _ in range(24):
+    for _attempt in range(24):
         lab.get("/")
     after = gather_info(api, "web")["web"]
     delta = dict((s, after[s]["req_tot"] - before[s]["req_tot"]) for s in after)
@@ -197,7 +197,7 @@ def test_canary_weights_through_weights_option_shift_traffic(lab):
     assert dict((s, res["servers"][s]["weight"]) for s in weights) == weights
     before = gather_info(RuntimeAPI(lab.admin), "web")["web"]
     n = 200
-    for _ in range(n):
+    for _attempt in range(n):
         lab.get("/")
     after = gather_info(RuntimeAPI(lab.admin), "web")["web"]
     share = 100.0 * (after["s3"]["req_tot"] - before["s3"]["req_tot"]) / n

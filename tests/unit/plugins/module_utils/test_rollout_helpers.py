@@ -61,8 +61,8 @@ def test_canary_metrics_builds_three_metrics_from_rounds():
         {"http://a/": {"latencies_ms": [3.0], "errors": 0, "total": 1},
          "http://b/": {"latencies_ms": [2.5], "errors": 0, "total": 1}},
     ]
-    metrics = {m["name"]: m for m in _rollout.canary_metrics(snap, snap2, "web", ["a"], ["b"], rounds,
-                                                            ["http://a/"], ["http://b/"], 5)}
+    built = _rollout.canary_metrics(snap, snap2, "web", ["a"], ["b"], rounds, ["http://a/"], ["http://b/"], 5)
+    metrics = {m["name"]: m for m in built}
     assert metrics["http_5xx_ratio"]["canary"] == {"total": 40, "errors": 20}
     assert metrics["http_5xx_ratio"]["baseline"] == {"total": 400, "errors": 0}
     assert metrics["probe_error_ratio"]["canary"] == {"errors": 1, "total": 3}

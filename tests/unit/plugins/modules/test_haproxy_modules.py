@@ -34,8 +34,10 @@ def run(tmp_path, module, args, check=False, diff=False):
     args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     path = tmp_path / "args.json"
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    # The module imports its module_utils as ansible_collections.grayrelease.canary.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run([sys.executable, os.path.join(MODULES, module + ".py"), str(path)],
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+                          check=False, capture_output=True, text=True, timeout=120, env=env)
     return json.loads(proc.stdout)
 
 
@@ -64,7 +66,7 @@ def test_server_module_failures(lab, tmp_path):
 
 
 def test_info_module(lab, tmp_path):
-    for _ in range(4):
+    for _attempt in range(4):
         lab.get("/")
     res = run(tmp_path, "haproxy_info", {"socket": lab.user, "backend": "web"}, check=True)
     assert res["changed"] is False and set(res["backends"]["web"]) == {"s1", "s2", "s3", "bad"}
