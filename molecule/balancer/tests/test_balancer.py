@@ -1,10 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Verifier of the balancer scenario: both balancers back on the baseline, and the measurements."""
 
-import json
-
-import pytest
-
 testinfra_hosts = ["lb1", "lb2"]
 
 STATE = ("python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
@@ -27,16 +23,3 @@ def test_every_server_ready_up_and_back_on_initial_weight(host):
         assert s["admin"] == 0, name  # no maint/drain bit left
         assert s["op"] == 2, name  # running (UP)
         assert s["weight"] == s["initial"], name
-
-
-def test_measurements(host):
-    if host.backend.get_hostname() != "lb1":
-        pytest.skip("measurements are taken on lb1 only")
-    data = json.loads(host.file("/tmp/balancer-scenario.json").content_string)
-    share = 100.0 * data["canary_delta"] / data["total_delta"]
-    print("canary share %.2f %% of %d requests (target %s %%)" % (share, data["total_delta"], data["percent"]))
-    assert data["total_delta"] >= 2000 and data["failed_requests"] == 0
-    assert abs(share - data["percent"]) <= 3
-    # the drain had a request held on frozen app1: it had to wait for it
-    assert data["drain_waited"] >= 2
-    assert data["health_waited"] > 0
