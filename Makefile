@@ -23,7 +23,7 @@ export ANSIBLE_NOCOLOR := true
 export PY_COLORS := 0
 export MOLECULE_NO_LOG := false
 
-SCENARIOS ?= default
+SCENARIOS ?= default balancer release rollout
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
 	molecule test rollout bench clean
@@ -41,7 +41,7 @@ $(COLL_LINK):
 	ln -sfn $(REPO) $(COLL_LINK)
 
 unit: venv link
-	scripts/run-pytest.sh tests/unit
+	scripts/run-pytest.sh tests/unit demoapp/tests
 
 sanity: venv
 	scripts/sanity.sh

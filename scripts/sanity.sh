@@ -25,8 +25,11 @@ ca=${PIP_CERT:-${SSL_CERT_FILE:-${REQUESTS_CA_BUNDLE:-}}}
   [ -n "$ca" ] && echo "cert = $ca"
 } >"$sanity_home/.config/pip/pip.conf"
 
-dest=$repo/.build/sanity/ansible_collections/grayrelease/canary
-rm -rf "$dest"
+# A copy per run, so two runs at once do not pull the tree from under each other.
+mkdir -p "$repo/.build"
+work=$(mktemp -d "$repo/.build/sanity.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+dest=$work/ansible_collections/grayrelease/canary
 mkdir -p "$dest"
 # Only what git would ship: tracked files plus untracked ones not ignored.
 git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ "$dest/"

@@ -21,7 +21,7 @@ stage() {
 
 stage host-packages scripts/ensure-host-packages.sh
 stage docker scripts/ensure-docker.sh
-stage unit scripts/run-pytest.sh -q tests/unit
+stage unit scripts/run-pytest.sh -q tests/unit demoapp/tests
 stage sanity scripts/sanity.sh
 stage ansible-lint ansible-lint --profile production -q
 stage build-install scripts/build-collection.sh

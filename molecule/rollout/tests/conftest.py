@@ -60,7 +60,8 @@ def ansible_env():
                 "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS"):
         env.pop(key, None)
     env.update(ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent")
+               ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
+               ANSIBLE_PIPELINING="true")
     return env
 
 
@@ -107,6 +108,14 @@ class Load(object):
 @pytest.fixture(scope="session")
 def report_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("canary-reports")
+
+
+def record(name, **figures):
+    """Append figures to .build/rollout-measurements.jsonl (for closing notes)."""
+    path = os.path.join(REPO, ".build", "rollout-measurements.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(dict(figures, test=name, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))) + "\n")
 
 
 def read_report(directory):

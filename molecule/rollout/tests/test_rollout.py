@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import (APPS, BALANCERS, Load, build_release, docker, haproxy_state, read_report,
-                      releases_on, run_playbook, version_of)
+                      record, releases_on, run_playbook, version_of)
 
 # Short analysis and wide batches keep the scenario within minutes; the flow
 # is the same as with the defaults.
@@ -33,16 +33,17 @@ def test_fleet_starts_on_v1():
     assert {h: version_of(h) for h in APPS} == {h: "v1" for h in APPS}
 
 
-def test_rollout_promotes_v2_under_load(report_dir, record_property):
+def test_rollout_promotes_v2_under_load(report_dir):
     artifact = build_release("v2")
     load = Load(rate=30)
     res = run_playbook("rollout", "-e", "canary_version=v2", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_report_dir=%s/promote" % report_dir, *FAST)
     summary = load.stop()
-    print("load during the rollout:", summary, "rollout seconds:", res.seconds)
-    record_property("rollout_seconds", res.seconds)
-    assert res.returncode == 0, res.stdout[-3000:]
     report = read_report(report_dir / "promote")
+    canary = report["steps"][0]
+    record("promote", playbook_seconds=res.seconds, report_seconds=report["seconds"], load=summary,
+           canary_batch_seconds=canary["seconds"], batches=[s["seconds"] for s in report["steps"]])
+    assert res.returncode == 0, res.stdout[-3000:]
     assert report["decision"] == "promoted"
     assert report["version"] == "v2" and report["previous_version"] == "v1"
     assert report["hosts"] == {h: "v2" for h in APPS}
@@ -62,9 +63,11 @@ def test_canary_failing_judge_is_rolled_back(report_dir):
     load = Load(rate=30)
     res = run_playbook("rollout", "-e", "canary_version=v3", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_report_dir=%s/canary-fail" % report_dir, *FAST)
-    load.stop()
+    summary = load.stop()
     assert res.returncode != 0
     report = read_report(report_dir / "canary-fail")
+    record("canary-fail", playbook_seconds=res.seconds, load=summary, canary_batch_seconds=report["steps"][0]["seconds"],
+           judge=report["steps"][0]["judge"].get("verdict"), reason=report["reason"])
     assert report["decision"] == "rolled_back"
     assert "judged fail" in report["reason"]
     assert len(report["steps"]) == 1 and report["steps"][0]["canary"]
@@ -120,6 +123,18 @@ def test_interrupted_rollout_resumes(report_dir):
     assert set(report["done_before"]) <= set(done_before) and report["done_before"]
     assert not set(report["done_before"]) & {h for b in report["plan"] for h in b}
     assert_fleet_serving({h: "v5" for h in APPS})
+
+
+def test_check_mode_prints_the_plan_and_changes_nothing():
+    artifact = build_release("v6")
+    before = {h: (version_of(h), releases_on(h)) for h in APPS}
+    res = run_playbook("rollout", "--check", "-e", "canary_version=v6", "-e", "canary_artifact=%s" % artifact, *FAST)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "Rolling demoapp from v5 to v6 on 6 hosts" in res.stdout
+    assert "batch: app1" in res.stdout
+    assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
+    assert_fleet_serving({h: "v5" for h in APPS})
+    assert docker("exec", "lb1", "test", "-e", "/var/lib/grayrelease-canary/demoapp.lock", check=False).returncode != 0
 
 
 def test_status_playbook_reports_versions_and_balancer_state():

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmarks (figures printed, nothing asserted): the decision plugins
+# (planner, health_check fan-out, judge) and the drain -> ready cycle of
+# community.general.haproxy vs grayrelease.canary.haproxy_server on a real
+# loopback HAProxy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python bench/bench_decisions.py
+python bench/compare_haproxy.py
