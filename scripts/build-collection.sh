@@ -9,7 +9,9 @@ tarball=$(ls dist/collection/grayrelease-canary-*.tar.gz)
 echo "build-collection: built $tarball ($(du -h "$tarball" | cut -f1))"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-ansible-galaxy collection install --offline -p "$tmp" "$tarball" >/dev/null
+# With the work tree on ANSIBLE_COLLECTIONS_PATH, ansible-galaxy would call the
+# collection installed already and skip it: install with only the temp path.
+ANSIBLE_COLLECTIONS_PATH=$tmp ansible-galaxy collection install --offline --force -p "$tmp" "$tarball" >/dev/null
 installed=$tmp/ansible_collections/grayrelease/canary
 test -f "$installed/MANIFEST.json"
 # Plugins must load from the installed copy only.
@@ -28,5 +30,10 @@ for r in release balancer verify rollback; do
 done
 for p in rollout rollback status; do
   test -f "$installed/playbooks/$p.yml" || { echo "build-collection: playbook $p missing" >&2; exit 1; }
+done
+for p in rollout rollback status; do
+  ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH='' \
+    ansible-playbook --syntax-check -i localhost, "grayrelease.canary.$p" >/dev/null \
+    || { echo "build-collection: playbook grayrelease.canary.$p does not load from the installed copy" >&2; exit 1; }
 done
 echo "build-collection: OK"

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1/")

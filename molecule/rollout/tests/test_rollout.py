@@ -42,7 +42,8 @@ def test_rollout_promotes_v2_under_load(report_dir):
     report = read_report(report_dir / "promote")
     canary = report["steps"][0]
     record("promote", playbook_seconds=res.seconds, report_seconds=report["seconds"], load=summary,
-           canary_batch_seconds=canary["seconds"], batches=[s["seconds"] for s in report["steps"]])
+           canary_batch_seconds=canary["seconds"], seconds_to_verdict=canary["judge"]["seconds_to_verdict"],
+           batches=[s["seconds"] for s in report["steps"]])
     assert res.returncode == 0, res.stdout[-3000:]
     assert report["decision"] == "promoted"
     assert report["version"] == "v2" and report["previous_version"] == "v1"
