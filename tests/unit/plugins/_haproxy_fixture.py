@@ -23,6 +23,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+import pytest
+
 HAPROXY_CANDIDATES = ("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
 
@@ -250,3 +252,16 @@ class HAProxyLab(object):
         for app in self.apps.values():
             app.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def running_lab():
+    """A started HAProxyLab for a fixture; the test is skipped, saying how to
+    install it, only when HAProxy itself is missing."""
+    binary = find_haproxy()
+    if binary is None:
+        pytest.skip(MISSING_MSG)
+    lab = HAProxyLab(binary)
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _haproxy_fixture import MISSING_MSG, HAProxyLab, find_haproxy  # noqa: E402
+from _haproxy_fixture import running_lab  # noqa: E402
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (  # noqa: E402
     HAProxyError,
@@ -24,18 +24,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._weights import
 
 pytestmark = [pytest.mark.haproxy]
 
-HAPROXY = find_haproxy()
-
-
-@pytest.fixture
-def lab():
-    if HAPROXY is None:
-        pytest.skip(MISSING_MSG)
-    lab = HAProxyLab(HAPROXY)
-    try:
-        yield lab
-    finally:
-        lab.close()
+lab = pytest.fixture(running_lab)
 
 
 def ctl(lab, servers, socket_path=None):

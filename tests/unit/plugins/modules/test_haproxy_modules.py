@@ -12,22 +12,13 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _haproxy_fixture import MISSING_MSG, HAProxyLab, find_haproxy  # noqa: E402
+from _haproxy_fixture import running_lab  # noqa: E402
 
 pytestmark = [pytest.mark.haproxy]
-HAPROXY = find_haproxy()
 MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "..", "plugins", "modules")
 
 
-@pytest.fixture(scope="module")
-def lab():
-    if HAPROXY is None:
-        pytest.skip(MISSING_MSG)
-    lab = HAProxyLab(HAPROXY)
-    try:
-        yield lab
-    finally:
-        lab.close()
+lab = pytest.fixture(scope="module")(running_lab)
 
 
 def run(tmp_path, module, args, check=False, diff=False):
