@@ -167,3 +167,31 @@ def test_bad_input_fails_clearly_and_changes_nothing(report_dir, bad, needle):
     assert read_report(report_dir / "bad")["decision"] == "failed"
     assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
     assert_fleet_serving({h: before[h][0] for h in APPS})
+
+
+def test_manual_gate_stops_after_each_step_and_resumes(report_dir):
+    # The fleet is on v2 again (rollback playbook above).
+    artifact = build_release("v7")
+    gate = ["-e", "canary_version=v7", "-e", "canary_artifact=%s" % artifact, "-e", "canary_pause=manual"]
+    res = run_playbook("rollout", *gate, "-e", "canary_report_dir=%s/gate1" % report_dir, *FAST)
+    assert res.returncode != 0  # not promoted (yet): pipelines must not read it as done
+    report = read_report(report_dir / "gate1")
+    assert report["decision"] == "paused"
+    assert "run the same command again" in report["reason"]
+    assert report["rolled_back"] == []
+    assert [s["hosts"] for s in report["steps"]] == [["app1"]]
+    assert_fleet_serving(dict({h: "v2" for h in APPS}, app1="v7"))
+    assert docker("exec", "lb1", "test", "-e", "/var/lib/grayrelease-canary/demoapp.lock", check=False).returncode != 0
+
+    res = run_playbook("rollout", *gate, "-e", "canary_report_dir=%s/gate2" % report_dir, *FAST)
+    report = read_report(report_dir / "gate2")
+    assert report["decision"] == "paused" and report["done_before"] == ["app1"]
+    # Pending hosts are spread over zones afresh: app2 (a), app3 (b) next.
+    assert [s["hosts"] for s in report["steps"]] == [["app2", "app3"]]
+    assert_fleet_serving(dict({h: "v2" for h in APPS}, app1="v7", app2="v7", app3="v7"))
+
+    res = run_playbook("rollout", "-e", "canary_version=v7", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/gate3" % report_dir, *FAST)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert read_report(report_dir / "gate3")["decision"] == "promoted"
+    assert_fleet_serving({h: "v7" for h in APPS})
