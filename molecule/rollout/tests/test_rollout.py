@@ -97,6 +97,9 @@ def test_failure_in_a_later_batch_rolls_back_every_touched_host(report_dir):
     report = read_report(report_dir / "late-fail")
     assert report["decision"] == "rolled_back"
     assert [s["outcome"] for s in report["steps"]] == ["ok", "ok", "failed"]
+    # Caught by the release role within seconds, in the service's own words.
+    assert "app2" in report["reason"] and "did not stay up" in report["reason"]
+    assert "crash_on_hosts names this host" in report["reason"]
     touched = sorted(h for s in report["steps"] for h in s["hosts"])
     assert sorted(report["rolled_back"]) == touched == ["app1", "app2", "app3", "app4", "app5"]
     assert "v4" not in releases_on("app6")
