@@ -83,7 +83,7 @@ def _counter_delta(before, after, backend, servers, counter):
     total = 0
     for balancer, result in after.items():
         end = _backend_of(result, backend)
-        start = _backend_of(before[balancer], backend) if balancer in before else {}
+        start = _backend_of(before[balancer], backend)
         for server in servers:
             b = (start.get(server) or {}).get(counter) or 0
             a = (end.get(server) or {}).get(counter) or 0
@@ -102,11 +102,10 @@ def traffic_deltas(before, after, backend, servers):
     }
 
 
-def probe_groups(samples, urls_canary, urls_baseline):
-    """Split http_sample results into canary / baseline latency lists and counts."""
-    out = {}
-    for group, urls in (("canary", urls_canary), ("baseline", urls_baseline)):
-        latencies, errors, total = [], 0, 0
+def probe_totals(probe_rounds, urls):
+    """Every latency, and error / request counts, of urls over all http_sample rounds."""
+    latencies, errors, total = [], 0, 0
+    for samples in probe_rounds:
         for url in urls:
             res = samples.get(url)
             if res is None:
@@ -114,8 +113,7 @@ def probe_groups(samples, urls_canary, urls_baseline):
             latencies.extend(res.get("latencies_ms", []))
             errors += res.get("errors", 0)
             total += res.get("total", 0)
-        out[group] = {"latencies_ms": latencies, "errors": errors, "total": total}
-    return out
+    return latencies, {"errors": errors, "total": total}
 
 
 def canary_metrics(before, after, backend, canary_servers, baseline_servers, probe_rounds,
@@ -128,24 +126,15 @@ def canary_metrics(before, after, backend, canary_servers, baseline_servers, pro
       straight to each host, so the metric has data even without traffic;
     - probe_latency_ms: every probe's latency, canary vs baseline.
     """
-    canary_traffic = traffic_deltas(before, after, backend, canary_servers)
-    baseline_traffic = traffic_deltas(before, after, backend, baseline_servers)
-    merged = {"canary": {"latencies_ms": [], "errors": 0, "total": 0},
-              "baseline": {"latencies_ms": [], "errors": 0, "total": 0}}
-    for round_samples in probe_rounds:
-        groups = probe_groups(round_samples, canary_urls, baseline_urls)
-        for group in merged:
-            merged[group]["latencies_ms"].extend(groups[group]["latencies_ms"])
-            merged[group]["errors"] += groups[group]["errors"]
-            merged[group]["total"] += groups[group]["total"]
+    canary_latencies, canary_probes = probe_totals(probe_rounds, canary_urls)
+    baseline_latencies, baseline_probes = probe_totals(probe_rounds, baseline_urls)
     return [
         {"name": "http_5xx_ratio", "kind": "ratio", "direction": "increase", "weight": 2,
-         "min_samples": min_samples, "baseline": baseline_traffic, "canary": canary_traffic},
+         "min_samples": min_samples,
+         "baseline": traffic_deltas(before, after, backend, baseline_servers),
+         "canary": traffic_deltas(before, after, backend, canary_servers)},
         {"name": "probe_error_ratio", "kind": "ratio", "direction": "increase", "critical": True,
-         "min_samples": min_samples,
-         "baseline": {"errors": merged["baseline"]["errors"], "total": merged["baseline"]["total"]},
-         "canary": {"errors": merged["canary"]["errors"], "total": merged["canary"]["total"]}},
+         "min_samples": min_samples, "baseline": baseline_probes, "canary": canary_probes},
         {"name": "probe_latency_ms", "kind": "samples", "direction": "increase", "tolerance": 0.5,
-         "min_samples": min_samples,
-         "baseline": merged["baseline"]["latencies_ms"], "canary": merged["canary"]["latencies_ms"]},
+         "min_samples": min_samples, "baseline": baseline_latencies, "canary": canary_latencies},
     ]

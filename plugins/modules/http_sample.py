@@ -115,6 +115,7 @@ samples:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import (
+    OVERRIDES,
     HealthError,
     build_targets,
 )
@@ -137,9 +138,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    defaults = dict(status_codes=params['status_codes'], body_regex=None, json_query=None, json_expect=None,
-                    max_latency_ms=None, rise=1, timeout=params['timeout'], headers=params['headers'],
-                    validate_certs=params['validate_certs'], ca_path=params['ca_path'])
+    # Target settings this module has options for; the other checks of
+    # health_check (body, JSON, latency limit) stay off, rise is moot.
+    defaults = dict((key, params.get(key)) for key in OVERRIDES)
+    defaults['rise'] = 1
     try:
         targets = build_targets(params['targets'], defaults)
         samples = sample(targets, count=params['count'], duration=params['duration'],

@@ -11,27 +11,8 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
 APPS = ["app%d" % i for i in range(1, 7)]
 BALANCERS = ["lb1", "lb2"]
-# Reads both `show stat` and `show servers state` so admin state (drain/maint)
-# and weights are checked as HAProxy itself reports them.
-HAPROXY_STATE = r'''
-import csv, json, socket
-def ask(cmd):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect("/run/haproxy/admin.sock")
-    s.sendall(cmd.encode() + b"\n"); out = b""
-    while True:
-        c = s.recv(65536)
-        if not c: break
-        out += c
-    s.close(); return out.decode()
-stat = {r["svname"]: r for r in csv.DictReader(ask("show stat").lstrip("# ").splitlines()) if r["pxname"] == "demoapp"}
-lines = [l.split() for l in ask("show servers state demoapp").splitlines()[2:] if l.strip() and not l.startswith("#")]
-out = {}
-for f in lines:
-    admin = int(f[6])
-    out[f[3]] = {"status": stat[f[3]]["status"], "admin": "maint" if admin & 0x27 else ("drain" if admin & 0x18 else "ready"),
-                 "weight": int(f[7]), "initial_weight": int(f[8]), "req_tot": int(stat[f[3]]["req_tot"] or 0)}
-print(json.dumps(out))
-'''
+# The fleet's own socket reader (admin state, weights, status per server).
+HAPROXY_STAT = os.path.join(REPO, "molecule", "shared", "files", "haproxy_stat.py")
 
 
 def docker(*args, check=True, input_text=None, timeout=60):
@@ -49,7 +30,10 @@ def releases_on(host):
 
 
 def haproxy_state(balancer):
-    return json.loads(docker("exec", "-i", balancer, "python3", "-", input_text=HAPROXY_STATE).stdout)
+    with open(HAPROXY_STAT, encoding="utf-8") as handle:
+        code = handle.read()
+    return json.loads(docker("exec", "-i", balancer, "python3", "-", "/run/haproxy/admin.sock", "demoapp",
+                             input_text=code).stdout)
 
 
 def ansible_env():

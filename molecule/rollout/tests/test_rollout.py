@@ -24,7 +24,7 @@ def assert_fleet_serving(version_by_host):
         state = haproxy_state(lb)
         for host in APPS:
             s = state[host]
-            assert s["admin"] == "ready", "%s: %s is %s" % (lb, host, s)
+            assert s["admin_state"] == "ready", "%s: %s is %s" % (lb, host, s)
             assert s["status"] == "UP", "%s: %s is %s" % (lb, host, s)
             assert s["weight"] == s["initial_weight"], "%s: %s weight not restored: %s" % (lb, host, s)
 

@@ -2,7 +2,8 @@
 """Print the servers of one HAProxy backend as JSON, read from the runtime socket.
 
 Usage: python3 haproxy_stat.py SOCKET BACKEND
-Output: {"SERVER": {"status": ..., "weight": ..., "check_status": ...}, ...}
+Output: {"SERVER": {"status": ..., "weight": ..., "check_status": ..., "req_tot": ...,
+          "admin_state": "ready" | "drain" | "maint", "initial_weight": ...}, ...}
 The fleet has no socat; the fleet setup (to wait for UP) and the testinfra
 tests (to check it) both run this file so they read the socket the same way.
 """
@@ -12,11 +13,17 @@ import socket
 import sys
 
 
-def show_stat(path):
+# srv_admin_state bits (HAProxy's SRV_ADMF_*): forced/inherited/config/resolver
+# maintenance, and forced/inherited drain.
+MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20
+DRAIN_BITS = 0x08 | 0x10
+
+
+def ask(path, command):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     sock.connect(path)
-    sock.sendall(b"show stat\n")
+    sock.sendall(command.encode("ascii") + b"\n")
     chunks = []
     while True:
         chunk = sock.recv(65536)
@@ -27,15 +34,34 @@ def show_stat(path):
     return b"".join(chunks).decode("utf-8")
 
 
+def admin_states(path, backend):
+    """server -> (admin state name, initial weight) from `show servers state`."""
+    out = {}
+    for line in ask(path, "show servers state %s" % backend).splitlines()[1:]:
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        # be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight ...
+        bits = int(fields[6])
+        name = "maint" if bits & MAINT_BITS else ("drain" if bits & DRAIN_BITS else "ready")
+        out[fields[3]] = (name, int(fields[8]))
+    return out
+
+
 def main(path, backend):
-    text = show_stat(path).lstrip("# ")
+    text = ask(path, "show stat").lstrip("# ")
+    admin = admin_states(path, backend)
     servers = {}
     for row in csv.DictReader(text.splitlines()):
         if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
+            state, initial = admin.get(row["svname"], (None, None))
             servers[row["svname"]] = {
                 "status": row["status"],
                 "weight": int(row["weight"] or 0),
                 "check_status": row["check_status"],
+                "req_tot": int(row["req_tot"] or 0),
+                "admin_state": state,
+                "initial_weight": initial,
             }
     if not servers:
         sys.exit("no servers for backend %r on %s" % (backend, path))

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from _decisions_helpers import closed_port
 
 HAPROXY_CANDIDATES = ("haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
@@ -38,14 +39,6 @@ def find_haproxy():
 
 MISSING_MSG = ("HAProxy is not installed (no haproxy on PATH or in /usr/sbin): these tests need a real "
                "haproxy process; install it with 'apt-get install -y haproxy'")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -133,9 +126,9 @@ class HAProxyLab(object):
         self.tmp = tempfile.mkdtemp(prefix="gr-haproxy-")
         self.admin = os.path.join(self.tmp, "admin.sock")
         self.user = os.path.join(self.tmp, "user.sock")
-        self.tcp_port = free_port()
+        self.tcp_port = closed_port()
         self.tcp = "tcp:127.0.0.1:%d" % self.tcp_port
-        self.fe_port = free_port()
+        self.fe_port = closed_port()
         self.apps = {}
         lines = []
         for name, weight in self.SERVERS:
