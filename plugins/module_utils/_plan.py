@@ -165,6 +165,16 @@ def _split(batch, size):
 
 def plan(hosts, steps=DEFAULT_STEPS, max_unavailable=None, zones=None, zone_mode='spread', done=None):
     """Return the list of batches (lists of host names) in roll order."""
+    return [batch for step in plan_steps(hosts, steps, max_unavailable, zones, zone_mode, done) for batch in step]
+
+
+def plan_steps(hosts, steps=DEFAULT_STEPS, max_unavailable=None, zones=None, zone_mode='spread', done=None):
+    """Return the plan grouped by step: a list of steps, each a list of batches.
+
+    The same batches as plan(), in the same order; a step that max_unavailable
+    or a zone boundary splits is several batches of one step. Steps already
+    reached by the done hosts are left out.
+    """
     known = _check_hosts(hosts)
     total = len(hosts)
     targets = resolve_steps(steps, total)
@@ -176,7 +186,7 @@ def plan(hosts, steps=DEFAULT_STEPS, max_unavailable=None, zones=None, zone_mode
     finished = _check_done(done, known)
     ordered, host_zone = _order(hosts, finished, zones, zone_mode)
 
-    batches = []
+    planned = []
     progress = len(finished)
     position = 0
     for target in targets:
@@ -194,6 +204,5 @@ def plan(hosts, steps=DEFAULT_STEPS, max_unavailable=None, zones=None, zone_mode
                     parts.append([host])
         else:
             parts = [step_hosts]
-        for part in parts:
-            batches.extend(_split(part, limit))
-    return batches
+        planned.append([batch for part in parts for batch in _split(part, limit)])
+    return planned

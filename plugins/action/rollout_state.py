@@ -1,0 +1,184 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for grayrelease.canary.rollout_state: the rollout's coordinator.
+
+Runs on the controller only (nothing is executed on a host). It reads the
+state object from the `grayrelease_rollout` fact, collects what the actors of
+the pending act registered (from hostvars, with the play's live hosts to see
+who is gone), calls the engine in module_utils/_engine.py and returns the new
+state as the same fact. At `finish` it also writes report.json and report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+
+FACT = 'grayrelease_rollout'
+# What each kind of actor registers (the role's tasks use the same names).
+REGISTERS = {
+    'apps': 'rollout_app_result',
+    'balancers': 'rollout_lb_result',
+    'probe': 'rollout_probe_result',
+    'lock': 'rollout_lock_result',
+}
+ANALYSIS_REGISTERS = {
+    'before': ('balancers', 'rollout_lb_before'),
+    'after': ('balancers', 'rollout_lb_after'),
+    'samples': ('probe', 'rollout_probe_result'),
+}
+# Settings read from the inventory / extra vars (DESIGN.md's names).
+SETTING_NAMES = (
+    'canary_version', 'canary_artifact', 'canary_artifact_checksum', 'canary_backend', 'canary_service',
+    'canary_haproxy_socket', 'canary_root', 'canary_port', 'canary_lock_path', 'canary_steps',
+    'canary_max_unavailable', 'canary_zone_mode', 'canary_traffic_percent', 'canary_pause',
+    'canary_analysis_interval', 'canary_analysis_count', 'canary_drain_timeout', 'canary_health_deadline',
+    'canary_auto_rollback', 'canary_on_marginal', 'canary_on_inconclusive', 'canary_report_dir',
+    'canary_release_keep', 'canary_lock_ttl', 'canary_prestage', 'canary_settle_seconds',
+)
+OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
+
+
+def iso(epoch):
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+    _VALID_ARGS = frozenset(('op', 'index', 'app_group', 'balancer_group', 'owner'))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = self._task.args
+        op = args.get('op')
+        if op not in OPS:
+            raise AnsibleActionFail('op=%r is not one of %s' % (op, ', '.join(OPS)))
+        now = time.time()
+        if op == 'start':
+            state = self._start(task_vars, now)
+        else:
+            state = task_vars.get(FACT)
+            if not isinstance(state, dict) or 'act' not in state:
+                raise AnsibleActionFail('no rollout state: op=start must run first')
+            state = json.loads(json.dumps(state))  # a private, plain copy
+            if op == 'record':
+                engine.record(state, self._results(state, task_vars), now)
+            elif op == 'batch':
+                engine.begin_batch(state, int(args.get('index', 0)), now)
+            elif op == 'rollback':
+                engine.begin_rollback(state, now)
+            elif op == 'rollback_group':
+                engine.begin_rollback_group(state, int(args.get('index', 0)), now)
+            elif op == 'cleanup':
+                engine.cleanup(state, now)
+            elif op == 'finish_survey':
+                engine.begin_finish(state, now)
+            else:
+                engine.finish(state, now)
+                result.update(self._write_report(state))
+        result['changed'] = False
+        result['ansible_facts'] = {FACT: state}
+        result['act'] = state['act'].get('phase', '')
+        if state['messages']:
+            result['msg'] = ' | '.join(state['messages'])
+        if state['halt']:
+            result['halt'] = state['halt']
+        return result
+
+    # -- start: settings and participants
+
+    def _start(self, task_vars, now):
+        args = self._task.args
+        groups = task_vars.get('groups', {})
+        app_group = args.get('app_group') or 'app'
+        balancer_group = args.get('balancer_group') or 'balancers'
+        app_hosts = list(groups.get(app_group) or [])
+        balancers = list(groups.get(balancer_group) or [])
+        hostvars = task_vars['hostvars']
+        # Group-wide settings may be set for the app hosts only (not `all`):
+        # the first app host's view, extra vars included, wins.
+        reference = hostvars[app_hosts[0]] if app_hosts else {}
+        raw = {}
+        for name in SETTING_NAMES:
+            if app_hosts and name in reference:
+                raw[name] = reference[name]
+            elif name in task_vars:
+                raw[name] = task_vars[name]
+        raw = self._templar.template(raw)
+        raw = _plain(raw)
+        settings, errors = engine.check_settings(raw, artifact_exists=lambda p: os.path.isfile(os.path.expanduser(p)))
+        if settings['artifact']:
+            settings['artifact'] = os.path.abspath(os.path.expanduser(settings['artifact']))
+        identities = {}
+        for host in app_hosts:
+            hv = hostvars[host]
+            address = hv.get('ansible_host') or host
+            port = settings['port'] or 8080
+            identities[host] = _plain(self._templar.template({
+                'server': hv.get('canary_server') or host,
+                'zone': hv.get('canary_zone') or '',
+                'health_url': hv.get('canary_health_url') or 'http://%s:%s/healthz' % (address, port),
+                'sample_url': hv.get('canary_sample_url') or 'http://%s:%s/' % (address, port),
+            }))
+        probe = (reference.get('canary_probe_from') if app_hosts else None) or task_vars.get('canary_probe_from') \
+            or (balancers[0] if balancers else 'localhost')
+        probe = to_text(self._templar.template(probe))
+        errors += engine.check_hosts(app_hosts, balancers, identities, probe, list(groups.get('all') or []))
+        owner = args.get('owner') or '%s:%s:%s' % (
+            os.environ.get('USER') or 'ansible', settings.get('backend'), settings.get('version'))
+        return engine.new_state(settings, errors, app_hosts, balancers, identities, probe, now,
+                                check_mode=bool(self._play_context.check_mode), owner=owner)
+
+    # -- record: what the actors of the pending act registered
+
+    def _results(self, state, task_vars):
+        act = state['act']
+        live = set(task_vars.get('ansible_play_hosts') or [])
+        hostvars = task_vars['hostvars']
+
+        def gather(role, register):
+            found = {}
+            for host in act.get(role, []):
+                value = hostvars[host].get(register) if host in live else None
+                found[host] = _plain(value) if isinstance(value, dict) else None
+            return found
+
+        if act.get('phase') == 'analysis':
+            return dict((key, {role: gather(role, register)}) for key, (role, register) in ANALYSIS_REGISTERS.items())
+        return dict((role, gather(role, register)) for role, register in REGISTERS.items() if role in act)
+
+    # -- finish: the report files
+
+    def _write_report(self, state):
+        doc = engine.report(state, iso)
+        directory = os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
+        out = {'report': doc, 'report_path': os.path.join(directory, 'report.json')}
+        try:
+            os.makedirs(directory, exist_ok=True)
+            for name, text in (('report.json', json.dumps(doc, indent=2, sort_keys=True) + '\n'),
+                               ('report.md', engine.report_markdown(doc))):
+                tmp = os.path.join(directory, '.%s.tmp' % name)
+                with open(tmp, 'w', encoding='utf-8') as handle:
+                    handle.write(text)
+                os.replace(tmp, os.path.join(directory, name))
+        except OSError as exc:
+            # The decision still stands and the lock is still released.
+            out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
+        out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
+        return out
+
+
+def _plain(value):
+    """Ansible's tagged / lazy containers as plain JSON types."""
+    return json.loads(json.dumps(value, default=to_text))

@@ -1,0 +1,1168 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The rollout engine: one `rollout` state object and every decision about it.
+
+Private to grayrelease.canary. Pure Python (no Ansible imports, clock passed
+in), so every decision is unit-tested without a fleet.
+
+How it drives a run. The rollout play has three kinds of participants: the
+coordinator (localhost), which runs only this code; the balancers; and the
+app hosts (plus the probe host, usually the first balancer). The state holds
+an `act`: which participants do what next (`apps`, `balancers`, `probe`,
+`lock`: host lists, plus the arguments). Each actor task in the play runs
+only on the hosts its list names; the coordinator then calls `record()` with
+what every named host returned (or None when the host is gone), and the
+engine decides the next `act`. A host that does not answer is marked lost
+and is never asked again; the run halts. Nobody acts without a fresh act from
+a live coordinator, so app hosts can never roll on alone.
+
+The state is a plain dict (JSON-serialisable, it lives in a fact).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._judge import JudgeError, judge
+from ansible_collections.grayrelease.canary.plugins.module_utils._plan import (
+    PlanError,
+    plan_steps,
+    resolve_max_unavailable,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
+    RolloutError,
+    balancer_consensus,
+    canary_metrics,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._weights import WeightsError, canary_weights
+
+VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+# HAProxy names: what the runtime API accepts without quoting (no spaces, no
+# '/', nothing a socket command could be smuggled in with).
+NAME_RE = re.compile(r'^[A-Za-z0-9_.:-]+$')
+VERDICT_POLICIES = ('rollback', 'promote')
+ZONE_MODES = ('spread', 'sequential')
+TRUE_STRINGS = ('true', 'yes', 'on', '1', 'y')
+FALSE_STRINGS = ('false', 'no', 'off', '0', 'n')
+
+# Every setting the rollout reads, with its default. The role's
+# defaults/main.yml documents the same names; this is what the engine
+# falls back to when a caller did not set one at all.
+DEFAULTS = {
+    'canary_steps': [1, '25%', '50%', '100%'],
+    'canary_max_unavailable': '25%',
+    'canary_zone_mode': 'spread',
+    'canary_traffic_percent': 10,
+    'canary_pause': 0,
+    'canary_analysis_interval': 10,
+    'canary_analysis_count': 3,
+    'canary_drain_timeout': 30,
+    'canary_health_deadline': 60,
+    'canary_auto_rollback': True,
+    'canary_on_marginal': 'rollback',
+    'canary_on_inconclusive': 'rollback',
+    'canary_report_dir': './canary-reports',
+    'canary_release_keep': 5,
+    'canary_lock_ttl': 7200,
+    'canary_prestage': True,
+    'canary_settle_seconds': 2,
+    'canary_haproxy_socket': '/run/haproxy/admin.sock',
+    'canary_port': 8080,
+}
+
+
+class EngineError(ValueError):
+    """A decision cannot be made from the given input (a bug in the caller)."""
+
+
+# ---------------------------------------------------------------- settings
+
+def _as_bool(name, value, errors):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE_STRINGS + FALSE_STRINGS:
+        return value.strip().lower() in TRUE_STRINGS
+    errors.append('%s=%r must be true or false' % (name, value))
+    return None
+
+
+def _as_number(name, value, errors, low=None, high=None, low_open=False, integer=False):
+    number = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, (int, float)):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip()) if not integer else int(value.strip())
+        except ValueError:
+            number = None
+    if number is None or (integer and int(number) != number):
+        errors.append('%s=%r must be %s' % (name, value, 'an integer' if integer else 'a number'))
+        return None
+    number = int(number) if integer else number
+    if low is not None and (number < low or (low_open and number == low)):
+        errors.append('%s=%r must be %s %s' % (name, value, '>' if low_open else '>=', low))
+        return None
+    if high is not None and number > high:
+        errors.append('%s=%r must be <= %s' % (name, value, high))
+        return None
+    return number
+
+
+def _step_item(item):
+    # Survey answers and -e key=value give strings: '2' means 2.
+    if isinstance(item, str) and re.match(r'^\s*\d+\s*$', item):
+        return int(item)
+    if isinstance(item, str):
+        return item.strip()
+    return item
+
+
+def coerce_steps(value):
+    """canary_steps from a list, a JSON/Python list literal, or "1,25%,100%"."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith('['):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                try:
+                    value = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise PlanError('canary_steps %r is not a list: write it as [1, "25%%", "100%%"] or 1,25%%,100%%'
+                                    % (value,))
+        else:
+            value = [part for part in text.split(',') if part.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise PlanError('canary_steps %r is not a list of integers and "N%%" strings' % (value,))
+    return [_step_item(item) for item in value]
+
+
+def coerce_max_unavailable(value):
+    return _step_item(value)
+
+
+def check_settings(raw, artifact_exists=None):
+    """Validate and normalise every rollout input; returns (settings, errors).
+
+    raw: the canary_* variables as the play sees them (strings from surveys
+    included). Every error names the variable and its bad value.
+    """
+    errors = []
+    get = lambda key: raw.get(key, DEFAULTS.get(key))  # noqa: E731
+    settings = {}
+    version = raw.get('canary_version')
+    if version is None or version == '':
+        errors.append('canary_version is not set: pass -e canary_version=V')
+    elif not isinstance(version, (str, int, float)) or not VERSION_RE.match(str(version)):
+        errors.append("canary_version=%r must be a release name of letters, digits, '.', '_', '+', '-' "
+                      "(it becomes a directory name)" % (version,))
+    settings['version'] = str(version) if version is not None else ''
+    artifact = raw.get('canary_artifact')
+    if not artifact or not isinstance(artifact, str):
+        errors.append('canary_artifact is not set: pass -e canary_artifact=PATH (a .tar.gz on the controller)')
+    elif artifact_exists is not None and not artifact_exists(artifact):
+        errors.append('canary_artifact=%s must be a .tar.gz on the controller; no such file' % artifact)
+    settings['artifact'] = artifact or ''
+    settings['checksum'] = str(raw.get('canary_artifact_checksum') or '')
+
+    for key, name in (('backend', 'canary_backend'), ('service', 'canary_service')):
+        value = raw.get(name)
+        if not value or not isinstance(value, str):
+            errors.append('%s is required (an inventory variable the app and balancer hosts see), got %r'
+                          % (name, value))
+        elif not NAME_RE.match(value) or value in ('.', '..'):
+            errors.append('%s=%r may only contain letters, digits and _ . : - (and is not . or ..)' % (name, value))
+        settings[key] = value or ''
+
+    try:
+        settings['steps'] = coerce_steps(get('canary_steps'))
+        settings['max_unavailable'] = coerce_max_unavailable(get('canary_max_unavailable'))
+        # Validated against a fleet of 100 here; the real plan is made later.
+        plan_steps(['h%d' % i for i in range(100)], settings['steps'], settings['max_unavailable'])
+    except PlanError as exc:
+        errors.append(str(exc).replace('steps[', 'canary_steps[').replace('max_unavailable ', 'canary_max_unavailable '))
+    zone_mode = get('canary_zone_mode')
+    if zone_mode not in ZONE_MODES:
+        errors.append('canary_zone_mode=%r must be spread or sequential' % (zone_mode,))
+    settings['zone_mode'] = zone_mode
+    settings['traffic_percent'] = _as_number('canary_traffic_percent', get('canary_traffic_percent'), errors,
+                                             low=0, high=100, low_open=True)
+    pause = get('canary_pause')
+    if pause == 'manual':
+        settings['pause'] = 'manual'
+    else:
+        settings['pause'] = _as_number('canary_pause', pause, errors, low=0)
+        if settings['pause'] is None:
+            errors[-1] = "canary_pause=%r must be seconds >= 0 or 'manual'" % (pause,)
+    settings['analysis_interval'] = _as_number('canary_analysis_interval', get('canary_analysis_interval'), errors,
+                                               low=0, low_open=True)
+    settings['analysis_count'] = _as_number('canary_analysis_count', get('canary_analysis_count'), errors,
+                                            low=1, integer=True)
+    settings['drain_timeout'] = _as_number('canary_drain_timeout', get('canary_drain_timeout'), errors, low=0)
+    settings['health_deadline'] = _as_number('canary_health_deadline', get('canary_health_deadline'), errors,
+                                             low=0, low_open=True)
+    settings['release_keep'] = _as_number('canary_release_keep', get('canary_release_keep'), errors, low=1,
+                                          integer=True)
+    settings['lock_ttl'] = _as_number('canary_lock_ttl', get('canary_lock_ttl'), errors, low=1, integer=True)
+    settings['settle_seconds'] = _as_number('canary_settle_seconds', get('canary_settle_seconds'), errors, low=0)
+    settings['port'] = _as_number('canary_port', get('canary_port'), errors, low=1, high=65535, integer=True)
+    settings['auto_rollback'] = _as_bool('canary_auto_rollback', get('canary_auto_rollback'), errors)
+    settings['prestage'] = _as_bool('canary_prestage', get('canary_prestage'), errors)
+    for key in ('canary_on_marginal', 'canary_on_inconclusive'):
+        value = get(key)
+        if value not in VERDICT_POLICIES:
+            errors.append("%s=%r must be 'rollback' or 'promote'" % (key, value))
+        settings[key[len('canary_'):]] = value
+    settings['report_dir'] = str(get('canary_report_dir'))
+    settings['socket'] = str(get('canary_haproxy_socket'))
+    root = raw.get('canary_root') or ('/opt/%s' % settings['service'])
+    if not isinstance(root, str) or not root.startswith('/') or '/../' in root + '/':
+        errors.append('canary_root=%r must be an absolute path without ..' % (root,))
+    settings['root'] = root
+    lock_path = raw.get('canary_lock_path') or '/var/lib/grayrelease-canary/%s.lock' % settings['backend']
+    if not isinstance(lock_path, str) or not lock_path.startswith('/') or '/../' in lock_path + '/':
+        errors.append('canary_lock_path=%r must be an absolute path without ..' % (lock_path,))
+    settings['lock_path'] = lock_path
+    return settings, errors
+
+
+def check_hosts(app_hosts, balancers, identities, probe_host, known_hosts):
+    """The inventory side: groups, server names, zones, the probe host."""
+    errors = []
+    if not app_hosts:
+        errors.append('the app group has no hosts')
+    if not balancers:
+        errors.append('the balancer group has no hosts')
+    servers = {}
+    for host in app_hosts:
+        ident = identities.get(host) or {}
+        server = ident.get('server') or host
+        if not isinstance(server, str) or not NAME_RE.match(server):
+            errors.append('canary_server=%r of %s may only contain letters, digits and _ . : -' % (server, host))
+        elif server in servers:
+            errors.append('canary_server %r is used by both %s and %s' % (server, servers[server], host))
+        servers[server] = host
+    zoned = [h for h in app_hosts if (identities.get(h) or {}).get('zone')]
+    if zoned and len(zoned) != len(app_hosts):
+        errors.append('canary_zone is set on %s but not on %s: set it on every app host or on none'
+                      % (', '.join(zoned), ', '.join(h for h in app_hosts if h not in zoned)))
+    if probe_host != 'localhost' and probe_host not in known_hosts:
+        errors.append('canary_probe_from=%r is not a host of the inventory (or localhost)' % (probe_host,))
+    return errors
+
+
+# ---------------------------------------------------------------- state
+
+def new_state(settings, errors, app_hosts, balancers, identities, probe_host, now, check_mode=False, owner=''):
+    """The state of a run that has checked its inputs and nothing else."""
+    state = {
+        'settings': settings,
+        'check_mode': bool(check_mode),
+        'app_hosts': list(app_hosts),
+        'balancers': list(balancers),
+        'probe_host': probe_host,
+        'lock_host': balancers[0] if balancers else '',
+        'lock_owner': owner,
+        'lock_held': False,
+        'identities': dict((h, dict(identities.get(h) or {})) for h in app_hosts),
+        'started': now,
+        'phase': 'preflight',
+        'halt': None,
+        'lost': {},
+        'notes': [],
+        'done_before': [],
+        'previous_version': '',
+        'plan': [],
+        'plan_steps': [],
+        'plan_lines': [],
+        'initial_weights': {},
+        'canary_weights': {},
+        'repaired': [],
+        'maint': [],
+        'staged': [],
+        'switched': [],
+        'out': [],
+        'batch_index': 0,
+        'steps': [],
+        'rollback': {'hosts': [], 'groups': [], 'index': 0, 'done': [], 'errors': []},
+        'act': {},
+        'decision': None,
+        'finished': None,
+        'final_versions': {},
+        'messages': [],
+    }
+    if errors:
+        halt(state, 'preflight', 'bad input, nothing was changed: ' + '; '.join(errors))
+    else:
+        state['act'] = {'phase': 'lock', 'lock': [state['lock_host']], 'lock_state': 'present'}
+    return state
+
+
+def halt(state, phase, reason, kind='failed'):
+    """Stop the forward rollout; the first reason wins, later ones are noted."""
+    if state['halt'] is None:
+        state['halt'] = {'phase': phase, 'reason': reason, 'kind': kind}
+    else:
+        state['notes'].append('%s: %s' % (phase, reason))
+    state['act'] = {}
+
+
+def server_of(state, host):
+    return state['identities'][host].get('server') or host
+
+
+def _servers(state, hosts):
+    return [server_of(state, h) for h in hosts]
+
+
+def live_balancers(state):
+    return [b for b in state['balancers'] if b not in state['lost']]
+
+
+def _say(state, text):
+    state['messages'].append(text)
+
+
+def _result_error(result):
+    """One line saying why an actor's task failed, or '' when it did not."""
+    if result is None:
+        return 'gone (unreachable or left the play)'
+    if result.get('unreachable'):
+        return 'unreachable: %s' % (result.get('msg') or 'no answer').strip()
+    if result.get('failed'):
+        msg = result.get('msg') or result.get('stderr') or result.get('exception') or 'failed'
+        return ' '.join(str(msg).split())
+    return ''
+
+
+def _collect(state, role, results, phase):
+    """Split the results of one actor role into ok and failed; mark the lost."""
+    ok, failed = {}, {}
+    for host in state['act'].get(role, []):
+        result = (results.get(role) or {}).get(host)
+        error = _result_error(result)
+        if error:
+            failed[host] = error
+            if result is None or result.get('unreachable'):
+                state['lost'][host] = '%s during %s' % (error, phase)
+        else:
+            ok[host] = result
+    return ok, failed
+
+
+def _describe_failures(what, failed):
+    return '; '.join('%s on %s: %s' % (what, host, why) for host, why in sorted(failed.items()))
+
+
+# ---------------------------------------------------------------- pre-flight
+
+def record(state, results, now):
+    """Take the results of the current act and decide the next one."""
+    phase = state['act'].get('phase')
+    if not phase:
+        raise EngineError('no act is pending; nothing to record')
+    handler = _HANDLERS.get(phase)
+    if handler is None:
+        raise EngineError('unknown act phase %r' % (phase,))
+    state['messages'] = []
+    handler(state, results, now)
+    return state
+
+
+def _after_lock(state, results, now):
+    ok, failed = _collect(state, 'lock', results, 'pre-flight')
+    if failed:
+        halt(state, 'preflight', 'could not take the rollout lock: %s' % _describe_failures('lock', failed))
+        return
+    lock = ok[state['lock_host']]
+    state['lock_held'] = not state['check_mode']
+    if lock.get('took_over'):
+        state['notes'].append('took over the lock: %s' % lock.get('msg', ''))
+    state['act'] = {'phase': 'survey', 'apps': list(state['app_hosts']), 'balancers': list(state['balancers']),
+                    'probe': [state['probe_host']],
+                    'urls': [state['identities'][h]['health_url'] for h in state['app_hosts']]}
+
+
+def _after_survey(state, results, now):
+    settings = state['settings']
+    apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
+    lbs_ok, lbs_failed = _collect(state, 'balancers', results, 'pre-flight')
+    probe_ok, probe_failed = _collect(state, 'probe', results, 'pre-flight')
+    problems = []
+    if apps_failed:
+        problems.append(_describe_failures('reading the releases', apps_failed))
+    if lbs_failed:
+        problems.append(_describe_failures('reading HAProxy', lbs_failed))
+    if probe_failed:
+        problems.append(_describe_failures('probing health', probe_failed))
+    if problems:
+        halt(state, 'preflight', 'nothing was changed: ' + '; '.join(problems))
+        return
+    health = probe_ok[state['probe_host']]
+    healthy_urls = set(health.get('healthy') or [])
+    versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
+    healthy = [h for h in state['app_hosts'] if state['identities'][h]['health_url'] in healthy_urls]
+    servers = _servers(state, state['app_hosts'])
+    try:
+        consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
+    except RolloutError as exc:
+        halt(state, 'preflight', 'nothing was changed: %s' % exc)
+        return
+    if consensus['missing']:
+        halt(state, 'preflight', 'nothing was changed: backend %s lacks servers: %s' % (
+            settings['backend'], json.dumps(consensus['missing'], sort_keys=True)))
+        return
+    # An operator's maintenance is respected: those hosts are not rolled.
+    maint_servers = set(s for b in lbs_ok for s, info in lbs_ok[b]['backends'][settings['backend']].items()
+                        if s in servers and info.get('admin_state') == 'maint')
+    maint = [h for h in state['app_hosts'] if server_of(state, h) in maint_servers]
+    state['maint'] = maint
+    fleet = [h for h in state['app_hosts'] if h not in maint]
+    version = settings['version']
+    done = [h for h in fleet if versions[h] == version and h in healthy]
+    old_versions = sorted(set(versions[h] for h in fleet if versions[h] != version))
+    errors = []
+    if '' in old_versions:
+        errors.append('no current release on %s (see docs: adopting a fleet)' % ', '.join(
+            h for h in fleet if versions[h] == ''))
+    if len(old_versions) > 1:
+        errors.append('the fleet must run one version (or that version and %s when resuming); found %s' % (
+            version, ', '.join('%s=%s' % (h, versions[h] or "''") for h in fleet)))
+    sick = [h for h in fleet if h not in healthy and versions[h] != version]
+    if sick:
+        errors.append('unhealthy before the rollout: %s (%s)' % (', '.join(sick), '; '.join(
+            '%s' % ((health.get('results') or {}).get(state['identities'][h]['health_url'], {}).get('last_error')
+                    or 'unhealthy') for h in sick)))
+    # Disagreement on a server under maintenance is the operator's business.
+    disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in maint_servers]
+    if disagree:
+        errors.append('balancers disagree: %s' % '; '.join(disagree))
+    down = [s for s in consensus['down'] if s not in maint_servers and s not in _servers(state, sick)]
+    if down:
+        errors.append('not UP in HAProxy: %s' % ', '.join(down))
+    if errors:
+        halt(state, 'preflight', 'nothing was changed: ' + '; '.join(errors))
+        return
+    state['previous_version'] = old_versions[0] if old_versions else version
+    state['done_before'] = done
+    # Servers under maintenance take no traffic: weights are left alone.
+    state['initial_weights'] = dict((s, i['initial_weight']) for s, i in consensus['servers'].items()
+                                    if s not in maint_servers)
+    zones = None
+    if any(state['identities'][h].get('zone') for h in fleet):
+        zones = dict((h, state['identities'][h]['zone']) for h in fleet)
+    try:
+        state['plan_steps'] = plan_steps(fleet, settings['steps'], settings['max_unavailable'], zones,
+                                         settings['zone_mode'], done)
+        state['max_unavailable'] = resolve_max_unavailable(settings['max_unavailable'], len(fleet)) or len(fleet)
+    except PlanError as exc:
+        halt(state, 'preflight', 'nothing was changed: %s' % exc)
+        return
+    state['plan'] = [batch for step in state['plan_steps'] for batch in step]
+    # What an interrupted run left behind: drained servers of healthy hosts,
+    # weights off their initial value. Never an operator's maintenance.
+    repair = []
+    for host in fleet:
+        server = server_of(state, host)
+        info = consensus['servers'][server]
+        if host not in healthy:
+            continue
+        drained = any(lbs_ok[b]['backends'][settings['backend']][server].get('admin_state') == 'drain'
+                      for b in lbs_ok)
+        off_weight = any(lbs_ok[b]['backends'][settings['backend']][server].get('weight') != info['initial_weight']
+                         for b in lbs_ok)
+        if drained or off_weight:
+            repair.append(server)
+    state['repaired'] = repair
+    state['plan_lines'] = plan_text(state)
+    if repair and not state['check_mode']:
+        state['act'] = {'phase': 'repair', 'balancers': live_balancers(state), 'servers': repair, 'state': 'ready',
+                        'weights': dict((s, state['initial_weights'][s]) for s in repair)}
+        return
+    _stage_or_start(state)
+
+
+def _after_repair(state, results, now):
+    ok, failed = _collect(state, 'balancers', results, 'pre-flight')
+    if failed:
+        halt(state, 'preflight', 'could not repair %s: %s' % (
+            ', '.join(state['repaired']), _describe_failures('ready', failed)))
+        return
+    _stage_or_start(state)
+
+
+def _stage_or_start(state):
+    pending = [h for batch in state['plan'] for h in batch]
+    if state['settings']['prestage'] and pending and not state['check_mode']:
+        state['act'] = {'phase': 'stage', 'apps': pending}
+        return
+    _ready_for_batches(state)
+
+
+def _after_stage(state, results, now):
+    ok, failed = _collect(state, 'apps', results, 'pre-staging')
+    state['staged'] = sorted(h for h, r in ok.items() if r.get('installed_now'))
+    # A host that failed may have installed nothing or everything: clean it too.
+    state['staged'] = sorted(set(state['staged']) | set(h for h in failed if h not in state['lost']))
+    if failed:
+        halt(state, 'preflight', 'pre-staging %s failed, nothing was switched: %s' % (
+            state['settings']['version'], _describe_failures('stage', failed)))
+        return
+    _ready_for_batches(state)
+
+
+def _ready_for_batches(state):
+    state['phase'] = 'batches'
+    state['act'] = {}
+
+
+def plan_text(state):
+    settings = state['settings']
+    lines = ['Rolling %s from %s to %s on %d hosts' % (
+        settings['backend'], state['previous_version'], settings['version'], len(state['app_hosts']))]
+    if state['done_before']:
+        lines.append('%d already done (resume): %s' % (len(state['done_before']), ', '.join(state['done_before'])))
+    if state['maint']:
+        lines.append('left alone (in maintenance): %s' % ', '.join(state['maint']))
+    lines.append('repaired before starting: %s' % (', '.join(state['repaired']) or 'nothing'))
+    number = 0
+    for index, step in enumerate(state['plan_steps']):
+        for batch in step:
+            number += 1
+            lines.append('step %d, batch %d: %s' % (index + 1, number, ', '.join(batch)))
+    if state['plan_steps'] and _has_baseline_after(state, 0):
+        lines.append('step 1 gets %s%% of traffic for %s x %s s of analysis before full weight' % (
+            settings['traffic_percent'], settings['analysis_count'], settings['analysis_interval']))
+    return lines
+
+
+# ---------------------------------------------------------------- batches
+
+def _position(state, index):
+    """(step index, batch index within the step) of plan batch `index`."""
+    count = 0
+    for step_index, step in enumerate(state['plan_steps']):
+        if index < count + len(step):
+            return step_index, index - count
+        count += len(step)
+    raise EngineError('batch %d is not in the plan' % index)
+
+
+def _canary_hosts(state):
+    return state['done_before'] + [h for batch in state['plan_steps'][0] for h in batch]
+
+
+def _has_baseline_after(state, step_index):
+    """Is the step judged? Only the first step, and only if hosts stay behind."""
+    if step_index != 0:
+        return False
+    canary = set(_canary_hosts(state))
+    return any(h not in canary for h in state['app_hosts'] if h not in state['maint'])
+
+
+def begin_batch(state, index, now):
+    """Start plan batch `index`: drain its servers on every live balancer."""
+    state['messages'] = []
+    if state['halt'] is not None or state['phase'] != 'batches':
+        state['act'] = {}
+        return state
+    if index != state['batch_index']:
+        raise EngineError('batch %d started out of order (expected %d)' % (index + 1, state['batch_index'] + 1))
+    step_index, in_step = _position(state, index)
+    hosts = state['plan'][index]
+    if in_step == 0:
+        state['steps'].append({
+            'step': step_index + 1, 'hosts': [h for b in state['plan_steps'][step_index] for h in b],
+            'canary': _has_baseline_after(state, step_index), 'started': now, 'finished': None,
+            'seconds': None, 'outcome': 'running', 'batches': [], 'judge': {}, 'weights': {}, 'errors': [],
+        })
+        if state['steps'][-1]['canary']:
+            try:
+                state['canary_weights'] = canary_weights(state['initial_weights'], _servers(state, _canary_hosts(state)),
+                                                         float(state['settings']['traffic_percent']))
+            except WeightsError as exc:
+                halt(state, 'step %d' % (step_index + 1), str(exc))
+                return state
+            state['steps'][-1]['weights'] = state['canary_weights']
+    step = state['steps'][-1]
+    step['batches'].append({
+        'batch': index + 1, 'hosts': list(hosts), 'servers': _servers(state, hosts), 'started': now,
+        'finished': None, 'seconds': None, 'outcome': 'running', 'errors': [], 'timings': {},
+        'drain': {}, 'release': {}, 'health': {}, 'ready': {},
+    })
+    _say(state, 'step %d/%d, batch %d/%d: %s -> %s' % (
+        step_index + 1, len(state['plan_steps']), index + 1, len(state['plan']), ', '.join(hosts),
+        state['settings']['version']))
+    if state['check_mode']:
+        _end_batch(state, now)
+        return state
+    state['out'] = sorted(set(state['out']) | set(hosts))
+    _set_act(state, 'drain', now, balancers=live_balancers(state), servers=_servers(state, hosts), state='drain')
+    return state
+
+
+def _set_act(rollout, phase, now, **act):
+    act['phase'] = phase
+    rollout['act'] = act
+    state = rollout
+    batch = _current_batch(state)
+    if batch is not None:
+        batch['timings'][phase] = {'started': now}
+
+
+def _current_batch(state):
+    if state['phase'] != 'batches' or not state['steps'] or not state['steps'][-1]['batches']:
+        return None
+    return state['steps'][-1]['batches'][-1]
+
+
+def _timed(state, phase, now):
+    batch = _current_batch(state)
+    timing = batch['timings'].setdefault(phase, {'started': now})
+    timing['seconds'] = round(now - timing['started'], 2)
+    return batch
+
+
+def _batch_failed(state, batch, now, reason):
+    batch['errors'].append(reason)
+    batch['outcome'] = 'failed'
+    step = state['steps'][-1]
+    step['errors'].append(reason)
+    halt(state, 'step %d' % step['step'], 'step %d, batch %d: %s' % (step['step'], batch['batch'], reason))
+    _close_batch(state, batch, now)
+
+
+def _close_batch(state, batch, now):
+    batch['finished'] = now
+    batch['seconds'] = round(now - batch['started'], 2)
+    step = state['steps'][-1]
+    step['finished'] = now
+    step['seconds'] = round(now - step['started'], 2)
+    if batch['outcome'] == 'failed':
+        step['outcome'] = 'failed'
+
+
+def _balancer_view(ok):
+    return dict((b, {'changed': r.get('changed', False), 'servers': r.get('servers', {}),
+                     'drain': r.get('drain'), 'health': r.get('health')}) for b, r in ok.items())
+
+
+def _after_drain(state, results, now):
+    batch = _timed(state, 'drain', now)
+    ok, failed = _collect(state, 'balancers', results, 'the drain')
+    batch['drain'] = _balancer_view(ok)
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('drain', failed))
+        return
+    _set_act(state, 'switch', now, apps=list(batch['hosts']))
+
+
+def _after_switch(state, results, now):
+    batch = _timed(state, 'switch', now)
+    ok, failed = _collect(state, 'apps', results, 'the switch')
+    # Whatever the outcome, current may have moved (a service that did not
+    # stay up was switched first): every host of the batch counts as
+    # switched. The rollback names the old version explicitly, so a host
+    # that never moved is only made sure to run.
+    state['switched'] += [h for h in batch['hosts'] if h not in state['switched']]
+    batch['release'] = dict((h, {'switched': r.get('switched'), 'from': r.get('switched_from'),
+                                 'service': r.get('service', {})}) for h, r in ok.items())
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('release', failed))
+        return
+    _set_act(state, 'health', now, probe=[state['probe_host']],
+             urls=[state['identities'][h]['health_url'] for h in batch['hosts']])
+
+
+def _after_health(state, results, now):
+    batch = _timed(state, 'health', now)
+    ok, failed = _collect(state, 'probe', results, 'the health check')
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('health check from', failed))
+        return
+    health = ok[state['probe_host']]
+    batch['health'] = {'healthy': health.get('healthy', []), 'unhealthy': health.get('unhealthy', []),
+                       'results': health.get('results', {})}
+    if health.get('unhealthy'):
+        _batch_failed(state, batch, now, health.get('msg') or 'unhealthy: %s' % ', '.join(health['unhealthy']))
+        return
+    step = state['steps'][-1]
+    act = {'balancers': live_balancers(state), 'servers': list(batch['servers']), 'state': 'ready'}
+    if step['canary']:
+        # Weights first (the module orders it), so the canary never takes
+        # more than its share, not even for a moment.
+        act['weights'] = state['canary_weights']
+    else:
+        act['weights'] = dict((s, state['initial_weights'][s]) for s in batch['servers'])
+    _set_act(state, 'ready', now, **act)
+
+
+def _after_ready(state, results, now):
+    batch = _timed(state, 'ready', now)
+    ok, failed = _collect(state, 'balancers', results, 'the ready')
+    batch['ready'] = _balancer_view(ok)
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('ready', failed))
+        return
+    state['out'] = [h for h in state['out'] if h not in batch['hosts']]
+    step_index, in_step = _position(state, state['batch_index'])
+    step = state['steps'][-1]
+    last_in_step = in_step == len(state['plan_steps'][step_index]) - 1
+    if step['canary'] and last_in_step:
+        settings = state['settings']
+        _set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
+                 count=settings['analysis_count'], interval=settings['analysis_interval'],
+                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']])
+        return
+    _end_batch(state, now)
+
+
+def _after_analysis(state, results, now):
+    batch = _timed(state, 'analysis', now)
+    step = state['steps'][-1]
+    settings = state['settings']
+    ok_before, failed_before = _collect(state, 'balancers', results.get('before', {}), 'the analysis')
+    ok_after, failed_after = _collect(state, 'balancers', results.get('after', {}), 'the analysis')
+    ok_probe, failed_probe = _collect(state, 'probe', results.get('samples', {}), 'the analysis')
+    failed = dict(failed_before, **failed_after)
+    failed.update(failed_probe)
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('analysis', failed))
+        return
+    canary = _canary_hosts(state)
+    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+    rounds = [r.get('samples', {}) for r in ok_probe[state['probe_host']].get('results', [])]
+    try:
+        metrics = canary_metrics(ok_before, ok_after, settings['backend'], _servers(state, canary),
+                                 _servers(state, baseline), rounds,
+                                 [state['identities'][h]['sample_url'] for h in canary],
+                                 [state['identities'][h]['sample_url'] for h in baseline])
+        verdict = judge(metrics)
+    except (RolloutError, JudgeError) as exc:
+        _batch_failed(state, batch, now, 'the canary could not be judged: %s' % exc)
+        return
+    verdict['seconds_to_verdict'] = round(now - step['started'], 1)
+    step['judge'] = verdict
+    _say(state, 'canary judged %s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason']))
+    allowed = (verdict['verdict'] == 'pass'
+               or (verdict['verdict'] == 'marginal' and settings['on_marginal'] == 'promote')
+               or (verdict['verdict'] == 'inconclusive' and settings['on_inconclusive'] == 'promote'))
+    if not allowed:
+        failing = [m['reason'] for m in verdict['metrics'].values() if m.get('failed')]
+        _batch_failed(state, batch, now, 'canary judged %s (score %s): %s' % (
+            verdict['verdict'], _score(verdict['score']), '; '.join(failing) or verdict['reason']))
+        return
+    _set_act(state, 'restore', now, balancers=live_balancers(state), servers=sorted(state['initial_weights']),
+             weights=dict(state['initial_weights']))
+
+
+def _score(score):
+    return 'none' if score is None else '%.4g' % score
+
+
+def _after_restore(state, results, now):
+    batch = _timed(state, 'restore', now)
+    ok, failed = _collect(state, 'balancers', results, 'restoring weights')
+    if failed:
+        _batch_failed(state, batch, now, _describe_failures('restoring the initial weights', failed))
+        return
+    state['canary_weights'] = {}
+    _end_batch(state, now)
+
+
+def _end_batch(state, now):
+    batch = _current_batch(state)
+    batch['outcome'] = 'ok'
+    _close_batch(state, batch, now)
+    step_index, in_step = _position(state, state['batch_index'])
+    state['batch_index'] += 1
+    state['act'] = {}
+    step = state['steps'][-1]
+    if in_step == len(state['plan_steps'][step_index]) - 1:
+        step['outcome'] = 'ok' if step['outcome'] == 'running' else step['outcome']
+        more = step_index + 1 < len(state['plan_steps'])
+        pause = state['settings']['pause']
+        if more and pause == 'manual' and not state['check_mode']:
+            halt(state, 'paused', 'paused after step %d of %d (canary_pause=manual); run the same command again '
+                 'to continue' % (step_index + 1, len(state['plan_steps'])), kind='paused')
+        elif more and pause and not state['check_mode']:
+            state['act'] = {'phase': 'pause', 'seconds': pause}
+
+
+def _after_pause(state, results, now):
+    state['act'] = {}
+
+
+# ---------------------------------------------------------------- rollback
+
+def begin_rollback(state, now):
+    """After the batches: decide what goes back, in groups within max_unavailable."""
+    state['messages'] = []
+    state['phase'] = 'rollback'
+    state['act'] = {}
+    halted = state['halt']
+    if halted is None or halted['kind'] == 'paused' or halted['phase'] == 'preflight' or state['check_mode']:
+        return state
+    rollback = state['rollback']
+    limit = max(1, state.get('max_unavailable') or 1)
+    if state['settings']['auto_rollback']:
+        hosts = [h for h in state['app_hosts'] if h in state['switched'] or h in state['done_before']
+                 or h in state['out']]
+    else:
+        # No rollback asked for: hosts left out of rotation on the old
+        # release go back in; switched hosts stay as they are for inspection.
+        hosts = [h for h in state['out'] if h not in state['switched']]
+        if state['switched']:
+            state['notes'].append('canary_auto_rollback=false: %s left on %s' % (
+                ', '.join(state['switched']), state['settings']['version']))
+    hosts = [h for h in hosts if h not in state['lost']]
+    lost = [h for h in state['app_hosts'] if h in state['lost'] and (h in state['switched'] or h in state['out'])]
+    if lost:
+        rollback['errors'].append('not rolled back, unreachable: %s' % ', '.join(lost))
+    # Hosts already out of rotation go first: putting them back costs no capacity.
+    out_first = [h for h in hosts if h in state['out']] + [h for h in hosts if h not in state['out']]
+    rollback['hosts'] = out_first
+    rollback['groups'] = [out_first[i:i + limit] for i in range(0, len(out_first), limit)]
+    return state
+
+
+def begin_rollback_group(state, index, now):
+    state['messages'] = []
+    rollback = state['rollback']
+    group = rollback['groups'][index]
+    rollback['index'] = index
+    rollback.setdefault('records', []).append({'group': index + 1, 'hosts': group, 'started': now, 'errors': []})
+    in_rotation = [h for h in group if h not in state['out']]
+    state['out'] = sorted(set(state['out']) | set(group))
+    _say(state, 'rollback %d/%d: %s -> %s' % (index + 1, len(rollback['groups']), ', '.join(group),
+                                            state['previous_version']))
+    if in_rotation:
+        state['act'] = {'phase': 'rollback_drain', 'balancers': live_balancers(state),
+                        'servers': _servers(state, in_rotation), 'state': 'drain'}
+    else:
+        _rollback_switch(state)
+    return state
+
+
+def _rollback_record(state):
+    return state['rollback']['records'][-1]
+
+
+def _rollback_switch(state):
+    group = _rollback_record(state)['hosts']
+    switch = [h for h in group if h in state['switched'] or h in state['done_before']]
+    if switch:
+        state['act'] = {'phase': 'rollback_switch', 'apps': switch, 'version': state['previous_version']}
+    else:
+        _rollback_health(state, group)
+
+
+def _rollback_health(state, hosts):
+    if not hosts:
+        state['act'] = {}
+        return
+    state['act'] = {'phase': 'rollback_health', 'probe': [state['probe_host']],
+                    'urls': [state['identities'][h]['health_url'] for h in hosts], 'hosts': hosts}
+
+
+def _after_rollback_drain(state, results, now):
+    ok, failed = _collect(state, 'balancers', results, 'the rollback')
+    if failed:
+        # Going back matters more than the sessions still open.
+        _rollback_record(state)['errors'].append(_describe_failures('drain', failed))
+    _rollback_switch(state)
+
+
+def _after_rollback_switch(state, results, now):
+    ok, failed = _collect(state, 'apps', results, 'the rollback')
+    record_ = _rollback_record(state)
+    for host in ok:
+        if host in state['switched']:
+            state['switched'].remove(host)
+        state['rollback']['done'].append(host)
+    if failed:
+        record_['errors'].append(_describe_failures('switch back', failed))
+    group = [h for h in record_['hosts'] if h not in failed]
+    _rollback_health(state, group)
+
+
+def _after_rollback_health(state, results, now):
+    ok, failed = _collect(state, 'probe', results, 'the rollback')
+    record_ = _rollback_record(state)
+    hosts = state['act']['hosts']
+    if failed:
+        record_['errors'].append(_describe_failures('health check from', failed))
+        healthy = []
+    else:
+        health = ok[state['probe_host']]
+        good = set(health.get('healthy', []))
+        healthy = [h for h in hosts if state['identities'][h]['health_url'] in good]
+        sick = [h for h in hosts if h not in healthy]
+        if sick:
+            record_['errors'].append('still unhealthy after the rollback, left out of rotation: %s' % ', '.join(sick))
+    if not healthy:
+        state['act'] = {}
+        return
+    # Only this group's weights: every server named gets readied, and other
+    # groups may still be out. The clean-up restores the rest.
+    servers = _servers(state, healthy)
+    state['act'] = {'phase': 'rollback_ready', 'balancers': live_balancers(state), 'servers': servers,
+                    'state': 'ready', 'weights': dict((s, state['initial_weights'][s]) for s in servers),
+                    'hosts': healthy}
+
+
+def _after_rollback_ready(state, results, now):
+    ok, failed = _collect(state, 'balancers', results, 'the rollback')
+    record_ = _rollback_record(state)
+    if failed:
+        record_['errors'].append(_describe_failures('ready', failed))
+    else:
+        state['out'] = [h for h in state['out'] if h not in state['act']['hosts']]
+    state['act'] = {}
+
+
+def cleanup(state, now):
+    """After the rollback: weights back, staged-but-never-switched releases removed."""
+    state['messages'] = []
+    if state['check_mode']:
+        state['act'] = {}
+        return state
+    if state['canary_weights'] and live_balancers(state):
+        state['act'] = {'phase': 'cleanup_weights', 'balancers': live_balancers(state),
+                        'servers': sorted(state['initial_weights']), 'weights': dict(state['initial_weights'])}
+        return state
+    _cleanup_staged(state)
+    return state
+
+
+def _after_cleanup_weights(state, results, now):
+    ok, failed = _collect(state, 'balancers', results, 'the clean-up')
+    if failed:
+        state['rollback']['errors'].append(_describe_failures('restoring the initial weights', failed))
+    else:
+        state['canary_weights'] = {}
+    _cleanup_staged(state)
+
+
+def _cleanup_staged(state):
+    never = [h for h in state['staged'] if h not in state['switched'] and h not in state['rollback']['done']
+             and h not in state['lost']]
+    if never:
+        state['act'] = {'phase': 'unstage', 'apps': never}
+    else:
+        state['act'] = {}
+
+
+def _after_unstage(state, results, now):
+    ok, failed = _collect(state, 'apps', results, 'the clean-up')
+    state['unstaged'] = sorted(ok)
+    if failed:
+        state['notes'].append('could not remove the staged release: %s' % _describe_failures('remove', failed))
+    state['act'] = {}
+
+
+# ---------------------------------------------------------------- finish
+
+def begin_finish(state, now):
+    state['messages'] = []
+    state['phase'] = 'finish'
+    apps = [h for h in state['app_hosts'] if h not in state['lost']]
+    if apps:
+        state['act'] = {'phase': 'final_versions', 'apps': apps}
+    else:
+        _unlock(state)
+    return state
+
+
+def _after_final_versions(state, results, now):
+    ok, failed = _collect(state, 'apps', results, 'the finish')
+    for host in state['app_hosts']:
+        state['final_versions'][host] = (ok.get(host) or {}).get('current') or 'unknown'
+    _unlock(state)
+
+
+def _unlock(state):
+    state['act'] = {'phase': 'unlock', 'lock': [state['lock_host']]} if state['lock_held'] else {}
+
+
+def decide(state):
+    """promoted, paused, rolled_back or failed."""
+    halted = state['halt']
+    if halted is None:
+        return 'promoted'
+    if halted['kind'] == 'paused':
+        return 'paused'
+    rollback = state['rollback']
+    errors = rollback['errors'] + [e for r in rollback.get('records', []) for e in r['errors']]
+    touched_lost = [h for h in state['lost'] if h in state['app_hosts']]
+    # Rolled back means: something was put back, and every host is again on
+    # the old release and in rotation, with nothing lost on the way.
+    if rollback['hosts'] and not errors and not state['switched'] and not state['out'] and not touched_lost \
+            and not [b for b in state['lost'] if b in state['balancers']]:
+        return 'rolled_back'
+    return 'failed'
+
+
+def finish(state, now):
+    """The decision; the lock was released before (begin_finish)."""
+    state['messages'] = []
+    state['decision'] = decide(state)
+    state['finished'] = now
+    state['act'] = {}
+    return state
+
+
+def _after_unlock(state, results, now):
+    ok, failed = _collect(state, 'lock', results, 'the finish')
+    if failed:
+        state['notes'].append('could not release the lock (it expires after canary_lock_ttl): %s'
+                              % _describe_failures('unlock', failed))
+    else:
+        state['lock_held'] = False
+    state['act'] = {}
+
+
+def report(state, iso):
+    """The report.json document. iso: epoch seconds -> ISO 8601 UTC text."""
+    settings = state['settings']
+    halted = state['halt'] or {}
+    lost = dict(state['lost'])
+    may_hold = []
+    for host, why in sorted(lost.items()):
+        if host in state['balancers']:
+            may_hold.append('%s (%s) may still hold servers drained or at canary weights; the next run repairs it'
+                            % (host, why))
+        elif host in state['switched'] or host in state['out']:
+            may_hold.append('%s (%s) may be on %s and out of rotation' % (host, why, settings['version']))
+    return {
+        'decision': state['decision'],
+        'reason': halted.get('reason', ''),
+        'version': settings.get('version', ''),
+        'previous_version': state['previous_version'],
+        'backend': settings.get('backend', ''),
+        'started': iso(state['started']),
+        'finished': iso(state['finished'] or state['started']),
+        'seconds': round((state['finished'] or state['started']) - state['started'], 1),
+        'check_mode': state['check_mode'],
+        'plan': state['plan'],
+        'plan_steps': state['plan_steps'],
+        'done_before': state['done_before'],
+        'repaired': state['repaired'],
+        'maintenance': state['maint'],
+        'settings': dict((k, settings.get(k)) for k in (
+            'steps', 'max_unavailable', 'zone_mode', 'traffic_percent', 'analysis_interval', 'analysis_count',
+            'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage')),
+        'steps': [_report_step(step, iso) for step in state['steps']],
+        'rolled_back': state['rollback']['done'],
+        'rollback': [dict(r, started=iso(r['started'])) for r in state['rollback'].get('records', [])],
+        'rollback_errors': state['rollback']['errors'] + [e for r in state['rollback'].get('records', [])
+                                                          for e in r['errors']],
+        'lost': lost,
+        'lost_may_hold': may_hold,
+        'notes': state['notes'],
+        'staged_removed': state.get('unstaged', []),
+        'hosts': state['final_versions'],
+    }
+
+
+def _report_step(step, iso):
+    out = dict(step, started=iso(step['started']), finished=iso(step['finished'] or step['started']))
+    out['batches'] = [dict(b, started=iso(b['started']), finished=iso(b['finished'] or b['started']),
+                           timings=dict((k, v.get('seconds')) for k, v in b['timings'].items()))
+                      for b in step['batches']]
+    return out
+
+
+def report_markdown(doc):
+    """report.md: the same facts for a person."""
+    lines = ['# Canary rollout of %s: %s' % (doc['backend'], str(doc['decision']).upper()), '',
+             '| | |', '|---|---|',
+             '| decision | **%s** |' % doc['decision'],
+             '| version | %s -> %s |' % (doc['previous_version'], doc['version']),
+             '| started / finished (UTC) | %s / %s (%s s) |' % (doc['started'], doc['finished'], doc['seconds'])]
+    if doc['reason']:
+        lines.append('| reason | %s |' % _cell(doc['reason']))
+    lines += ['| rolled back | %s |' % (', '.join(doc['rolled_back']) or 'nothing'),
+              '| repaired before start | %s |' % (', '.join(doc['repaired']) or 'nothing')]
+    if doc['maintenance']:
+        lines.append('| left alone (maintenance) | %s |' % ', '.join(doc['maintenance']))
+    if doc['lost']:
+        lines.append('| lost | %s |' % _cell('; '.join(doc['lost_may_hold']) or ', '.join(doc['lost'])))
+    lines += ['', '## Plan', '']
+    for number, step in enumerate(doc['plan_steps'], 1):
+        lines.append('%d. %s' % (number, ' | '.join(', '.join(b) for b in step)))
+    if doc['done_before']:
+        lines += ['', 'Already on %s before this run (resume): %s' % (doc['version'], ', '.join(doc['done_before']))]
+    lines += ['', '## Steps', '', '| step | batch | hosts | canary | outcome | seconds | drain | switch | health | ready |',
+              '|---|---|---|---|---|---|---|---|---|---|']
+    for step in doc['steps']:
+        for batch in step['batches']:
+            t = batch['timings']
+            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+                step['step'], batch['batch'], ', '.join(batch['hosts']), 'yes' if step['canary'] else '',
+                batch['outcome'], batch['seconds'], t.get('drain', '-'), t.get('switch', '-'), t.get('health', '-'),
+                t.get('ready', '-')))
+    for step in doc['steps']:
+        verdict = step.get('judge') or {}
+        if not verdict.get('metrics'):
+            continue
+        lines += ['', '### Canary judgement (step %s): %s, score %s' % (
+            step['step'], verdict['verdict'], _score(verdict['score'])), '',
+            '| metric | classification | p-value | baseline | canary | reason |', '|---|---|---|---|---|---|']
+        for name, metric in sorted(verdict['metrics'].items()):
+            lines.append('| %s | %s | %s | %s | %s | %s |' % (
+                name, metric.get('classification'), _num(metric.get('p_value')), _num(metric.get('baseline')),
+                _num(metric.get('canary')), _cell(metric.get('reason', ''))))
+    errors = [e for s in doc['steps'] for e in s['errors']]
+    for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes'])):
+        if items:
+            lines += ['', '### %s' % title, ''] + ['- %s' % _cell(e) for e in items]
+    lines += ['', '## Hosts', '', '| host | version |', '|---|---|']
+    lines += ['| %s | %s |' % (h, v) for h, v in sorted(doc['hosts'].items())]
+    return '\n'.join(lines) + '\n'
+
+
+def _cell(text):
+    return ' '.join(str(text).split()).replace('|', '/')
+
+
+def _num(value):
+    if isinstance(value, float):
+        return '%.4g' % value
+    return '-' if value is None else str(value)
+
+
+def summary_lines(doc, report_path):
+    lines = ['decision: %s (%s -> %s)' % (doc['decision'], doc['previous_version'] or '?', doc['version'] or '?')]
+    if doc['reason']:
+        lines.append('reason: %s' % doc['reason'])
+    lines += ['%s: %s' % (h, v) for h, v in sorted(doc['hosts'].items())]
+    lines.append('report: %s' % report_path)
+    return lines
+
+
+_HANDLERS = {
+    'lock': _after_lock,
+    'survey': _after_survey,
+    'repair': _after_repair,
+    'stage': _after_stage,
+    'drain': _after_drain,
+    'switch': _after_switch,
+    'health': _after_health,
+    'ready': _after_ready,
+    'analysis': _after_analysis,
+    'restore': _after_restore,
+    'pause': _after_pause,
+    'rollback_drain': _after_rollback_drain,
+    'rollback_switch': _after_rollback_switch,
+    'rollback_health': _after_rollback_health,
+    'rollback_ready': _after_rollback_ready,
+    'cleanup_weights': _after_cleanup_weights,
+    'unstage': _after_unstage,
+    'final_versions': _after_final_versions,
+    'unlock': _after_unlock,
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rollout_state
+short_description: The coordinator of a canary rollout (controller side)
+version_added: 0.2.0
+description:
+  - Keeps the state of one rollout in the C(grayrelease_rollout) fact of the
+    coordinator (localhost) and makes every decision about it - which hosts
+    and balancers act next and with what arguments (the C(act)), whether the
+    run halts, what is rolled back in which groups, the final decision, and
+    the report.
+  - Runs entirely on the controller through its action plugin; nothing is
+    executed on a managed host. The logic is in the collection's private
+    C(module_utils/_engine.py), unit-tested without Ansible.
+  - Used by the P(grayrelease.canary.rollout#role) role; not meant to be
+    called on its own.
+options:
+  op:
+    description:
+      - C(start) checks every input and names the participants; C(record)
+        takes what the actors of the pending act registered (a host that is
+        gone is marked lost) and decides the next act; C(batch) starts plan
+        batch O(index); C(rollback) decides what goes back after a halt, in
+        groups within C(canary_max_unavailable); C(rollback_group) starts
+        rollback group O(index); C(cleanup) restores weights and removes
+        releases staged on hosts that were never switched; C(finish_survey)
+        asks the app hosts for their final versions; C(finish) decides and
+        writes C(report.json) and C(report.md) into C(canary_report_dir).
+    type: str
+    required: true
+    choices: [start, record, batch, rollback, rollback_group, cleanup, finish_survey, finish]
+  index:
+    description: Batch or rollback group number (from 0) for O(op=batch) and O(op=rollback_group).
+    type: int
+    default: 0
+  app_group:
+    description: Inventory group of the app hosts (O(op=start)).
+    type: str
+    default: app
+  balancer_group:
+    description: Inventory group of the HAProxy hosts (O(op=start)).
+    type: str
+    default: balancers
+  owner:
+    description: Lock owner of this run (O(op=start)).
+    type: str
+notes:
+  - Settings are the C(canary_*) variables, read as the first app host sees them
+    (inventory and extra vars); survey strings such as C("1,25%,100%") or C("2") are accepted.
+attributes:
+  check_mode:
+    support: full
+    description: In check mode the plan is made and reported; no act changes anything.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+  platform:
+    support: full
+    platforms: controller
+    description: Runs on the controller only.
+author:
+  - Grayrelease Canary Maintainers (@grayrelease)
+"""
+
+EXAMPLES = r"""
+- name: Pre-flight | check the inputs and name the participants
+  grayrelease.canary.rollout_state:
+    op: start
+  when: inventory_hostname == 'localhost'
+
+- name: Batch | begin
+  grayrelease.canary.rollout_state:
+    op: batch
+    index: 0
+  when: inventory_hostname == 'localhost'
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(grayrelease_rollout), the whole state of the run.
+  returned: always
+  type: dict
+act:
+  description: The phase of the next act (empty when nobody acts next).
+  returned: always
+  type: str
+  sample: drain
+halt:
+  description: Why the run stopped (C(phase), C(reason), C(kind) C(failed) or C(paused)).
+  returned: when the run halted
+  type: dict
+report:
+  description: The report document (the content of report.json).
+  returned: with O(op=finish)
+  type: dict
+report_path:
+  description: Path of report.json on the controller.
+  returned: with O(op=finish)
+  type: str
+summary:
+  description: Decision, reason, final version per host and the report path, one line each.
+  returned: with O(op=finish)
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            op=dict(type='str', required=True,
+                    choices=['start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup',
+                             'finish_survey', 'finish']),
+            index=dict(type='int', default=0),
+            app_group=dict(type='str', default='app'),
+            balancer_group=dict(type='str', default='balancers'),
+            owner=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    module.fail_json(msg='grayrelease.canary.rollout_state runs on the controller through its action plugin')
+
+
+if __name__ == '__main__':
+    main()

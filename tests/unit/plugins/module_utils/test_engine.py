@@ -1,0 +1,398 @@
+# -*- coding: utf-8 -*-
+"""The rollout engine's decisions, driven through a simulated fleet.
+
+FakeFleet answers every act the way the real actors do (release, haproxy_server,
+haproxy_info, health_check, http_sample results) and can be told to fail,
+lose a host, or serve a bad canary. The playbook does nothing but pass those
+results to engine.record(), so these tests cover every decision it makes.
+"""
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+
+APPS = ['app1', 'app2', 'app3', 'app4', 'app5', 'app6']
+LBS = ['lb1', 'lb2']
+
+
+def settings(**over):
+    raw = {'canary_version': 'v2', 'canary_artifact': '/tmp/v2.tar.gz', 'canary_backend': 'demoapp',
+           'canary_service': 'demoapp', 'canary_analysis_count': 1}
+    raw.update(over)
+    result, errors = engine.check_settings(raw)
+    return result, errors
+
+
+def identities(apps=APPS, zones=None):
+    return dict((h, {'server': h, 'zone': (zones or {}).get(h, ''), 'health_url': 'http://%s/healthz' % h,
+                     'sample_url': 'http://%s/' % h}) for h in apps)
+
+
+class FakeFleet(object):
+    """Answers acts like the real actors; knobs inject faults."""
+
+    def __init__(self, apps=APPS, versions=None, maint=(), drained=(), weights=None):
+        self.apps = list(apps)
+        self.versions = dict(versions or dict((h, 'v1') for h in apps))
+        self.admin = dict((h, 'maint' if h in maint else 'drain' if h in drained else 'ready') for h in apps)
+        self.initial = dict((h, 1) for h in apps)
+        self.weights = dict(self.initial, **(weights or {}))
+        self.unhealthy = set()
+        self.crash_on = set()      # release fails (did not stay up) on these hosts
+        self.lose_on = {}          # phase -> host that vanishes in that phase
+        self.fail_lb_on = {}       # phase -> balancer whose action fails
+        self.bad_canary = False
+        self.log = []              # (phase, max hosts out of rotation at that moment)
+        self.staged = set()
+
+    def out_of_rotation(self):
+        return sorted(h for h in self.apps if self.admin[h] != 'ready')
+
+    def answer(self, state):
+        act = state['act']
+        phase = act['phase']
+        lost = self.lose_on.get(phase)
+        if phase == 'analysis':
+            return {'before': {'balancers': dict((b, self.info()) for b in act['balancers'])},
+                    'after': {'balancers': dict((b, self.info(after=True, canary=state)) for b in act['balancers'])},
+                    'samples': {'probe': dict((p, self.samples(act, state)) for p in act['probe'])}}
+        results = {}
+        for role in ('apps', 'balancers', 'probe', 'lock'):
+            if role not in act:
+                continue
+            results[role] = {}
+            for host in act[role]:
+                if host == lost:
+                    results[role][host] = {'unreachable': True, 'msg': 'Failed to connect'}
+                    continue
+                results[role][host] = self.act_on(role, host, act, phase)
+        self.log.append((phase, len(self.out_of_rotation())))
+        return results
+
+    def info(self, after=False, canary=None):
+        table = {}
+        for h in self.apps:
+            req = 0
+            errors = 0
+            if after:
+                req = 200
+                if self.bad_canary and canary is not None and h in engine._canary_hosts(canary):
+                    errors = 100
+            table[h] = {'admin_state': self.admin[h], 'status': 'MAINT' if self.admin[h] == 'maint' else 'UP',
+                        'weight': self.weights[h], 'initial_weight': self.initial[h], 'req_tot': req,
+                        'hrsp_5xx': errors, 'scur': 0}
+        return {'backends': {'demoapp': table}}
+
+    def samples(self, act, state):
+        canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
+        rounds = []
+        for _i in range(act['count']):
+            samples = {}
+            for url in act['urls']:
+                bad = self.bad_canary and url in canary_urls
+                samples[url] = {'latencies_ms': [5.0 + i % 3 for i in range(20)], 'errors': 20 if bad else 0,
+                                'total': 20}
+            rounds.append({'samples': samples})
+        return {'results': rounds}
+
+    def act_on(self, role, host, act, phase):
+        if phase in self.fail_lb_on and self.fail_lb_on[phase] == host:
+            return {'failed': True, 'msg': 'cannot connect to HAProxy socket /run/haproxy/admin.sock: '
+                                           '[Errno 2] No such file or directory'}
+        if role == 'lock':
+            return {'changed': True, 'acquired': True}
+        if role == 'balancers':
+            if phase == 'survey':
+                return self.info()
+            for server in act.get('servers', []):
+                if act.get('state'):
+                    self.admin[server] = act['state']
+            for server, weight in (act.get('weights') or {}).items():
+                self.weights[server] = weight
+            return {'changed': True, 'servers': {}}
+        if role == 'probe':
+            urls = act['urls']
+            bad = [u for u in urls if u.split('/')[2] in self.unhealthy]
+            return {'healthy': [u for u in urls if u not in bad], 'unhealthy': bad, 'results': {},
+                    'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''}
+        # apps
+        if phase in ('survey', 'final_versions'):
+            return {'current': self.versions[host]}
+        if phase == 'stage':
+            self.staged.add(host)
+            return {'changed': True, 'installed_now': True}
+        if phase == 'unstage':
+            self.staged.discard(host)
+            return {'changed': True}
+        if phase == 'switch':
+            self.versions[host] = 'v2'
+            if host in self.crash_on:
+                return {'failed': True, 'switched': True, 'msg': 'demoapp did not stay up after the restart'}
+            return {'changed': True, 'switched': True, 'switched_from': 'v1'}
+        if phase == 'rollback_switch':
+            self.versions[host] = act['version']
+            return {'changed': True, 'switched': True}
+        raise AssertionError('unexpected act %s for %s' % (phase, host))
+
+
+def run(fleet, check_mode=False, **over):
+    """Drive a whole run the way roles/rollout/tasks/main.yml does."""
+    clock = [1000.0]
+
+    def now():
+        clock[0] += 1.0
+        return clock[0]
+
+    conf, errors = settings(**over)
+    zones = over.pop('zones', None)
+    state = engine.new_state(conf, errors, fleet.apps, LBS, identities(fleet.apps, zones), 'lb1', now(),
+                             check_mode=check_mode, owner='me')
+
+    def drain_acts():
+        while state['act'].get('phase'):
+            engine.record(state, fleet.answer(state), now())
+
+    drain_acts()
+    for index in range(len(state['plan'])):
+        if state['halt'] is not None:
+            break
+        engine.begin_batch(state, index, now())
+        drain_acts()
+    engine.begin_rollback(state, now())
+    for index in range(len(state['rollback']['groups'])):
+        engine.begin_rollback_group(state, index, now())
+        drain_acts()
+    engine.cleanup(state, now())
+    drain_acts()
+    engine.begin_finish(state, now())
+    drain_acts()
+    engine.finish(state, now())
+    return state
+
+
+def test_promoted_rolls_every_host_and_judges_the_first_step():
+    fleet = FakeFleet()
+    state = run(fleet)
+    assert state['decision'] == 'promoted'
+    assert fleet.versions == dict((h, 'v2') for h in APPS)
+    assert fleet.out_of_rotation() == []
+    assert fleet.weights == fleet.initial
+    assert [s['hosts'] for s in state['steps']] == [['app1'], ['app2'], ['app3'], ['app4', 'app5', 'app6']]
+    # Step 4 (3 hosts) is split by max_unavailable 25% of 6 = 1.
+    assert [len(s['batches']) for s in state['steps']] == [1, 1, 1, 3]
+    assert state['steps'][0]['canary'] and state['steps'][0]['judge']['verdict'] == 'pass'
+    assert not any(s['canary'] for s in state['steps'][1:])
+    doc = engine.report(state, str)
+    assert doc['hosts'] == dict((h, 'v2') for h in APPS)
+    assert doc['plan'] == [['app1'], ['app2'], ['app3'], ['app4'], ['app5'], ['app6']]
+    # Never more than max_unavailable (1) out of rotation at once.
+    assert max(out for _phase, out in fleet.log) == 1
+    assert state['lock_held'] is False
+
+
+def test_canary_weights_applied_at_ready_and_restored_after_a_pass():
+    fleet = FakeFleet()
+    conf, _ = settings(canary_traffic_percent=10)
+    state = engine.new_state(conf, [], APPS, LBS, identities(), 'lb1', 1.0)
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 2.0)
+    engine.begin_batch(state, 0, 3.0)
+    for phase in ('drain', 'switch', 'health'):
+        assert state['act']['phase'] == phase
+        engine.record(state, fleet.answer(state), 4.0)
+    assert state['act']['phase'] == 'ready'
+    assert state['act']['servers'] == ['app1']
+    weights = state['act']['weights']
+    assert set(weights) == set(APPS) and weights['app1'] < weights['app2']
+    engine.record(state, fleet.answer(state), 5.0)
+    assert state['act']['phase'] == 'analysis'
+    engine.record(state, fleet.answer(state), 6.0)
+    assert state['act']['phase'] == 'restore' and state['act']['weights'] == dict((h, 1) for h in APPS)
+    assert 'state' not in state['act']  # weights only: admin states stay as they are
+
+
+def test_bad_canary_is_judged_and_only_the_canary_rolls_back():
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    state = run(fleet)
+    assert state['decision'] == 'rolled_back'
+    assert 'judged fail' in state['halt']['reason']
+    assert state['rollback']['done'] == ['app1']
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert fleet.weights == fleet.initial and fleet.out_of_rotation() == []
+    # Releases staged on hosts that never switched are removed again.
+    assert fleet.staged == {'app1'}
+
+
+def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():
+    fleet = FakeFleet()
+    fleet.crash_on = {'app4'}
+    state = run(fleet, canary_max_unavailable=2, canary_steps=[1, '50%', '100%'])
+    assert state['decision'] == 'rolled_back'
+    assert 'app4' in state['halt']['reason'] and 'did not stay up' in state['halt']['reason']
+    assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3', 'app4', 'app5']
+    # The failed batch was already out; the rest went back two at a time.
+    assert all(len(g) <= 2 for g in state['rollback']['groups'])
+    assert max(out for _phase, out in fleet.log) <= 2
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert fleet.out_of_rotation() == []
+    assert 'app6' not in fleet.staged
+
+
+def test_partial_rollback_when_a_host_is_lost_is_failed_and_says_so():
+    fleet = FakeFleet()
+    fleet.lose_on = {'rollback_switch': 'app2'}
+    fleet.crash_on = {'app3'}
+    state = run(fleet)
+    assert state['decision'] == 'failed'
+    doc = engine.report(state, str)
+    assert 'app2' in doc['lost']
+    assert any('app2' in line for line in doc['lost_may_hold'])
+    assert 'app1' in state['rollback']['done']
+
+
+def test_lost_balancer_halts_and_the_rest_is_still_restored():
+    fleet = FakeFleet()
+    fleet.lose_on = {'drain': 'lb2'}
+    state = run(fleet)
+    assert state['decision'] == 'failed'
+    assert 'lb2' in state['lost'] and 'unreachable' in state['halt']['reason']
+    # Nothing was switched: the canary never left the old release.
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert fleet.out_of_rotation() == []
+    # lb2 is never asked again.
+    doc = engine.report(state, str)
+    assert any('lb2' in line and 'repairs' in line for line in doc['lost_may_hold'])
+
+
+def test_balancer_failure_keeps_the_real_cause():
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'drain': 'lb1'}
+    state = run(fleet)
+    assert 'No such file or directory' in state['halt']['reason']
+    assert 'lb1' in state['halt']['reason']
+
+
+def test_unhealthy_batch_halts_before_ready():
+    fleet = FakeFleet()
+    fleet.unhealthy = {'app1'}
+    fleet.versions  # app1 becomes unhealthy only after its switch in real life; here from the start
+    state = run(fleet)
+    # app1 was unhealthy in pre-flight already: nothing is touched at all.
+    assert state['halt']['phase'] == 'preflight' and 'unhealthy' in state['halt']['reason']
+    assert state['decision'] == 'failed' and fleet.log[0][0] == 'lock'
+    assert all(p in ('lock', 'survey', 'final_versions', 'unlock') for p, _ in fleet.log)
+
+
+def test_manual_pause_stops_after_each_step_not_each_batch():
+    fleet = FakeFleet()
+    state = run(fleet, canary_pause='manual', canary_steps=[2, '100%'], canary_max_unavailable=1)
+    assert state['decision'] == 'paused'
+    assert [b['hosts'] for b in state['steps'][0]['batches']] == [['app1'], ['app2']]
+    assert len(state['steps']) == 1
+    assert fleet.out_of_rotation() == [] and fleet.weights == fleet.initial
+    # Paused is not a failure: nothing goes back.
+    assert state['rollback']['hosts'] == []
+
+
+def test_seconds_pause_acts_after_each_step():
+    fleet = FakeFleet()
+    state = run(fleet, canary_pause=5, canary_steps=[1, '100%'], canary_max_unavailable=3)
+    pauses = [p for p, _ in fleet.log if p == 'pause']
+    assert len(pauses) == 1  # between step 1 and step 2, not between step 2's batches
+    assert state['decision'] == 'promoted'
+
+
+def test_resume_counts_done_hosts_and_repairs_what_the_killed_run_left():
+    versions = dict((h, 'v1') for h in APPS)
+    versions.update(app1='v2', app2='v2')
+    fleet = FakeFleet(versions=versions, drained=['app3'], weights={'app1': 0})
+    state = run(fleet)
+    assert state['done_before'] == ['app1', 'app2']
+    assert sorted(state['repaired']) == ['app1', 'app3']
+    assert [h for b in state['plan'] for h in b] == ['app3', 'app4', 'app5', 'app6']
+    assert state['decision'] == 'promoted'
+    assert fleet.versions == dict((h, 'v2') for h in APPS)
+
+
+def test_operator_maintenance_is_left_alone():
+    fleet = FakeFleet(maint=['app6'])
+    state = run(fleet)
+    assert state['maint'] == ['app6']
+    assert 'app6' not in [h for b in state['plan'] for h in b]
+    assert fleet.admin['app6'] == 'maint' and fleet.versions['app6'] == 'v1'
+    assert state['decision'] == 'promoted'
+
+
+def test_check_mode_plans_and_touches_nothing():
+    fleet = FakeFleet()
+    state = run(fleet, check_mode=True)
+    assert state['decision'] == 'promoted'
+    assert all(p in ('lock', 'survey', 'final_versions') for p, _ in fleet.log)
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert state['plan_lines'][0] == 'Rolling demoapp from v1 to v2 on 6 hosts'
+
+
+def test_no_auto_rollback_restores_weights_and_readies_hosts_not_switched():
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    state = run(fleet, canary_auto_rollback='false')
+    assert state['decision'] == 'failed'
+    assert fleet.versions['app1'] == 'v2'
+    assert fleet.weights == fleet.initial
+    assert any('canary_auto_rollback=false' in n for n in state['notes'])
+
+
+def test_bad_input_halts_before_the_lock_naming_every_bad_value():
+    conf, errors = settings(canary_version='../x', canary_traffic_percent='0', canary_steps=[3, 1],
+                            canary_max_unavailable='0', canary_pause='soon', canary_backend='a/b')
+    text = '; '.join(errors)
+    for needle in ("'../x'", "canary_traffic_percent='0'", 'non-decreasing', "'soon'", "'a/b'"):
+        assert needle in text
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0)
+    assert state['act'] == {} and state['halt']['phase'] == 'preflight'
+
+
+@pytest.mark.parametrize('raw,expected', [
+    ('1,25%,100%', [1, '25%', '100%']),
+    ('[1, "25%"]', [1, '25%']),
+    ("[1, '25%']", [1, '25%']),
+    (['1', '50%'], [1, '50%']),
+    ([2, '100%'], [2, '100%']),
+])
+def test_survey_strings_for_steps(raw, expected):
+    assert engine.coerce_steps(raw) == expected
+
+
+def test_survey_string_max_unavailable_and_bools():
+    conf, errors = settings(canary_max_unavailable='2', canary_auto_rollback='no', canary_analysis_count='3')
+    assert errors == []
+    assert conf['max_unavailable'] == 2 and conf['auto_rollback'] is False and conf['analysis_count'] == 3
+
+
+def test_hosts_check_names_duplicates_and_bad_server_names():
+    ident = identities()
+    ident['app2']['server'] = 'app1'
+    ident['app3']['server'] = 'bad name;shutdown'
+    errors = engine.check_hosts(APPS, LBS, ident, 'nowhere', APPS + LBS)
+    text = '; '.join(errors)
+    assert "'app1' is used by both app1 and app2" in text
+    assert 'bad name;shutdown' in text
+    assert "canary_probe_from='nowhere'" in text
+
+
+def test_record_refuses_without_a_pending_act():
+    state = engine.new_state(settings()[0], [], APPS, LBS, identities(), 'lb1', 1.0)
+    state['act'] = {}
+    with pytest.raises(engine.EngineError):
+        engine.record(state, {}, 2.0)
+
+
+def test_report_markdown_has_steps_and_judgement():
+    fleet = FakeFleet()
+    state = run(fleet)
+    text = engine.report_markdown(engine.report(state, str))
+    assert '# Canary rollout of demoapp: PROMOTED' in text
+    assert '### Canary judgement (step 1): pass' in text
+    assert '| 4 | 6 | app6 |' in text
