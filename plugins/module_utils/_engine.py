@@ -100,14 +100,14 @@ def _as_number(name, value, errors, low=None, high=None, low_open=False, integer
         except ValueError:
             number = None
     if number is None or (integer and int(number) != number):
-        errors.append('%s=%r must be %s' % (name, value, 'an integer' if integer else 'a number'))
+        errors.append('%s=%s must be %s' % (name, value, 'an integer' if integer else 'a number'))
         return None
     number = int(number) if integer else number
     if low is not None and (number < low or (low_open and number == low)):
-        errors.append('%s=%r must be %s %s' % (name, value, '>' if low_open else '>=', low))
+        errors.append('%s=%s must be %s %s' % (name, value, '>' if low_open else '>=', low))
         return None
     if high is not None and number > high:
-        errors.append('%s=%r must be <= %s' % (name, value, high))
+        errors.append('%s=%s must be <= %s' % (name, value, high))
         return None
     return number
 

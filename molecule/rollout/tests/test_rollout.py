@@ -51,6 +51,8 @@ def test_rollout_promotes_v2_under_load(report_dir):
     # The plan follows the zones (spread) and the steps: 1, 3, 6 hosts.
     assert [len(b) for b in report["plan"]] == [1, 2, 2, 1]
     assert report["steps"][0]["canary"] is True
+    # Steps keep their batches: the 2-host steps are one batch each here.
+    assert [[b["hosts"] for b in s["batches"]] for s in report["steps"]] == [[h] for h in report["plan"]]
     assert report["steps"][0]["judge"]["verdict"] == "pass"
     assert all(step["outcome"] == "ok" for step in report["steps"])
     assert_fleet_serving({h: "v2" for h in APPS})
@@ -100,7 +102,7 @@ def test_failure_in_a_later_batch_rolls_back_every_touched_host(report_dir):
     # Caught by the release role within seconds, in the service's own words.
     assert "app2" in report["reason"] and "did not stay up" in report["reason"]
     assert "crash_on_hosts names this host" in report["reason"]
-    touched = sorted(h for s in report["steps"] for h in s["hosts"])
+    touched = sorted(h for s in report["steps"] for b in s["batches"] for h in b["hosts"])
     assert sorted(report["rolled_back"]) == touched == ["app1", "app2", "app3", "app4", "app5"]
     assert "v4" not in releases_on("app6")
     assert_fleet_serving({h: "v2" for h in APPS})
@@ -138,7 +140,7 @@ def test_check_mode_prints_the_plan_and_changes_nothing():
     res = run_playbook("rollout", "--check", "-e", "canary_version=v6", "-e", "canary_artifact=%s" % artifact, *FAST)
     assert res.returncode == 0, res.stdout[-3000:]
     assert "Rolling demoapp from v5 to v6 on 6 hosts" in res.stdout
-    assert "batch: app1" in res.stdout
+    assert "step 1, batch 1: app1" in res.stdout
     assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
     assert_fleet_serving({h: "v5" for h in APPS})
     assert docker("exec", "lb1", "test", "-e", "/var/lib/grayrelease-canary/demoapp.lock", check=False).returncode != 0

@@ -348,7 +348,7 @@ def test_bad_input_halts_before_the_lock_naming_every_bad_value():
     conf, errors = settings(canary_version='../x', canary_traffic_percent='0', canary_steps=[3, 1],
                             canary_max_unavailable='0', canary_pause='soon', canary_backend='a/b')
     text = '; '.join(errors)
-    for needle in ("'../x'", "canary_traffic_percent='0'", 'non-decreasing', "'soon'", "'a/b'"):
+    for needle in ("'../x'", "canary_traffic_percent=0 must be > 0", 'non-decreasing', "'soon'", "'a/b'"):
         assert needle in text
     state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0)
     assert state['act'] == {} and state['halt']['phase'] == 'preflight'
