@@ -26,7 +26,7 @@ export MOLECULE_NO_LOG := false
 SCENARIOS ?= default balancer release rollout
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
-	molecule test rollout bench clean
+	molecule test rollout bench bench-rollout bench-balancers clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -78,6 +78,15 @@ rollout: venv link images
 
 bench: venv link
 	scripts/bench.sh
+
+# The balancer role on 1 vs 4 real loopback HAProxies: on-self (parallel) vs delegate.
+bench-balancers: venv link
+	python bench/bench_balancers.py
+
+# Baseline serial rolling update vs grayrelease.canary.rollout on the local
+# fleet under mixed load (BENCH_WHICH=baseline|ours|both, BENCH_COLLECTION_ROOT).
+bench-rollout: venv link images
+	scripts/bench-rollout.sh
 
 clean:
 	rm -rf .build dist tests/output

@@ -5,6 +5,9 @@ Modelled on a Flask "hello" app:
   GET /         does a little work (hashing) and names its version
   GET /healthz  200 "ok" (500 when the release was built with healthz_fail)
   GET /version  {"version": ..., "host": ...}
+  GET /slow?seconds=N  sleeps N s (float, default 6, capped at 30), then
+                answers 200 like / (a long request that only a real drain
+                lets finish: SIGTERM cuts in-flight requests)
 
 The version and the fault knobs come from release.json next to this file,
 written by scripts/build-release.sh. They are fixed per release on purpose:
@@ -40,6 +43,24 @@ DEFAULTS = {
 # Rounds of sha256 per GET /: a few milliseconds of CPU, so latency has a real
 # (small) baseline that a canary judge can compare.
 WORK_ROUNDS = 2000
+
+SLOW_DEFAULT_S = 6.0
+SLOW_MAX_S = 30.0
+
+
+def slow_seconds(query):
+    """Seconds that GET /slow sleeps: ?seconds=N (float), default 6, 0..30."""
+    value = SLOW_DEFAULT_S
+    for part in query.split("&"):
+        key, _sep, raw = part.partition("=")
+        if key == "seconds" and raw:
+            try:
+                value = float(raw)
+            except ValueError:
+                return None
+    if value != value:  # NaN
+        return None
+    return min(max(value, 0.0), SLOW_MAX_S)
 
 
 def load_release(path):
@@ -130,7 +151,7 @@ def make_handler(release, schedule):
             self.wfile.write(payload)
 
         def do_GET(self):  # pylint: disable=invalid-name
-            path = self.path.split("?", 1)[0]
+            path, _sep, query = self.path.partition("?")
             if path == "/":
                 digest = hashlib.sha256(host.encode("utf-8"))
                 for _round in range(WORK_ROUNDS):
@@ -141,6 +162,13 @@ def make_handler(release, schedule):
                     self.reply(500, "demoapp %s on %s: injected error\n" % (version, host))
                 else:
                     self.reply(200, "Hello from demoapp %s on %s (%s)\n" % (version, host, digest.hexdigest()[:12]))
+            elif path == "/slow":
+                seconds = slow_seconds(query)
+                if seconds is None:
+                    self.reply(400, "seconds must be a number\n")
+                    return
+                time.sleep(seconds)
+                self.reply(200, "Slow hello from demoapp %s on %s after %.3g s\n" % (version, host, seconds))
             elif path == "/healthz":
                 if release["healthz_fail"]:
                     self.reply(500, "unhealthy\n")

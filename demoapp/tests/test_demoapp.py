@@ -174,3 +174,29 @@ def test_build_release_rejects_bad_input_naming_it(tmp_path, args, word):
     result = subprocess.run([BUILD] + args + ["--out", str(tmp_path)], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and word in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_slow_endpoint_sleeps_then_answers_with_version(tmp_path):
+    with start(tmp_path, "v8") as app:
+        assert app.ready()
+        began = time.monotonic()
+        with urllib.request.urlopen("http://127.0.0.1:%d/slow?seconds=0.5" % app.port, timeout=5) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Demoapp-Version"] == "v8"
+            assert "v8" in resp.read().decode()
+        assert 0.5 <= time.monotonic() - began < 3
+        # Negative is clamped to 0, a non-number is a client error.
+        assert get(app.port, "/slow?seconds=-4")[0] == 200
+        assert get(app.port, "/slow?seconds=abc")[0] == 400
+
+
+def test_slow_seconds_default_and_cap():
+    sys.path.insert(0, os.path.join(REPO, "demoapp"))
+    try:
+        import app as demoapp  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    assert demoapp.slow_seconds("") == 6.0
+    assert demoapp.slow_seconds("seconds=2.5") == 2.5
+    assert demoapp.slow_seconds("x=1&seconds=99") == 30.0
+    assert demoapp.slow_seconds("seconds=nan") is None

@@ -1,0 +1,418 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rollout benchmark on the local fleet (`make bench-rollout`): the same
+v1 -> v2 update under the same mixed client load, done by
+
+  (a) baseline: bench/rolling_update.yml, a hand-written serial rolling update
+      (ansible.builtin + community.general.haproxy, no collection), and
+  (b) ours: grayrelease.canary.rollout with max_unavailable=1 and a 1 x 10 s
+      canary analysis,
+
+in one invocation, so the ratio compares like with like. For each: wall time,
+failed client requests (fast and slow apart, with statuses), tasks started and
+executed per batch (bench/callback_plugins/task_counter.py). Targets are
+printed with whether they are met; they never fail the run. The run fails
+(exit 1) only when something errored unexpectedly: fleet setup, the baseline
+playbook, or ours ending without a report (its exit code is reported).
+
+Environment:
+  BENCH_WHICH=baseline|ours|both     (default both)
+  BENCH_COLLECTION_ROOT=DIR          collections dir for ours (holds
+                                     ansible_collections/grayrelease/canary);
+                                     default .build/collections (the work tree)
+  BENCH_FAST_RATE (20), BENCH_SLOW_RATE (0.5), BENCH_SLOW_SECONDS (6)
+  BENCH_PLAYBOOK_TIMEOUT (1200 s per playbook run)
+  BENCH_OUT (default .build/bench-rollout.json)
+Every wait is bounded; the load client stops by itself after 1500 s at most.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
+BUILD = os.path.join(REPO, ".build")
+WORK = os.path.join(BUILD, "bench-rollout")
+APPS = ["app%d" % i for i in range(1, 7)]
+BALANCERS = ["lb1", "lb2"]
+VERSION = "v2"
+ANALYSIS_COUNT = 1
+ANALYSIS_INTERVAL = 10
+FAST_RATE = float(os.environ.get("BENCH_FAST_RATE", "20"))
+SLOW_RATE = float(os.environ.get("BENCH_SLOW_RATE", "0.5"))
+SLOW_SECONDS = float(os.environ.get("BENCH_SLOW_SECONDS", "6"))
+PLAYBOOK_TIMEOUT = float(os.environ.get("BENCH_PLAYBOOK_TIMEOUT", "1200"))
+BASELINE_FIRST_TASK = "^Drain the server on every balancer"
+TARGETS = {"ours_failed": 0, "ratio": 0.8, "tasks_per_1host_batch": 15, "canary_batch_tasks": 30}
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def run(cmd, timeout=600, check=True, env=None, input_text=None):
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, input=input_text,
+                         check=False)
+    if check and res.returncode != 0:
+        raise BenchError("%s failed (rc %s):\n%s\n%s" % (" ".join(cmd), res.returncode, res.stdout[-3000:],
+                                                         res.stderr[-3000:]))
+    return res
+
+
+def docker(*args, **kwargs):
+    return run(["docker"] + list(args), **kwargs)
+
+
+def base_env(collection_root=None):
+    env = dict(os.environ)
+    root = collection_root or os.path.join(BUILD, "collections")
+    venv_bin = os.path.join(REPO, ".venv", "bin")
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY",
+                "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS", "ANSIBLE_CALLBACKS_ENABLED"):
+        env.pop(key, None)
+    env.update(ANSIBLE_COLLECTIONS_PATH=root, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="true", PYTHONPATH=root,
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false", PY_COLORS="0", MOLECULE_NO_LOG="false")
+    return env
+
+
+def playbook_env(collection_root, counter_out, batch_re=None):
+    env = base_env(collection_root)
+    env.update(ANSIBLE_FORKS="10", ANSIBLE_PIPELINING="true", ANSIBLE_HOST_KEY_CHECKING="false",
+               ANSIBLE_PYTHON_INTERPRETER="auto_silent", ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
+               ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "bench", "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="task_counter", TASK_COUNTER_OUT=counter_out)
+    if batch_re:
+        env["TASK_COUNTER_BATCH_RE"] = batch_re
+    else:
+        env.pop("TASK_COUNTER_BATCH_RE", None)
+    return env
+
+
+# -- fleet -----------------------------------------------------------------
+
+def fleet_up():
+    log("fleet: molecule create -s default")
+    run(["molecule", "create", "-s", "default"], timeout=900, env=base_env(), check=True)
+
+
+def reseed():
+    """Fleet back to v1, HAProxy runtime state fresh, no other release staged, no lock."""
+    t0 = time.monotonic()
+    for lb in BALANCERS:
+        # Fresh runtime state (admin state, weights) whatever a previous run left.
+        docker("exec", lb, "systemctl", "restart", "haproxy", timeout=60, check=False)
+        docker("exec", lb, "rm", "-rf", "/var/lib/grayrelease-canary", "/tmp/load.json", "/tmp/load.stop",
+               timeout=30, check=False)
+    run(["molecule", "converge", "-s", "default"], timeout=900, env=base_env(), check=True)
+    for app in APPS:
+        docker("exec", app, "sh", "-c",
+               "cd /opt/demoapp/releases && for d in *; do [ \"$d\" = v1 ] || rm -rf \"$d\"; done",
+               timeout=30)
+    versions = {app: os.path.basename(docker("exec", app, "readlink", "/opt/demoapp/current",
+                                             timeout=30).stdout.strip()) for app in APPS}
+    if set(versions.values()) != {"v1"}:
+        raise BenchError("reseed left versions %s" % versions)
+    log("fleet: reseeded to v1 in %.0f s" % (time.monotonic() - t0))
+
+
+def build_release():
+    out = run([os.path.join(REPO, "scripts", "build-release.sh"), VERSION], timeout=60).stdout.strip().splitlines()
+    artifact = out[-1] if out else os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % VERSION)
+    if not os.path.isfile(artifact):
+        raise BenchError("release archive %s missing" % artifact)
+    return artifact
+
+
+# -- load ------------------------------------------------------------------
+
+def load_start():
+    with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as fh:
+        docker("exec", "-i", "lb1", "sh", "-c", "cat > /tmp/load.py", input_text=fh.read(), timeout=30)
+    docker("exec", "lb1", "rm", "-f", "/tmp/load.json", "/tmp/load.stop", timeout=30)
+    docker("exec", "-d", "lb1", "python3", "/tmp/load.py", "--url", "http://127.0.0.1/",
+           "--rate", str(FAST_RATE), "--duration", "1500", "--max-requests", "100000",
+           "--slow-url", "http://127.0.0.1/slow?seconds=%g" % SLOW_SECONDS, "--slow-rate", str(SLOW_RATE),
+           "--slow-seconds", str(SLOW_SECONDS), "--stop-file", "/tmp/load.stop", "--out", "/tmp/load.json",
+           timeout=30)
+    time.sleep(3)  # the load runs before the playbook starts
+
+
+def load_stop():
+    docker("exec", "lb1", "touch", "/tmp/load.stop", timeout=30)
+    deadline = time.monotonic() + SLOW_SECONDS + 40
+    while time.monotonic() < deadline:
+        res = docker("exec", "lb1", "cat", "/tmp/load.json", check=False, timeout=30)
+        if res.returncode == 0 and res.stdout.strip():
+            return json.loads(res.stdout)
+        time.sleep(0.5)
+    raise BenchError("load client did not report within %.0f s" % (SLOW_SECONDS + 40))
+
+
+# -- one run -----------------------------------------------------------------
+
+def run_one(which, artifact, collection_root):
+    os.makedirs(WORK, exist_ok=True)
+    counter_out = os.path.join(WORK, "%s-tasks.json" % which)
+    log_path = os.path.join(WORK, "%s.log" % which)
+    for path in (counter_out,):
+        if os.path.exists(path):
+            os.unlink(path)
+    report_dir = os.path.join(WORK, "%s-reports" % which)
+    shutil.rmtree(report_dir, ignore_errors=True)
+    if which == "baseline":
+        cmd = ["ansible-playbook", "-i", INVENTORY, os.path.join(REPO, "bench", "rolling_update.yml"),
+               "-e", "release_version=%s" % VERSION, "-e", "release_archive=%s" % artifact]
+        env = playbook_env(None, counter_out, BASELINE_FIRST_TASK)
+    else:
+        cmd = ["ansible-playbook", "-i", INVENTORY, "grayrelease.canary.rollout",
+               "-e", "canary_version=%s" % VERSION, "-e", "canary_artifact=%s" % artifact,
+               # Numbers as JSON: the engine at b5f9a00 rejects the string '1' that
+               # `-e canary_max_unavailable=1` gives (reported as a finding).
+               "-e", json.dumps({"canary_max_unavailable": 1, "canary_analysis_count": ANALYSIS_COUNT,
+                                 "canary_analysis_interval": ANALYSIS_INTERVAL}),
+               "-e", "canary_report_dir=%s" % report_dir]
+        env = playbook_env(collection_root, counter_out)
+    log("%s: load on (fast %g req/s, slow %g s x %g req/s), playbook: %s"
+        % (which, FAST_RATE, SLOW_SECONDS, SLOW_RATE, " ".join(cmd[3:])))
+    load_start()
+    t0 = time.monotonic()
+    timed_out = False
+    with open(log_path, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True)
+        try:
+            rc = proc.wait(timeout=PLAYBOOK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, 15)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                rc = proc.wait(timeout=30)
+    wall = round(time.monotonic() - t0, 1)
+    load = load_stop()
+    log("%s: rc %s in %.1f s (log %s)" % (which, rc, wall, os.path.relpath(log_path, REPO)))
+    counter = None
+    if os.path.exists(counter_out):
+        with open(counter_out, encoding="utf-8") as fh:
+            counter = json.load(fh)
+    report = None
+    if which == "ours" and os.path.exists(os.path.join(report_dir, "report.json")):
+        with open(os.path.join(report_dir, "report.json"), encoding="utf-8") as fh:
+            report = json.load(fh)
+    versions = {app: os.path.basename(docker("exec", app, "readlink", "/opt/demoapp/current",
+                                             check=False, timeout=30).stdout.strip()) for app in APPS}
+    result = {"rc": rc, "timed_out": timed_out, "wall_seconds": wall, "load": load,
+              "versions_after": versions, "log": os.path.relpath(log_path, REPO)}
+    if report is not None:
+        result["decision"] = report.get("decision")
+        result["plan"] = report.get("plan")
+        result["report_seconds"] = report.get("seconds")
+    result["tasks"] = batch_figures(counter, result.get("plan"))
+    if counter is not None:
+        result["tasks"]["counter_file"] = os.path.relpath(counter_out, REPO)
+    return result
+
+
+def batch_figures(counter, plan):
+    if counter is None:
+        return {"error": "no task counter output"}
+    segments = counter["segments"]
+    batches = [s for s in segments if s["segment"].startswith("batch ")]
+    sizes = None
+    if isinstance(plan, list) and len(plan) == len(batches):
+        sizes = [len(b) if isinstance(b, list) else None for b in plan]
+    one_host_after_canary = [b for i, b in enumerate(batches)
+                             if i > 0 and (sizes is None or sizes[i] == 1)]
+
+    def spread(key):
+        values = [b[key] for b in one_host_after_canary]
+        if not values:
+            return None
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+    canary = batches[0] if batches else None
+    return {
+        "total_started": counter["tasks_started"],
+        "total_executed": counter["tasks_executed"],
+        "batches": len(batches),
+        "batch_sizes": sizes,
+        "segments": [{k: s[k] for k in ("segment", "tasks_started", "tasks_executed", "analysis_tasks_started",
+                                        "seconds")} for s in segments],
+        "one_host_batches_after_canary": {"count": len(one_host_after_canary), "started": spread("tasks_started"),
+                                          "executed": spread("tasks_executed"), "seconds": spread("seconds")},
+        "canary_batch": None if canary is None else {
+            "started": canary["tasks_started"], "executed": canary["tasks_executed"],
+            "analysis_tasks_started": canary["analysis_tasks_started"],
+            "started_analysis_aside": canary["tasks_started"] - canary["analysis_tasks_started"],
+            "executed_analysis_aside": canary["tasks_executed"] - canary["analysis_tasks_executed"],
+            "seconds": canary["seconds"]},
+    }
+
+
+# -- output ------------------------------------------------------------------
+
+def fmt_spread(s):
+    return "-" if not s else "%s / %s / %s" % (s["min"], s["median"], s["max"])
+
+
+def print_run(which, r):
+    load = r["load"]
+    print("")
+    print("== %s" % which)
+    extra = ""
+    if "decision" in r:
+        extra = "  decision %s (report %s s)" % (r["decision"], r.get("report_seconds"))
+    print("  playbook rc %s%s, wall %.1f s%s" % (r["rc"], " (TIMED OUT)" if r["timed_out"] else "",
+                                               r["wall_seconds"], extra))
+    print("  versions after: %s" % ", ".join("%s=%s" % kv for kv in sorted(r["versions_after"].items())))
+    fast, slow = load.get("fast", {}), load.get("slow", {})
+    print("  load: %s requests in %s s, failed %s; versions %s; errors %s" % (
+        load.get("requests"), load.get("seconds"), load.get("failed"), load.get("versions"), load.get("errors")))
+    print("    fast: %s requests, failed %s, statuses %s, errors %s" % (
+        fast.get("requests"), fast.get("failed"), fast.get("statuses"), fast.get("errors")))
+    print("    slow: %s requests, failed %s, statuses %s, errors %s (skipped %s, max %s ms)" % (
+        slow.get("requests"), slow.get("failed"), slow.get("statuses"), slow.get("errors"), slow.get("skipped"),
+        slow.get("max_ms")))
+    t = r["tasks"]
+    if "error" in t:
+        print("  tasks: %s" % t["error"])
+        return
+    print("  tasks: %s started, %s executed, %s batches (sizes %s)" % (
+        t["total_started"], t["total_executed"], t["batches"], t["batch_sizes"] or "not reported"))
+    for s in t["segments"]:
+        print("    %-10s started %3d  executed %3d  %7.1f s%s" % (
+            s["segment"], s["tasks_started"], s["tasks_executed"], s["seconds"],
+            "  (analysis tasks %d)" % s["analysis_tasks_started"] if s["analysis_tasks_started"] else ""))
+    o = t["one_host_batches_after_canary"]
+    print("  1-host batches after the canary (%d), min / median / max: started %s; executed %s; seconds %s" % (
+        o["count"], fmt_spread(o["started"]), fmt_spread(o["executed"]), fmt_spread(o["seconds"])))
+    c = t["canary_batch"]
+    if c:
+        print("  canary batch (batch 1): started %d (analysis loop aside %d), executed %d (aside %d), %.1f s" % (
+            c["started"], c["started_analysis_aside"], c["executed"], c["executed_analysis_aside"], c["seconds"]))
+
+
+def summary(results):
+    out = {}
+    print("")
+    print("== targets")
+    ours, base = results.get("ours"), results.get("baseline")
+
+    def show(label, value, target, met):
+        state = "n/a" if met is None else ("MET" if met else "NOT MET")
+        print("  %-52s %-18s target %-8s %s" % (label, value, target, state))
+        out[label] = {"value": value, "target": target, "met": met}
+
+    if ours:
+        f = ours["load"].get("fast", {}).get("failed")
+        s = ours["load"].get("slow", {}).get("failed")
+        show("ours: failed requests fast / slow", "%s / %s" % (f, s), "0 / 0", f == 0 and s == 0)
+    if ours and base:
+        analysis = ANALYSIS_COUNT * ANALYSIS_INTERVAL
+        ratio = round((ours["wall_seconds"] - analysis) / base["wall_seconds"], 3)
+        out["ratio"] = ratio
+        print("  ratio = (ours_wall %.1f - analysis %d) / baseline_wall %.1f = %.3f" % (
+            ours["wall_seconds"], analysis, base["wall_seconds"], ratio))
+        promoted = ours.get("decision") == "promoted" and ours["rc"] == 0
+        if not promoted:
+            print("  (ours was not promoted: the ratio compares unlike runs)")
+        show("ratio", ratio, "<= %s" % TARGETS["ratio"], ratio <= TARGETS["ratio"] if promoted else None)
+    if ours and "error" not in ours["tasks"]:
+        o = ours["tasks"]["one_host_batches_after_canary"]
+        m = o["started"]["max"] if o["started"] else None
+        show("ours: tasks started per 1-host batch (max)", m, "<= %d" % TARGETS["tasks_per_1host_batch"],
+             None if m is None else m <= TARGETS["tasks_per_1host_batch"])
+        m = o["executed"]["max"] if o["executed"] else None
+        show("ours: tasks executed per 1-host batch (max)", m, "<= %d" % TARGETS["tasks_per_1host_batch"],
+             None if m is None else m <= TARGETS["tasks_per_1host_batch"])
+        c = ours["tasks"]["canary_batch"]
+        if c:
+            show("ours: canary batch tasks started, analysis aside", c["started_analysis_aside"],
+                 "<= %d" % TARGETS["canary_batch_tasks"], c["started_analysis_aside"] <= TARGETS["canary_batch_tasks"])
+            show("ours: canary batch tasks executed, analysis aside", c["executed_analysis_aside"],
+                 "<= %d" % TARGETS["canary_batch_tasks"], c["executed_analysis_aside"] <= TARGETS["canary_batch_tasks"])
+    if base:
+        f = base["load"].get("fast", {}).get("failed")
+        s = base["load"].get("slow", {}).get("failed")
+        show("baseline (reference): failed requests fast / slow", "%s / %s" % (f, s), "0 / 0", f == 0 and s == 0)
+    return out
+
+
+def main():
+    which = os.environ.get("BENCH_WHICH", "both")
+    if which not in ("baseline", "ours", "both"):
+        print("BENCH_WHICH must be baseline, ours or both, not %r" % which, file=sys.stderr)
+        return 2
+    collection_root = os.environ.get("BENCH_COLLECTION_ROOT") or None
+    if collection_root:
+        collection_root = os.path.abspath(collection_root)
+        if not os.path.isdir(os.path.join(collection_root, "ansible_collections", "grayrelease", "canary")):
+            print("BENCH_COLLECTION_ROOT %s has no ansible_collections/grayrelease/canary" % collection_root,
+                  file=sys.stderr)
+            return 2
+    runs = ["baseline", "ours"] if which == "both" else [which]
+    engine = os.path.realpath(os.path.join(collection_root or os.path.join(BUILD, "collections"),
+                                           "ansible_collections", "grayrelease", "canary"))
+    head = run(["git", "-C", engine, "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    dirty = run(["git", "-C", engine, "status", "--porcelain", "--", "playbooks", "roles", "plugins"],
+                check=False).stdout.strip()
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "which": which,
+            "engine": engine, "engine_commit": head, "engine_dirty": bool(dirty),
+            "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS},
+            "ours_args": {"canary_max_unavailable": 1, "canary_analysis_count": ANALYSIS_COUNT,
+                          "canary_analysis_interval": ANALYSIS_INTERVAL}, "forks": 10, "pipelining": True}
+    print("bench-rollout: %s; engine for ours %s @ %s%s" % (
+        ", ".join(runs), engine, head or "?", " (+ uncommitted changes)" if dirty else ""))
+    print("load inside lb1: fast %g req/s to /, slow %g req/s to /slow?seconds=%g" % (FAST_RATE, SLOW_RATE,
+                                                                                     SLOW_SECONDS))
+    results = {}
+    failures = []
+    try:
+        fleet_up()
+        for name in runs:
+            reseed()
+            artifact = build_release()
+            results[name] = run_one(name, artifact, collection_root)
+            r = results[name]
+            if name == "baseline" and (r["rc"] != 0 or r["timed_out"]):
+                failures.append("baseline playbook failed (rc %s%s), see %s" % (
+                    r["rc"], ", timed out" if r["timed_out"] else "", r["log"]))
+            if name == "ours" and (r["timed_out"] or "decision" not in r):
+                failures.append("ours ended without a report (rc %s%s), see %s" % (
+                    r["rc"], ", timed out" if r["timed_out"] else "", r["log"]))
+        log("fleet: back to v1")
+        reseed()
+    except (BenchError, subprocess.TimeoutExpired) as exc:
+        failures.append("bench error: %s" % exc)
+    for name in runs:
+        if name in results:
+            print_run(name, results[name])
+    targets = summary(results)
+    data = dict(meta, results=results, targets=targets, errors=failures)
+    os.makedirs(BUILD, exist_ok=True)
+    out = os.environ.get("BENCH_OUT") or os.path.join(BUILD, "bench-rollout.json")
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    print("")
+    print("figures: %s" % os.path.relpath(out, REPO))
+    for failure in failures:
+        print("ERROR: %s" % failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rollout benchmark on the local fleet: baseline (bench/rolling_update.yml, a
+# hand-written serial rolling update) vs grayrelease.canary.rollout, same
+# v1 -> v2 update under the same mixed load (fast + slow requests through lb1).
+# Prints wall times, failed requests, tasks per batch, the ratio and targets;
+# figures also in .build/bench-rollout.json. See bench/bench_rollout.py.
+#   make bench-rollout
+#   BENCH_WHICH=baseline|ours|both  BENCH_COLLECTION_ROOT=DIR  make bench-rollout
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PWD/.venv/bin:$PATH
+scripts/ensure-docker.sh >/dev/null
+exec "$PWD/.venv/bin/python" bench/bench_rollout.py
