@@ -69,6 +69,13 @@ def test_release_v2_layout_and_links():
     marker = json.loads(h.file(rel + "/.grayrelease-release").content_string)
     assert marker["version"] == "v2" and marker["artifact"] == "demoapp-v2.tar.gz"
     assert len(marker["sha256"]) == 64
+    # modes normalized, owned by the user the module ran as (root), not the archive's
+    assert h.file(rel).mode == 0o755
+    assert h.file(rel + "/app.py").mode == 0o755
+    assert h.file(rel + "/release.json").mode == 0o644
+    assert h.file(rel + "/.grayrelease-release").mode == 0o644
+    for name in ("", "/app.py", "/release.json", "/.grayrelease-release"):
+        assert (h.file(rel + name).user, h.file(rel + name).group) == ("root", "root")
     assert releases(h) == ["v1", "v2"]
 
 
@@ -113,6 +120,16 @@ def test_failed_steps_changed_nothing_on_rel_app1():
     assert not h.file("/opt/no-such-service").exists
     assert not h.file(ROOT + "/releases/v7").exists
     assert not h.file(ROOT + "/releases/v9").exists
+    # the pre-staged v4 was removed, the check-mode v3 never installed
+    assert releases(h) == ["v1", "v2"]
+    assert not h.file(ROOT + "/.rollback.json").exists
+
+
+def test_artifacts_left_no_copies_on_the_hosts():
+    for name in sorted(EXPECTED):
+        h = host(name)
+        found = h.run("find / -xdev -name 'demoapp-v*.tar.gz' -not -path '/proc/*' 2>/dev/null")
+        assert found.stdout.strip() == "", name
 
 
 @pytest.mark.parametrize("name", BALANCERS)

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for grayrelease.canary.release.
+
+``src`` is a path on the controller unless ``remote_src`` is true. The
+artifact only has to reach the host when its release is not installed yet,
+which is the exception (re-runs, the switch after a pre-stage, rollbacks), so
+the plugin does not copy it up front:
+
+1. it resolves ``src`` (relative to the directory ansible-playbook runs in),
+   computes its sha256 here and checks it against ``checksum`` (a mismatch
+   fails before the host is touched);
+2. it runs the module with that sha256 as ``checksum`` and the controller
+   path as ``src``; the module checks everything and, when the release is
+   installed, does its work without the file;
+3. only when the module answers ``needs_src`` (it would have to unpack) the
+   plugin copies the file into a remote temporary directory (keeping its
+   name, which the install marker records) and runs the module again with
+   ``remote_src: true``; the temporary directory is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+from ansible.utils.vars import merge_hash
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    ReleaseError,
+    checksum_mismatch_msg,
+    file_sha256,
+    parse_checksum,
+)
+
+MODULE = 'grayrelease.canary.release'
+# States that may unpack src; the others never need it.
+INSTALLING = ('staged', 'current')
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = True
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        if task_vars is None:
+            task_vars = {}
+        base = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = self._task.args.copy()
+        src = args.get('src')
+        remote_src = boolean(args.get('remote_src', False), strict=False)
+        local = None
+        try:
+            if src and not remote_src and args.get('state', 'info') in INSTALLING:
+                local = self._resolve(to_text(src), args.get('checksum'))
+                args['src'], args['checksum'] = local
+                local = local[0]
+            result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            if local and result.get('needs_src') and not self._task.check_mode:
+                tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+                remote = self._connection._shell.join_path(tmpdir, os.path.basename(local))
+                self._transfer_file(local, remote)
+                self._fixup_perms2((tmpdir, remote))
+                args.update(src=remote, remote_src=True)
+                result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+            result.pop('needs_src', None)
+            return merge_hash(base, result)
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+
+    @staticmethod
+    def _resolve(src, checksum):
+        """(absolute controller path, its sha256); fails on a missing file or a checksum mismatch."""
+        path = os.path.abspath(os.path.expanduser(src))
+        if not os.path.isfile(path):
+            raise AnsibleActionFail('src %s (%s) does not exist on the controller or is not a regular file'
+                                    % (src, path))
+        digest = file_sha256(path)
+        if checksum:
+            try:
+                expected = parse_checksum(checksum)
+            except ReleaseError as exc:
+                raise AnsibleActionFail(exc.msg)
+            if expected != digest:
+                raise AnsibleActionFail(checksum_mismatch_msg(src, expected, digest),
+                                        result={'expected_sha256': expected, 'sha256': digest})
+        return path, digest

@@ -1,0 +1,773 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Release directories on a host, for grayrelease.canary.release.
+
+Private to grayrelease.canary. Pure standard library. The host layout::
+
+    ROOT/releases/VERSION/   one directory per release (with a .grayrelease-release marker)
+    ROOT/current -> releases/VERSION    what runs
+    ROOT/previous -> releases/OLD       what ran before the last switch
+    ROOT/.staging/           unpack area of an install in progress
+    ROOT/.rollback.json      written by a rollback, removed by the next release switch
+
+Everything that talks to systemd goes through a ``run(argv) -> (rc, out, err)``
+callable, and time through ``clock()`` / ``sleep(s)``, so the unit tests fake
+them. ``apply(params, ...)`` is the one entry point of the module.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import hashlib
+import json
+import os
+import posixpath
+import pwd
+import re
+import shutil
+import tarfile
+import time
+import zlib
+
+STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
+VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+# systemd unit names; a leading '-' would be read as an option by systemctl.
+SERVICE_RE = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$')
+SHA256_RE = re.compile(r'^(?:sha256:)?([0-9a-fA-F]{64})$')
+MARKER = '.grayrelease-release'
+ROLLBACK_RECORD = '.rollback.json'
+DIR_MODE = 0o755
+EXEC_MODE = 0o755
+FILE_MODE = 0o644
+LOG_LINES = 8
+CHUNK = 1024 * 1024
+
+
+class ReleaseError(Exception):
+    """A failure of the module; ``result`` goes into the failed task's result."""
+
+    def __init__(self, msg, **result):
+        super(ReleaseError, self).__init__(msg)
+        self.msg = msg
+        self.result = result
+
+
+class UnsafeArchive(ReleaseError):
+    """The archive holds a member that must not be unpacked."""
+
+
+# ------------------------------------------------------------------ helpers
+
+def parse_checksum(value, what='checksum'):
+    """'sha256:<hex>' or bare hex -> lower-case hex; ReleaseError otherwise."""
+    match = SHA256_RE.match(str(value).strip())
+    if not match:
+        raise ReleaseError("%s must be a sha256 as 'sha256:<64 hex digits>' or 64 hex digits, got %r"
+                           % (what, value))
+    return match.group(1).lower()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(CHUNK), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_mismatch_msg(src, expected, actual):
+    return ("checksum mismatch: %s has sha256 %s, but checksum expects sha256 %s; nothing changed"
+            % (src, actual, expected))
+
+
+def _link_name(path):
+    """Version a symlink points at (basename of its target), '' when it is no symlink."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return ''
+    return posixpath.basename(target.rstrip('/'))
+
+
+def _is_link_or_missing(path):
+    return os.path.islink(path) or not os.path.lexists(path)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _makedirs(path, uid=None, gid=None):
+    """Create ``path`` and missing parents with mode 0755 (not subject to the umask)."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+            continue
+        os.chmod(directory, DIR_MODE)
+        if uid is not None:
+            os.lchown(directory, uid, gid)
+
+
+def resolve_owner(owner, group):
+    """(uid, gid) for the owner/group options; default the user running the module."""
+    uid, gid = os.geteuid(), os.getegid()
+    if owner not in (None, ''):
+        owner = str(owner)
+        if owner.isdigit():
+            uid = int(owner)
+        else:
+            try:
+                uid = pwd.getpwnam(owner).pw_uid
+            except KeyError:
+                raise ReleaseError('owner %r: no such user on this host' % owner)
+    if group not in (None, ''):
+        group = str(group)
+        if group.isdigit():
+            gid = int(group)
+        else:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ReleaseError('group %r: no such group on this host' % group)
+    return uid, gid
+
+
+# ------------------------------------------------------------------ archive
+
+def _parts(name):
+    return [p for p in name.split('/') if p not in ('', '.')]
+
+
+def plan_archive(members, artifact):
+    """Check every member of an archive and decide where each goes.
+
+    Returns ``[(relative path parts, member, hardlink target parts or None), ...]``
+    in archive order, with a single top-level directory stripped. Raises UnsafeArchive naming the first
+    member that must not be unpacked, ReleaseError for an empty archive.
+    Nothing is written.
+    """
+    entries = []
+    for member in members:
+        name = member.name
+        if name.startswith('/') or re.match(r'^[A-Za-z]:[\\/]', name):
+            raise UnsafeArchive('refusing to unpack %s: member %r has an absolute path' % (artifact, name))
+        parts = _parts(name)
+        if '..' in parts:
+            raise UnsafeArchive("refusing to unpack %s: member %r has a '..' component" % (artifact, name))
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            kind = ('a device file' if (member.ischr() or member.isblk())
+                    else 'a fifo' if member.isfifo() else 'an unsupported file type')
+            raise UnsafeArchive('refusing to unpack %s: member %r is %s' % (artifact, name, kind))
+        if parts:
+            entries.append((parts, member))
+    if not entries:
+        raise ReleaseError('artifact %s is empty' % artifact)
+
+    tops = set(parts[0] for parts, _member in entries)
+    strip = False
+    if len(tops) == 1:
+        top_entries = [member for parts, member in entries if len(parts) == 1]
+        has_children = any(len(parts) > 1 for parts, _member in entries)
+        strip = all(member.isdir() for member in top_entries) and (has_children or bool(top_entries))
+    plan = []
+    for parts, member in entries:
+        rel = parts[1:] if strip else parts
+        if rel:
+            plan.append([rel, member, None])
+    if not plan:
+        raise ReleaseError('artifact %s is empty (only the directory %s/)' % (artifact, tops.pop()))
+
+    symlinks = set('/'.join(rel) for rel, member, _link in plan if member.issym())
+    regular = set()
+    for entry in plan:
+        rel, member = entry[0], entry[1]
+        path = '/'.join(rel)
+        for depth in range(1, len(rel)):
+            if '/'.join(rel[:depth]) in symlinks:
+                raise UnsafeArchive('refusing to unpack %s: member %r lies under the symlink %r'
+                                    % (artifact, member.name, '/'.join(rel[:depth])))
+        if member.issym():
+            target = member.linkname
+            if not target or target.startswith('/'):
+                raise UnsafeArchive('refusing to unpack %s: symlink %r points to %r, outside the release'
+                                    % (artifact, member.name, target))
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if resolved == '..' or resolved.startswith('../'):
+                raise UnsafeArchive('refusing to unpack %s: symlink %r points to %r, outside the release'
+                                    % (artifact, member.name, target))
+        elif member.islnk():
+            target = member.linkname
+            tparts = _parts(target)
+            outside = target.startswith('/') or '..' in tparts or not tparts
+            if strip and not outside:
+                outside = tparts[0] != entries[0][0][0]
+                tparts = tparts[1:]
+            if outside or '/'.join(tparts) not in regular:
+                raise UnsafeArchive('refusing to unpack %s: hardlink %r points to %r, which is not a file '
+                                    'unpacked before it inside the release' % (artifact, member.name, target))
+            entry[2] = tparts
+            regular.add(path)
+        elif member.isreg():
+            regular.add(path)
+        if not (member.isreg() or member.islnk()):
+            # a later member of the same name replaces the file
+            regular.discard(path)
+    return [tuple(entry) for entry in plan]
+
+
+def _clear_for(path, member_name, artifact):
+    """Make room for a non-directory member (a later duplicate replaces an earlier one)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise UnsafeArchive('refusing to unpack %s: member %r would replace a directory'
+                            % (artifact, member_name))
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def read_plan(archive, artifact):
+    """Open the archive and check it whole: (open TarFile, plan). Nothing is written."""
+    try:
+        tar = tarfile.open(archive, 'r:*')
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ReleaseError('cannot unpack %s: not a readable tar archive (%s)' % (artifact, exc))
+    try:
+        return tar, plan_archive(tar.getmembers(), artifact)
+    except ReleaseError:
+        tar.close()
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        tar.close()
+        raise ReleaseError('cannot unpack %s: not a readable tar archive (%s)' % (artifact, exc))
+
+
+def unpack(tar, plan, content, uid, gid, artifact):
+    """Write the checked ``plan`` of ``tar`` into the new directory ``content``.
+
+    Ownership uid:gid everywhere, directories 0755, regular files 0755 when the
+    archive gave them any execute bit else 0644; no setuid/setgid/sticky bit
+    survives, nor the archive's owners or mtimes of directories.
+    """
+    try:
+        _makedirs(content, uid, gid)
+        for rel, member, link_target in plan:
+            path = os.path.join(content, *rel)
+            _makedirs(os.path.dirname(path), uid, gid)
+            if member.isdir():
+                if os.path.lexists(path) and not os.path.isdir(path):
+                    os.unlink(path)
+                _makedirs(path, uid, gid)
+            elif member.isreg():
+                _clear_for(path, member.name, artifact)
+                mode = EXEC_MODE if member.mode & 0o111 else FILE_MODE
+                source = tar.extractfile(member)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+                with os.fdopen(fd, 'wb') as handle:
+                    shutil.copyfileobj(source, handle, CHUNK)
+                    os.fchown(handle.fileno(), uid, gid)
+                    os.fchmod(handle.fileno(), mode)
+                os.utime(path, (member.mtime, member.mtime))
+            elif member.issym():
+                _clear_for(path, member.name, artifact)
+                os.symlink(member.linkname, path)
+                os.lchown(path, uid, gid)
+            else:
+                _clear_for(path, member.name, artifact)
+                os.link(os.path.join(content, *link_target), path)
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ReleaseError('cannot unpack %s: the archive is damaged (%s)' % (artifact, exc))
+    except OSError as exc:
+        raise ReleaseError('cannot unpack %s into %s: %s' % (artifact, content, exc))
+
+
+# ------------------------------------------------------------------ systemd
+
+def unit_state(run, service):
+    rc, out, err = run(['systemctl', 'show', service, '--property=ActiveState', '--property=SubState'])
+    values = {}
+    for line in (out or '').splitlines():
+        key, sep, value = line.partition('=')
+        if sep:
+            values[key.strip()] = value.strip()
+    return {'active_state': values.get('ActiveState', ''), 'sub_state': values.get('SubState', '')}
+
+
+def last_log_lines(run, service, count=LOG_LINES):
+    rc, out, err = run(['journalctl', '-u', service, '-n', str(count), '--no-pager', '-o', 'cat'])
+    return [line for line in (out or '').splitlines() if line.strip()][-count:]
+
+
+def _did_not_stay_up(run, service, state, what):
+    return ('%s did not stay up after the %s (ActiveState=%s, SubState=%s); its last log lines: %s'
+            % (service, what, state['active_state'], state['sub_state'],
+               ' | '.join(last_log_lines(run, service)) or '(none)'))
+
+
+def bring_up(run, sleep, service, action, settle, daemon_reload):
+    """Restart (or start) ``service``; with settle > 0 it must be active after ``settle`` s."""
+    if daemon_reload:
+        rc, out, err = run(['systemctl', 'daemon-reload'])
+        if rc != 0:
+            raise ReleaseError('systemctl daemon-reload failed (rc %s): %s' % (rc, (err or out).strip()))
+    # A unit that hit its start limit (a crash-looping release) refuses to
+    # start until its failed state is cleared; rc ignored (nothing to clear).
+    run(['systemctl', 'reset-failed', service])
+    rc, out, err = run(['systemctl', action, service])
+    what = 'restart' if action == 'restart' else 'start'
+    if rc != 0:
+        raise ReleaseError('systemctl %s %s failed (rc %s): %s; its last log lines: %s'
+                           % (action, service, rc, (err or out).strip(),
+                              ' | '.join(last_log_lines(run, service)) or '(none)'))
+    if settle and settle > 0:
+        sleep(settle)
+        state = unit_state(run, service)
+        if state['active_state'] != 'active':
+            raise ReleaseError(_did_not_stay_up(run, service, state, what), service=state)
+        return state
+    return unit_state(run, service)
+
+
+# ------------------------------------------------------------------ host layout
+
+class Host(object):
+    """The release layout under one root."""
+
+    def __init__(self, root):
+        self.root = root
+        self.releases = os.path.join(root, 'releases')
+        self.staging = os.path.join(root, '.staging')
+        self.current = os.path.join(root, 'current')
+        self.previous = os.path.join(root, 'previous')
+        self.record = os.path.join(root, ROLLBACK_RECORD)
+
+    def release(self, version):
+        return os.path.join(self.releases, version)
+
+    def installed(self):
+        """{name: mtime} of the release directories (not hidden, not symlinks)."""
+        found = {}
+        try:
+            entries = list(os.scandir(self.releases))
+        except OSError:
+            return found
+        for entry in entries:
+            if entry.name.startswith('.'):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    found[entry.name] = entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+        return found
+
+    def marker(self, version):
+        """The install marker of a release as a dict; None without one."""
+        path = os.path.join(self.release(version), MARKER)
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else {}
+
+    def completeness(self, version):
+        """'missing', 'complete', 'empty' or 'notdir' for releases/<version>."""
+        path = self.release(version)
+        if not os.path.lexists(path):
+            return 'missing'
+        if not os.path.isdir(path):
+            return 'notdir'
+        if os.path.exists(os.path.join(path, MARKER)):
+            return 'complete'
+        try:
+            return 'complete' if os.listdir(path) else 'empty'
+        except OSError:
+            return 'empty'
+
+    def rollback_record(self):
+        try:
+            with open(self.record) as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def replace_link(self, name, target):
+        """Point ROOT/name at target in one rename(2): never missing, never half-written."""
+        tmp = os.path.join(self.root, '.%s.tmp' % name)
+        _remove(tmp)
+        os.symlink(target, tmp)
+        os.rename(tmp, os.path.join(self.root, name))
+
+    def discard(self, path):
+        """Remove a directory tree so that it vanishes in one step (renamed away first)."""
+        if not os.path.lexists(path):
+            return
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+            return
+        trash = os.path.join(self.staging, '.discard-%s-%d' % (os.path.basename(path), os.getpid()))
+        try:
+            _makedirs(self.staging)
+            _remove(trash)
+            os.rename(path, trash)
+        except OSError:
+            trash = path
+        shutil.rmtree(trash)
+
+
+# ------------------------------------------------------------------ the module
+
+class Release(object):
+    """One run of the module: checks first, then changes (or, in check mode, only reports)."""
+
+    def __init__(self, params, check_mode=False, run=None, clock=time.time, sleep=time.sleep):
+        self.p = params
+        self.check = check_mode
+        self.run = run
+        self.clock = clock
+        self.sleep = sleep
+        self.state = params.get('state') or 'info'
+        self.version = params.get('version') or ''
+        self.service = params.get('service') or ''
+        self.changed = False
+        self.done = []      # one-line summary parts
+        self.result = {'switched': False, 'switched_from': '', 'installed_now': False, 'pruned': []}
+        self._validate()
+        self.host = Host(os.path.normpath(params['root']))
+        # What the host looks like; kept up to date as the run (would) change it.
+        self.cur = _link_name(self.host.current)
+        self.prev = _link_name(self.host.previous)
+        self.inst = self.host.installed()
+        self.before = self._view()
+
+    # -------------------------------------------------------- checks
+
+    def _validate(self):
+        root = self.p.get('root')
+        if not root or not os.path.isabs(root):
+            raise ReleaseError('root must be an absolute path, got %r' % (root,))
+        if self.state not in STATES:
+            raise ReleaseError('state must be one of %s, got %r' % (', '.join(STATES), self.state))
+        if self.version and not VERSION_RE.match(self.version):
+            raise ReleaseError('version %r is not a valid release name: use letters, digits and . _ + - '
+                               '(not first), it becomes a directory name' % (self.version,))
+        if not self.version and self.state in ('staged', 'current', 'absent'):
+            raise ReleaseError('version is required with state=%s' % self.state)
+        keep = self.p.get('keep')
+        if keep is not None and keep < 1:
+            raise ReleaseError('keep must be at least 1, got %r' % (keep,))
+        if self.state == 'pruned' and keep is None:
+            raise ReleaseError('keep is required with state=pruned')
+        if self.service and not SERVICE_RE.match(self.service):
+            raise ReleaseError('service %r is not a valid systemd unit name' % (self.service,))
+        settle = self.p.get('settle')
+        if settle is not None and settle < 0:
+            raise ReleaseError('settle must be >= 0 seconds, got %r' % (settle,))
+        self.expected = None
+        if self.p.get('checksum'):
+            self.expected = parse_checksum(self.p['checksum'])
+
+    def _refuse_non_link(self, name):
+        path = os.path.join(self.host.root, name)
+        if not _is_link_or_missing(path):
+            raise ReleaseError('%s exists but is not a symlink; refusing to replace it. Move it away '
+                               '(the release layout keeps %s as a symlink into releases/).' % (path, name))
+
+    def _view(self):
+        return {'current': self.cur, 'previous': self.prev, 'installed': sorted(self.inst)}
+
+    def _part(self, done, would):
+        self.done.append(would if self.check else done)
+
+    # -------------------------------------------------------- install
+
+    def _artifact_name(self):
+        return posixpath.basename(self.p.get('src') or '') or '(no src)'
+
+    def ensure_staged(self):
+        """Install releases/<version> unless it is there and complete."""
+        version = self.version
+        path = self.host.release(version)
+        status = self.host.completeness(version)
+        src = self.p.get('src')
+        if status == 'notdir':
+            raise ReleaseError('%s exists but is not a directory: not a release. Remove it to let the module '
+                               'install %s from src.' % (path, version))
+        if status == 'empty':
+            raise ReleaseError('%s exists but is empty: not a usable release. Remove it (rmdir %s) to let the '
+                               'module install %s from src.' % (path, path, version))
+        if status == 'complete':
+            self._check_installed(path)
+            return
+        if not src:
+            raise ReleaseError('release %s is not installed (%s is missing) and src is not set' % (version, path))
+        if not self.p.get('remote_src'):
+            if self.check:
+                self._installed(version)
+                return
+            # The action plugin runs the module once without copying src and
+            # copies it only when this answer asks for it.
+            raise ReleaseError('release %s is not installed: src %s must be copied to the host first (the '
+                               'action plugin does that)' % (version, src), needs_src=True)
+        self._install(src)
+
+    def _check_installed(self, path):
+        if not self.p.get('verify_checksum', True):
+            return
+        marker = self.host.marker(self.version)
+        recorded = str((marker or {}).get('sha256') or '').lower()
+        if not recorded:
+            return
+        actual = self.expected
+        src = self.p.get('src')
+        if src and self.p.get('remote_src'):
+            actual = self._hash_src(src)
+        if actual and actual != recorded:
+            raise ReleaseError(
+                '%s was installed from an artifact with sha256 %s, but %s has sha256 %s. Give the new build '
+                'its own version, or remove the old release directory (it must not be current), or set '
+                'verify_checksum=false (release_verify_checksum in the release role) to keep the installed one.'
+                % (path, recorded, src or 'checksum', actual))
+
+    def _hash_src(self, src):
+        if not os.path.isfile(src):
+            raise ReleaseError('src %s does not exist on the host or is not a regular file' % src)
+        actual = file_sha256(src)
+        if self.expected and actual != self.expected:
+            raise ReleaseError(checksum_mismatch_msg(src, self.expected, actual),
+                               expected_sha256=self.expected, sha256=actual)
+        return actual
+
+    def _installed(self, version):
+        self.inst[version] = self.clock()
+        self.result['installed_now'] = True
+        self.changed = True
+        self._part('installed %s from %s' % (version, self._artifact_name()),
+                   'would install %s from %s' % (version, self._artifact_name()))
+
+    def _install(self, src):
+        version = self.version
+        artifact = self._artifact_name()
+        digest = self._hash_src(src)
+        uid, gid = resolve_owner(self.p.get('owner'), self.p.get('group'))
+        # The whole archive is checked before anything is written.
+        tar, plan = read_plan(src, artifact)
+        with tar:
+            if self.check:
+                self._installed(version)
+                return
+            host = self.host
+            _makedirs(host.releases)
+            _makedirs(host.staging)
+            stage = os.path.join(host.staging, version)
+            _remove(stage)      # left by an interrupted install
+            os.mkdir(stage, 0o700)
+            try:
+                content = os.path.join(stage, 'content')
+                unpack(tar, plan, content, uid, gid, artifact)
+                self._write_marker(content, digest, uid, gid)
+                if os.path.lexists(host.release(version)):
+                    raise ReleaseError('%s appeared while %s was being unpacked; not replacing it'
+                                       % (host.release(version), version))
+                os.rename(content, host.release(version))
+            finally:
+                _remove(stage)
+        self._installed(version)
+
+    def _write_marker(self, content, digest, uid, gid):
+        marker = os.path.join(content, MARKER)
+        _clear_for(marker, MARKER, self._artifact_name())
+        data = {'version': self.version, 'artifact': self._artifact_name(), 'sha256': digest,
+                'installed': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))}
+        with open(marker, 'w') as handle:
+            handle.write(json.dumps(data, indent=4, sort_keys=True) + '\n')
+        os.chown(marker, uid, gid)
+        os.chmod(marker, FILE_MODE)
+        os.chmod(content, DIR_MODE)
+        os.chown(content, uid, gid)
+
+    # -------------------------------------------------------- switch
+
+    def switch(self, target):
+        """Point current at releases/<target>; previous gets the old target verbatim."""
+        host = self.host
+        old = self.cur
+        if old == target:
+            return False
+        if not self.check:
+            try:
+                old_target = os.readlink(host.current)
+            except OSError:
+                old_target = None
+            if old_target is not None:
+                host.replace_link('previous', old_target)
+            host.replace_link('current', posixpath.join('releases', target))
+            _remove(host.record)
+        if old:
+            self.prev = old
+        self.cur = target
+        self.changed = True
+        self.result.update(switched=True, switched_from=old)
+        return True
+
+    def bring_up_service(self, switched):
+        """Restart after a switch (restart=true); with rollback also start a stopped unit."""
+        service = self.service
+        if not service:
+            return
+        settle = self.p.get('settle')
+        settle = 2 if settle is None else settle
+        reload_ = bool(self.p.get('daemon_reload'))
+        if switched:
+            if not self.p.get('restart', True):
+                return
+            self._part('restarted %s' % service, 'would restart %s' % service)
+            if not self.check:
+                bring_up(self.run, self.sleep, service, 'restart', settle, reload_)
+            return
+        if self.state != 'rollback':
+            return
+        state = unit_state(self.run, service)
+        if state['active_state'] == 'active':
+            return
+        self.changed = True
+        self._part('started %s' % service, 'would start %s' % service)
+        if not self.check:
+            bring_up(self.run, self.sleep, service, 'start', settle, reload_)
+
+    # -------------------------------------------------------- prune / absent
+
+    def prune(self, keep, protect):
+        protected = set(p for p in protect if p) | set(p for p in (self.cur, self.prev) if p)
+        excess = len(self.inst) - keep
+        if excess <= 0:
+            return
+        candidates = sorted((mtime, name) for name, mtime in self.inst.items() if name not in protected)
+        for _mtime, name in candidates[:excess]:
+            if not self.check:
+                self.host.discard(self.host.release(name))
+            del self.inst[name]
+            self.result['pruned'].append(name)
+        if self.result['pruned']:
+            self.changed = True
+            self._part('pruned %s' % ', '.join(self.result['pruned']),
+                       'would prune %s' % ', '.join(self.result['pruned']))
+
+    def absent(self):
+        version = self.version
+        if version in (self.cur, self.prev):
+            self.done.append('%s is the %s release; not removed' % (version, 'current' if version == self.cur else 'previous'))
+            return
+        path = self.host.release(version)
+        leftover = os.path.join(self.host.staging, version)
+        if not os.path.lexists(path) and not os.path.lexists(leftover):
+            self.done.append('%s is not installed' % version)
+            return
+        if not self.check:
+            self.host.discard(path)
+            _remove(leftover)
+        self.inst.pop(version, None)
+        self.changed = True
+        self._part('removed %s' % path, 'would remove %s' % path)
+
+    # -------------------------------------------------------- states
+
+    def rollback_target(self):
+        host = self.host
+        if self.version:
+            return self.version, 'given as version'
+        record = host.rollback_record()
+        if self.cur and record.get('to') == self.cur and record.get('from') == self.prev:
+            return self.cur, 'recorded in %s' % host.record
+        if not self.prev:
+            reason = 'is not a symlink' if os.path.lexists(host.previous) else 'does not exist'
+            raise ReleaseError('cannot roll back: no previous release recorded (%s %s; current is %s) and version '
+                               'is not set' % (host.previous, reason, self.cur or 'not set'))
+        return self.prev, 'recorded in %s' % host.previous
+
+    def execute(self):
+        state = self.state
+        if state in ('current', 'rollback'):
+            self._refuse_non_link('current')
+            self._refuse_non_link('previous')
+        if state == 'staged':
+            self.ensure_staged()
+            if not self.result['installed_now']:
+                self.done.append('%s is installed' % self.version)
+        elif state == 'current':
+            self.ensure_staged()
+            switched = self.switch(self.version)
+            if switched:
+                self.done.append('current %s -> %s' % (self.result['switched_from'] or '(none)', self.version)
+                                 if not self.check else
+                                 'would switch current %s -> %s' % (self.result['switched_from'] or '(none)',
+                                                                    self.version))
+            else:
+                self.done.append('current is %s' % self.version)
+            self.bring_up_service(switched)
+            if self.p.get('keep') is not None:
+                self.prune(self.p['keep'], [self.version, self.result['switched_from']])
+        elif state == 'rollback':
+            target, why = self.rollback_target()
+            if not os.path.isdir(self.host.release(target)):
+                raise ReleaseError('cannot roll back to %s: %s is missing (%s; current is %s)'
+                                   % (target, self.host.release(target), why, self.cur or 'not set'))
+            old = self.cur
+            switched = self.switch(target)
+            if switched:
+                if not self.check:
+                    record = {'from': old, 'to': target,
+                              'at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))}
+                    with open(self.host.record + '.tmp', 'w') as handle:
+                        handle.write(json.dumps(record, indent=4, sort_keys=True) + '\n')
+                    os.chmod(self.host.record + '.tmp', FILE_MODE)
+                    os.rename(self.host.record + '.tmp', self.host.record)
+                self._part('rolled back %s -> %s' % (old or '(none)', target),
+                           'would roll back %s -> %s' % (old or '(none)', target))
+            else:
+                self.done.append('current is %s (%s)' % (target, why))
+            self.bring_up_service(switched)
+        elif state == 'absent':
+            self.absent()
+        elif state == 'pruned':
+            self.prune(self.p['keep'], [self.version])
+            if not self.result['pruned']:
+                self.done.append('nothing to prune (%d installed, keep %d)' % (len(self.inst), self.p['keep']))
+        else:
+            self.done.append('current is %s' % (self.cur or 'not set'))
+        return self.report()
+
+    def report(self):
+        result = dict(self.result)
+        result.update(self._view())
+        result['staged'] = bool(self.version) and (
+            (self.version in self.inst and self.host.completeness(self.version) == 'complete')
+            or (self.check and self.result['installed_now']))
+        result['service'] = unit_state(self.run, self.service) if self.service and self.run else {}
+        result['changed'] = self.changed
+        result['msg'] = '; '.join(self.done)
+        return result
+
+
+def apply(params, check_mode=False, run=None, clock=time.time, sleep=time.sleep, diff=False):
+    """Run the module's logic; returns the result dict or raises ReleaseError."""
+    release = Release(params, check_mode=check_mode, run=run, clock=clock, sleep=sleep)
+    result = release.execute()
+    if diff:
+        result['diff'] = {'before': release.before, 'after': release._view()}
+    return result

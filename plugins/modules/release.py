@@ -1,0 +1,283 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: release
+short_description: Install, switch, roll back and prune release directories of a service
+version_added: 0.2.0
+description:
+  - Manages the release layout of one service on a host in one task
+    C(ROOT/releases/VERSION/) (one directory per release, each with a C(.grayrelease-release)
+    marker), C(ROOT/current) and C(ROOT/previous) (symlinks into C(releases/)), C(ROOT/.staging/)
+    (unpack area) and C(ROOT/.rollback.json) (written by a rollback, removed by the next switch).
+  - O(state=staged) installs O(src) (a C(.tar.gz)) as C(ROOT/releases/VERSION). The archive is
+    checked whole before anything is written; it is unpacked into C(ROOT/.staging/VERSION)
+    (leftovers of an interrupted install are removed first), a single top-level directory is
+    stripped, the marker is written (version, artifact name, sha256, install time), and the
+    directory is renamed into place in one step, so C(releases/VERSION) is never partially
+    visible. Does not touch C(current) or any service.
+  - O(state=current) installs the release if needed, then switches C(current) to it atomically
+    (C(previous) first gets the old target of C(current) verbatim; both links are replaced with
+    C(rename(2)), so readers never see C(current) missing), forgets an earlier rollback, restarts
+    O(service) when C(current) moved and prunes to O(keep) releases.
+  - O(state=rollback) points C(current) back at O(version), or by default at the release in
+    C(previous), and records the rollback in C(ROOT/.rollback.json). Running it again on a host
+    it already rolled back changes nothing (it does not flip forward again). When nothing
+    switched, O(service) is still started if it is not running.
+  - O(state=absent) removes a release that is neither current nor previous (for example a
+    pre-staged release a host never switched to). O(state=pruned) only prunes to O(keep).
+    O(state=info) only reads.
+  - O(src) is by default a path on the controller. It is copied to the host only when the
+    release has to be installed, so a re-run on an installed release transfers nothing.
+author:
+  - grayrelease.canary maintainers (@grayrelease)
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be installed, switched, restarted and pruned; changes nothing.
+  diff_mode:
+    support: full
+    description: Returns C(current), C(previous) and the installed releases before and after.
+options:
+  root:
+    description:
+      - Absolute base directory of the service, holding C(releases/), C(current) and C(previous).
+    type: path
+    required: true
+  version:
+    description:
+      - Release name; it becomes the directory name C(releases/VERSION).
+      - Letters, digits and C(. _ + -), not starting with a punctuation character.
+      - Required with O(state=staged), O(state=current) and O(state=absent). With
+        O(state=rollback) the release to return to (default the target of C(previous)).
+    type: str
+  state:
+    description:
+      - One of V(info) (the default, read-only), V(staged) (install the release), V(current)
+        (install it if needed and switch C(current) to it), V(rollback) (switch C(current) back),
+        V(absent) (remove a release that is neither current nor previous) or V(pruned) (remove
+        old releases beyond O(keep)). Any other value fails naming the allowed ones.
+      - The read-only V(info) is a state of this module, not a separate C(_info) module, so that a
+        rollout reads and changes a host's releases with one module; the values are therefore
+        checked by the module rather than listed as argument choices.
+    type: str
+    default: info
+  src:
+    description:
+      - The release archive (C(.tar.gz), or any tar the Python C(tarfile) module reads).
+      - A path on the controller (relative paths are relative to the directory
+        C(ansible-playbook) runs in), copied to the host only when the release is not installed
+        yet. With O(remote_src=true) a path on the host.
+      - Needed only when the release is not installed yet.
+    type: path
+  remote_src:
+    description:
+      - O(src) is already on the host.
+    type: bool
+    default: false
+  checksum:
+    description:
+      - Expected sha256 of O(src), as C(sha256:<hex>) or bare hex. Verified before unpacking; a
+        mismatch fails naming both sums and changes nothing.
+    type: str
+  verify_checksum:
+    description:
+      - When the release is already installed and its marker records another sha256 than the
+        one of O(src) (the same version name built twice), fail instead of keeping the installed
+        content. V(false) accepts the installed release.
+    type: bool
+    default: true
+  owner:
+    description:
+      - Owner (name or uid) of the unpacked files. Default the user the module runs as; the
+        owners recorded in the archive are never used.
+    type: str
+  group:
+    description:
+      - Group (name or gid) of the unpacked files. Default the group the module runs as.
+    type: str
+  service:
+    description:
+      - systemd unit of the service, restarted when C(current) switches.
+    type: str
+  restart:
+    description:
+      - Restart O(service) when C(current) switched (V(false) leaves it to the caller).
+    type: bool
+    default: true
+  daemon_reload:
+    description:
+      - Run C(systemctl daemon-reload) before that restart.
+    type: bool
+    default: false
+  settle:
+    description:
+      - Seconds to watch O(service) after a restart or start. It must be C(ActiveState=active)
+        then, else the task fails with its state and its last 8 journal lines. V(0) does not watch.
+    type: float
+    default: 2
+  keep:
+    description:
+      - Number of release directories to keep, at least 1. With O(state=current) pruning happens
+        after the switch; oldest (by modification time, that is install time) first. Never removed
+        are C(current), C(previous), O(version), and the release C(current) was switched from.
+      - Required with O(state=pruned). Without it O(state=current) prunes nothing.
+    type: int
+notes:
+  - The archive is never trusted. Members with absolute paths or C(..) components, symlinks or
+    hardlinks that resolve outside the release directory, members under a symlink, and device
+    or fifo files are refused, naming the member, before anything is written. Directories get
+    mode 0755, regular files 0755 when the archive gave them any execute bit and 0644 otherwise;
+    setuid, setgid and sticky bits are never kept.
+  - A release directory without the marker (installed by other means) counts as installed when
+    it is not empty. An empty C(releases/VERSION), or a file there, fails with what to do.
+  - A restart runs C(systemctl reset-failed) first, so a unit that hit its start limit can start.
+seealso:
+  - module: grayrelease.canary.health_check
+  - module: grayrelease.canary.haproxy_server
+'''
+
+EXAMPLES = r'''
+- name: Pre-stage v2 on every host (nothing switched or restarted)
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    version: v2
+    src: dist/demoapp-v2.tar.gz
+    checksum: "sha256:{{ lookup('ansible.builtin.file', 'dist/demoapp-v2.tar.gz.sha256') }}"
+    state: staged
+
+- name: Switch to v2, restart, keep 5 releases
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    version: v2
+    src: dist/demoapp-v2.tar.gz
+    state: current
+    service: demoapp
+    settle: 3
+    keep: 5
+  register: switch
+
+- name: Back to the previous release
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    state: rollback
+    service: demoapp
+
+- name: Remove a pre-staged release the host never switched to
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    version: v2
+    state: absent
+
+- name: What runs here
+  grayrelease.canary.release:
+    root: /opt/demoapp
+  register: info
+'''
+
+RETURN = r'''
+current:
+  description: Release C(current) points at (basename of its target), C('') when none. In check mode the value it would have.
+  returned: always
+  type: str
+  sample: v2
+previous:
+  description: Release C(previous) points at, C('') when none.
+  returned: always
+  type: str
+  sample: v1
+installed:
+  description: Names of the release directories, sorted.
+  returned: always
+  type: list
+  elements: str
+  sample: [v1, v2]
+staged:
+  description: C(releases/VERSION) exists and is complete (V(false) without O(version)).
+  returned: always
+  type: bool
+  sample: true
+switched:
+  description: C(current) moved.
+  returned: always
+  type: bool
+  sample: true
+switched_from:
+  description: Release C(current) pointed at before it moved; C('') when it did not move (or pointed nowhere).
+  returned: always
+  type: str
+  sample: v1
+installed_now:
+  description: The release was installed by this task.
+  returned: always
+  type: bool
+  sample: true
+pruned:
+  description: Release directories removed.
+  returned: always
+  type: list
+  elements: str
+  sample: [v0]
+service:
+  description: State of O(service) at the end; empty without O(service).
+  returned: always
+  type: dict
+  contains:
+    active_state:
+      description: systemd C(ActiveState).
+      type: str
+      sample: active
+    sub_state:
+      description: systemd C(SubState).
+      type: str
+      sample: running
+  sample: {active_state: active, sub_state: running}
+msg:
+  description: What happened, one line.
+  returned: always
+  type: str
+  sample: "installed v2 from demoapp-v2.tar.gz; current v1 -> v2; restarted demoapp"
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type='path', required=True),
+            version=dict(type='str'),
+            # Checked by apply(): see the note in the documentation of state.
+            state=dict(type='str', default='info'),
+            src=dict(type='path'),
+            remote_src=dict(type='bool', default=False),
+            checksum=dict(type='str'),
+            verify_checksum=dict(type='bool', default=True),
+            owner=dict(type='str'),
+            group=dict(type='str'),
+            service=dict(type='str'),
+            restart=dict(type='bool', default=True),
+            daemon_reload=dict(type='bool', default=False),
+            settle=dict(type='float', default=2),
+            keep=dict(type='int'),
+        ),
+        required_if=[('state', 'staged', ['version']), ('state', 'current', ['version']),
+                     ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
+        supports_check_mode=True,
+    )
+    try:
+        result = apply(module.params, check_mode=module.check_mode, diff=module._diff,
+                       run=module.run_command)
+    except ReleaseError as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,672 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Logic of grayrelease.canary.release on temporary roots, real tar files, a fake systemd."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from ansible_collections.grayrelease.canary.plugins.module_utils import _release
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    ReleaseError, UnsafeArchive, apply, file_sha256, parse_checksum)
+
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+# ------------------------------------------------------------------ helpers
+
+def make_tar(path, entries, compression='gz'):
+    """entries: (name, kind, data) with kind file/exec/dir/sym/link/fifo/chr or a TarInfo tweak dict."""
+    with tarfile.open(str(path), 'w:' + compression) as tar:
+        for entry in entries:
+            name, kind = entry[0], entry[1]
+            extra = entry[2] if len(entry) > 2 else None
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_704_067_200
+            info.uid, info.gid, info.uname, info.gname = 4242, 4243, 'builder', 'builders'
+            payload = None
+            if kind in ('file', 'exec', 'suid'):
+                payload = (extra if isinstance(extra, bytes) else b'data of ' + name.encode())
+                info.size = len(payload)
+                info.mode = {'file': 0o664, 'exec': 0o750, 'suid': 0o4755}[kind]
+            elif kind == 'dir':
+                info.type, info.mode = tarfile.DIRTYPE, 0o3777
+            elif kind == 'sym':
+                info.type, info.linkname = tarfile.SYMTYPE, extra
+            elif kind == 'link':
+                info.type, info.linkname = tarfile.LNKTYPE, extra
+            elif kind == 'fifo':
+                info.type = tarfile.FIFOTYPE
+            elif kind == 'chr':
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    return str(path)
+
+
+def app_tar(tmp_path, version='v2', top=True, name=None):
+    prefix = 'demoapp-%s/' % version if top else ''
+    entries = ([(prefix, 'dir')] if top else []) + [
+        (prefix + 'app.py', 'exec', b'print("%s")\n' % version.encode()),
+        (prefix + 'release.json', 'file', b'{"version": "%s"}\n' % version.encode()),
+        (prefix + 'lib/', 'dir'),
+        (prefix + 'lib/util.py', 'file'),
+    ]
+    return make_tar(tmp_path / (name or 'demoapp-%s.tar.gz' % version), entries)
+
+
+class FakeSystemd(object):
+    """Records systemctl/journalctl calls; answers `show` with the configured state."""
+
+    def __init__(self, active='active', sub='running', log=None, fail=()):
+        self.calls = []
+        self.active, self.sub = active, sub
+        self.log = log if log is not None else ['line %d' % i for i in range(1, 21)]
+        self.fail = fail
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        if argv[0] == 'journalctl':
+            count = int(argv[argv.index('-n') + 1])
+            return 0, '\n'.join(self.log[-count:]) + '\n', ''
+        if argv[1] == 'show':
+            return 0, 'ActiveState=%s\nSubState=%s\n' % (self.active, self.sub), ''
+        if argv[1] in self.fail:
+            return 1, '', 'Job for demoapp.service failed.'
+        return 0, '', ''
+
+    def actions(self):
+        return [c[1:] for c in self.calls if c[0] == 'systemctl' and c[1] != 'show']
+
+
+class Sleeper(object):
+    def __init__(self):
+        self.slept = []
+
+    def __call__(self, seconds):
+        self.slept.append(seconds)
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / 'opt' / 'demoapp'
+    path.mkdir(parents=True)
+    return path
+
+
+def run(root, state='info', check=False, systemd=None, sleeper=None, **params):
+    params = dict(params, root=str(root), state=state)
+    params.setdefault('remote_src', True)
+    return apply(params, check_mode=check, run=systemd or FakeSystemd(), clock=lambda: NOW,
+                 sleep=sleeper or Sleeper())
+
+
+def install_dir(root, version, content=True, marker=None):
+    path = root / 'releases' / version
+    path.mkdir(parents=True)
+    if content:
+        (path / 'app.py').write_text('print(%r)\n' % version)
+    if marker is not None:
+        (path / '.grayrelease-release').write_text(json.dumps(marker))
+    return path
+
+
+def link(root, name, target):
+    os.symlink(target, str(root / name))
+
+
+def tree(path):
+    """Sorted relative paths under path (files, dirs, links)."""
+    found = []
+    for base, dirs, files in os.walk(str(path)):
+        for name in dirs + files:
+            found.append(os.path.relpath(os.path.join(base, name), str(path)))
+    return sorted(found)
+
+
+def snapshot(root):
+    out = {}
+    for rel in tree(root):
+        full = os.path.join(str(root), rel)
+        st = os.lstat(full)
+        out[rel] = (stat.S_IFMT(st.st_mode), os.readlink(full) if os.path.islink(full) else None,
+                    st.st_mtime)
+    return out
+
+
+# ------------------------------------------------------------------ validation
+
+@pytest.mark.parametrize('version', ['', '../x', '-v1', '.hidden', 'v 1', 'v1/x', 'a;b'])
+def test_bad_version_fails_naming_it(root, version):
+    state = 'staged' if version else 'current'
+    with pytest.raises(ReleaseError) as err:
+        run(root, state, version=version)
+    assert (repr(version) in err.value.msg) if version else 'version is required' in err.value.msg
+
+
+def test_relative_root_and_bad_options(root):
+    with pytest.raises(ReleaseError, match='absolute'):
+        apply({'root': 'opt/demoapp'})
+    with pytest.raises(ReleaseError, match='keep must be at least 1'):
+        run(root, 'pruned', keep=0)
+    with pytest.raises(ReleaseError, match='keep is required'):
+        run(root, 'pruned')
+    with pytest.raises(ReleaseError, match='not a valid systemd unit'):
+        run(root, 'current', version='v1', service='-x')
+    with pytest.raises(ReleaseError, match="sha256"):
+        run(root, 'staged', version='v1', checksum='md5:abc')
+    with pytest.raises(ReleaseError, match="state must be one of info, staged, current, rollback, absent, pruned"):
+        run(root, 'list')
+
+
+def test_parse_checksum_forms():
+    hexsum = 'AB' * 32
+    assert parse_checksum('sha256:' + hexsum) == 'ab' * 32
+    assert parse_checksum(hexsum) == 'ab' * 32
+    with pytest.raises(ReleaseError):
+        parse_checksum('sha256:' + 'ab' * 31)
+
+
+# ------------------------------------------------------------------ staged
+
+def test_staged_installs_strips_top_dir_and_writes_marker(root, tmp_path):
+    src = app_tar(tmp_path)
+    res = run(root, 'staged', version='v2', src=src)
+    rel = root / 'releases' / 'v2'
+    assert res['changed'] and res['installed_now'] and res['staged']
+    assert not res['switched'] and res['current'] == '' and res['installed'] == ['v2']
+    assert tree(rel) == ['.grayrelease-release', 'app.py', 'lib', 'lib/util.py', 'release.json']
+    marker = json.loads((rel / '.grayrelease-release').read_text())
+    assert marker == {'version': 'v2', 'artifact': 'demoapp-v2.tar.gz', 'sha256': file_sha256(src),
+                      'installed': '2026-01-01T00:00:00Z'}
+    assert (rel / 'app.py').read_text() == 'print("v2")\n'
+    # staging emptied, current untouched, nothing asked of systemd
+    assert os.listdir(str(root / '.staging')) == []
+    assert not os.path.lexists(str(root / 'current'))
+    assert 'installed v2 from demoapp-v2.tar.gz' in res['msg']
+
+
+def test_staged_without_top_dir_keeps_layout(root, tmp_path):
+    src = app_tar(tmp_path, top=False)
+    run(root, 'staged', version='v2', src=src)
+    assert tree(root / 'releases' / 'v2') == ['.grayrelease-release', 'app.py', 'lib', 'lib/util.py',
+                                              'release.json']
+
+
+def test_single_top_level_file_is_not_stripped(root, tmp_path):
+    src = make_tar(tmp_path / 'one.tar.gz', [('app.py', 'file')])
+    run(root, 'staged', version='v2', src=src)
+    assert tree(root / 'releases' / 'v2') == ['.grayrelease-release', 'app.py']
+
+
+def test_implicit_top_dir_is_stripped(root, tmp_path):
+    src = make_tar(tmp_path / 'imp.tar', [('top/app.py', 'file'), ('top/x/y.txt', 'file')], compression='')
+    run(root, 'staged', version='v2', src=src)
+    assert tree(root / 'releases' / 'v2') == ['.grayrelease-release', 'app.py', 'x', 'x/y.txt']
+
+
+def test_modes_and_owner_normalized_setuid_dropped(root, tmp_path):
+    src = make_tar(tmp_path / 'm.tar.gz', [
+        ('top/', 'dir'), ('top/run.sh', 'suid'), ('top/bin/', 'dir'), ('top/bin/tool', 'exec'),
+        ('top/conf.ini', 'file'), ('top/link', 'sym', 'conf.ini'), ('top/hard', 'link', 'top/conf.ini')])
+    run(root, 'staged', version='v2', src=src)
+    rel = root / 'releases' / 'v2'
+
+    def mode(name):
+        return stat.S_IMODE(os.lstat(str(rel / name)).st_mode)
+    assert mode('.') == 0o755 and mode('bin') == 0o755
+    assert mode('run.sh') == 0o755  # setuid dropped, exec kept
+    assert mode('bin/tool') == 0o755
+    assert mode('conf.ini') == 0o644 and mode('hard') == 0o644
+    assert mode('.grayrelease-release') == 0o644
+    assert os.readlink(str(rel / 'link')) == 'conf.ini'
+    assert (rel / 'hard').read_bytes() == (rel / 'conf.ini').read_bytes()
+    for name in tree(rel) + ['.']:
+        st = os.lstat(str(rel / name))
+        assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid()), name  # never the archive's 4242
+    # file mtimes come from the archive, the release dir itself is fresh
+    assert os.stat(str(rel / 'conf.ini')).st_mtime == 1_704_067_200
+
+
+def test_owner_and_group_options(root, tmp_path, monkeypatch):
+    src = app_tar(tmp_path)
+    calls = []
+    monkeypatch.setattr(_release.os, 'fchown', lambda fd, u, g: calls.append((u, g)))
+    monkeypatch.setattr(_release.os, 'lchown', lambda p, u, g: calls.append((u, g)))
+    monkeypatch.setattr(_release.os, 'chown', lambda p, u, g: calls.append((u, g)))
+    run(root, 'staged', version='v2', src=src, owner='1234', group='2345')
+    assert calls and set(calls) == {(1234, 2345)}
+    with pytest.raises(ReleaseError, match="no such user"):
+        run(root, 'staged', version='v3', src=app_tar(tmp_path, 'v3'), owner='no-such-user-xyz')
+
+
+def test_staged_again_is_no_change_and_checks_the_sum(root, tmp_path):
+    src = app_tar(tmp_path)
+    run(root, 'staged', version='v2', src=src)
+    before = snapshot(root)
+    res = run(root, 'staged', version='v2', src=src)
+    assert not res['changed'] and not res['installed_now'] and res['staged']
+    assert snapshot(root) == before
+    # same name, other content
+    (tmp_path / 'other').mkdir()
+    other = make_tar(tmp_path / 'other' / 'demoapp-v2.tar.gz', [('x/app.py', 'file', b'other')])
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'staged', version='v2', src=other)
+    assert 'was installed from an artifact with sha256 %s' % file_sha256(src) in err.value.msg
+    assert file_sha256(other) in err.value.msg and 'verify_checksum' in err.value.msg
+    assert snapshot(root) == before
+    res = run(root, 'staged', version='v2', src=other, verify_checksum=False)
+    assert not res['changed']
+    # the controller path given (the action plugin's first pass) compares its checksum
+    with pytest.raises(ReleaseError, match='was installed from an artifact'):
+        run(root, 'staged', version='v2', src='/controller/demoapp-v2.tar.gz', remote_src=False,
+            checksum=file_sha256(other))
+    res = run(root, 'staged', version='v2', src='/controller/demoapp-v2.tar.gz', remote_src=False,
+              checksum=file_sha256(src))
+    assert not res['changed']
+
+
+def test_checksum_verified_before_unpacking(root, tmp_path):
+    src = app_tar(tmp_path)
+    wrong = 'sha256:' + '0' * 64
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'staged', version='v2', src=src, checksum=wrong)
+    assert file_sha256(src) in err.value.msg and '0' * 64 in err.value.msg
+    assert tree(root) == []
+    res = run(root, 'staged', version='v2', src=src, checksum=file_sha256(src).upper())
+    assert res['installed_now']
+
+
+def test_controller_src_not_installed_asks_for_the_file(root):
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'current', version='v2', src='/ctl/demoapp-v2.tar.gz', remote_src=False, service='demoapp')
+    assert err.value.result == {'needs_src': True}
+    assert tree(root) == []
+    # check mode reports the install without the file
+    res = run(root, 'current', version='v2', src='/ctl/demoapp-v2.tar.gz', remote_src=False, check=True)
+    assert res['changed'] and res['installed_now'] and res['switched'] and res['current'] == 'v2'
+    assert tree(root) == []
+
+
+def test_not_installed_without_src(root):
+    with pytest.raises(ReleaseError, match=r'release v7 is not installed \(.*releases/v7 is missing\) and src is not set'):
+        run(root, 'staged', version='v7')
+
+
+def test_unmarked_nonempty_dir_counts_as_installed(root, tmp_path):
+    install_dir(root, 'v1')
+    res = run(root, 'staged', version='v1', src=app_tar(tmp_path, 'v1'))
+    assert not res['changed'] and res['staged']
+
+
+def test_empty_dir_or_file_in_the_way_fails_saying_what_to_do(root, tmp_path):
+    install_dir(root, 'v2', content=False)
+    with pytest.raises(ReleaseError, match=r'exists but is empty.*Remove it'):
+        run(root, 'staged', version='v2', src=app_tar(tmp_path))
+    (root / 'releases' / 'v3').write_text('oops')
+    with pytest.raises(ReleaseError, match=r'exists but is not a directory.*Remove it'):
+        run(root, 'staged', version='v3', src=app_tar(tmp_path, 'v3'))
+
+
+def test_interrupted_install_leftovers_are_replaced(root, tmp_path):
+    stale = root / '.staging' / 'v2' / 'content'
+    stale.mkdir(parents=True)
+    (stale / 'half-written.py').write_text('x')
+    run(root, 'staged', version='v2', src=app_tar(tmp_path))
+    assert 'half-written.py' not in tree(root / 'releases' / 'v2')
+    assert os.listdir(str(root / '.staging')) == []
+
+
+def test_empty_archive_fails(root, tmp_path):
+    with pytest.raises(ReleaseError, match='is empty'):
+        run(root, 'staged', version='v2', src=make_tar(tmp_path / 'e.tar.gz', []))
+    with pytest.raises(ReleaseError, match='is empty'):
+        run(root, 'staged', version='v2', src=make_tar(tmp_path / 'd.tar.gz', [('top/', 'dir')]))
+    assert not os.path.lexists(str(root / 'releases' / 'v2'))
+
+
+def test_not_a_tar_fails(root, tmp_path):
+    bad = tmp_path / 'bad.tar.gz'
+    bad.write_bytes(b'not a tar at all')
+    with pytest.raises(ReleaseError, match='not a readable tar archive'):
+        run(root, 'staged', version='v2', src=str(bad))
+    assert tree(root) == []
+
+
+@pytest.mark.parametrize('entries, member', [
+    ([('top/a', 'file'), ('/etc/passwd', 'file')], '/etc/passwd'),
+    ([('top/a', 'file'), ('top/../../evil', 'file')], 'top/../../evil'),
+    ([('top/a', 'file'), ('../evil', 'file')], '../evil'),
+    ([('top/a', 'file'), ('top/esc', 'sym', '../../etc')], 'top/esc'),
+    ([('top/a', 'file'), ('top/abs', 'sym', '/etc/passwd')], 'top/abs'),
+    ([('a', 'file'), ('deep/x', 'sym', '../../x')], 'deep/x'),
+    ([('top/a', 'file'), ('top/h', 'link', '/etc/shadow')], 'top/h'),
+    ([('top/a', 'file'), ('top/h', 'link', 'top/../../x')], 'top/h'),
+    ([('top/a', 'file'), ('top/h', 'link', 'top/missing')], 'top/h'),
+    ([('top/a', 'file'), ('top/a', 'dir'), ('top/h', 'link', 'top/a')], 'top/h'),
+    ([('top/d/', 'dir'), ('top/h', 'link', 'top/d')], 'top/h'),
+    ([('top/a', 'file'), ('top/self', 'sym', '.'), ('top/self/b', 'file')], 'top/self/b'),
+    ([('top/a', 'file'), ('top/pipe', 'fifo')], 'top/pipe'),
+    ([('top/a', 'file'), ('top/null', 'chr')], 'top/null'),
+])
+def test_unsafe_members_refused_nothing_left(root, tmp_path, entries, member):
+    src = make_tar(tmp_path / 'evil.tar.gz', entries)
+    with pytest.raises(UnsafeArchive) as err:
+        run(root, 'current', version='v2', src=src, service='demoapp')
+    assert repr(member) in err.value.msg
+    assert tree(root) == []
+    assert not os.path.exists(str(tmp_path / 'evil')) and not os.path.exists(str(tmp_path.parent / 'evil'))
+
+
+def test_unpack_errors_leave_nothing(root, tmp_path, monkeypatch):
+    def no_space(*_args):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(_release.shutil, 'copyfileobj', no_space)
+    with pytest.raises(ReleaseError, match='cannot unpack demoapp-v2.tar.gz into .*No space left'):
+        run(root, 'staged', version='v2', src=app_tar(tmp_path))
+    assert os.listdir(str(root / '.staging')) == [] and os.listdir(str(root / 'releases')) == []
+
+
+def test_inside_symlinks_are_fine(root, tmp_path):
+    src = make_tar(tmp_path / 'ok.tar.gz', [('top/lib/', 'dir'), ('top/lib/a.py', 'file'),
+                                            ('top/bin/', 'dir'), ('top/bin/a', 'sym', '../lib/a.py')])
+    run(root, 'staged', version='v2', src=src)
+    assert (root / 'releases' / 'v2' / 'bin' / 'a').read_bytes() == b'data of top/lib/a.py'
+
+
+def test_check_mode_staged_validates_and_changes_nothing(root, tmp_path):
+    res = run(root, 'staged', version='v2', src=app_tar(tmp_path), check=True)
+    assert res['changed'] and res['installed_now'] and res['staged'] and res['installed'] == ['v2']
+    assert tree(root) == []
+    with pytest.raises(UnsafeArchive):
+        run(root, 'staged', version='v2', check=True,
+            src=make_tar(tmp_path / 'e.tar.gz', [('a', 'file'), ('../b', 'file')]))
+
+
+# ------------------------------------------------------------------ current
+
+def test_first_switch_and_restart(root, tmp_path):
+    systemd, sleeper = FakeSystemd(), Sleeper()
+    res = run(root, 'current', version='v2', src=app_tar(tmp_path), service='demoapp', daemon_reload=True,
+              systemd=systemd, sleeper=sleeper)
+    assert os.readlink(str(root / 'current')) == 'releases/v2'
+    assert not os.path.lexists(str(root / 'previous'))
+    assert res['switched'] and res['switched_from'] == '' and res['current'] == 'v2' and res['previous'] == ''
+    assert systemd.actions() == [['daemon-reload'], ['reset-failed', 'demoapp'], ['restart', 'demoapp']]
+    assert sleeper.slept == [2]
+    assert res['service'] == {'active_state': 'active', 'sub_state': 'running'}
+
+
+def test_switch_writes_previous_verbatim_and_forgets_rollback(root):
+    install_dir(root, 'v1')
+    install_dir(root, 'v2')
+    link(root, 'current', '/somewhere/else/v1')  # set up by other means
+    (root / '.rollback.json').write_text('{"from": "v2", "to": "v1"}')
+    res = run(root, 'current', version='v2', service='demoapp')
+    assert os.readlink(str(root / 'previous')) == '/somewhere/else/v1'
+    assert os.readlink(str(root / 'current')) == 'releases/v2'
+    assert not os.path.lexists(str(root / '.rollback.json'))
+    assert not os.path.lexists(str(root / '.current.tmp')) and not os.path.lexists(str(root / '.previous.tmp'))
+    assert res['switched_from'] == 'v1' and res['previous'] == 'v1'
+
+
+def test_switch_is_a_rename_never_a_missing_current(root, monkeypatch):
+    install_dir(root, 'v1')
+    install_dir(root, 'v2')
+    link(root, 'current', 'releases/v1')
+    seen = []
+    real_rename = os.rename
+
+    def watching_rename(a, b):
+        seen.append((os.path.basename(a), os.path.basename(b), os.path.lexists(str(root / 'current'))))
+        return real_rename(a, b)
+    monkeypatch.setattr(_release.os, 'rename', watching_rename)
+    monkeypatch.setattr(_release.os, 'unlink', lambda p: pytest.fail('unlinked %s' % p)
+                        if p.endswith('current') else os.remove(p))
+    run(root, 'current', version='v2')
+    assert seen == [('.previous.tmp', 'previous', True), ('.current.tmp', 'current', True)]
+
+
+def test_same_version_again_changes_nothing_and_restarts_nothing(root, tmp_path):
+    src = app_tar(tmp_path)
+    install_dir(root, 'v1')
+    link(root, 'current', 'releases/v1')
+    run(root, 'current', version='v2', src=src, service='demoapp', keep=5)
+    before = snapshot(root)
+    systemd = FakeSystemd()
+    res = run(root, 'current', version='v2', src=src, service='demoapp', keep=5, systemd=systemd)
+    assert not res['changed'] and not res['switched'] and res['switched_from'] == ''
+    assert res['current'] == 'v2' and res['previous'] == 'v1'
+    assert systemd.actions() == []
+    assert snapshot(root) == before
+
+
+def test_restart_false_and_no_service(root):
+    install_dir(root, 'v2')
+    systemd = FakeSystemd()
+    res = run(root, 'current', version='v2', service='demoapp', restart=False, systemd=systemd)
+    assert res['switched'] and systemd.actions() == []
+    res = run(root, 'current', version='v2', systemd=systemd)
+    assert res['service'] == {}
+
+
+def test_current_not_a_symlink_fails_before_anything(root, tmp_path):
+    (root / 'current').mkdir()
+    with pytest.raises(ReleaseError, match='current exists but is not a symlink'):
+        run(root, 'current', version='v2', src=app_tar(tmp_path))
+    assert tree(root) == ['current']
+
+
+def test_settle_failure_names_state_and_last_log_lines(root):
+    install_dir(root, 'v2')
+    systemd = FakeSystemd(active='failed', sub='failed')
+    sleeper = Sleeper()
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'current', version='v2', service='demoapp', settle=3, systemd=systemd, sleeper=sleeper)
+    msg = err.value.msg
+    assert msg.startswith('demoapp did not stay up after the restart (ActiveState=failed, SubState=failed); '
+                          'its last log lines: ')
+    assert msg.endswith(' | '.join('line %d' % i for i in range(13, 21)))
+    assert 'line 12' not in msg
+    assert ['journalctl', '-u', 'demoapp', '-n', '8', '--no-pager', '-o', 'cat'] in systemd.calls
+    assert sleeper.slept == [3]
+    assert err.value.result['service'] == {'active_state': 'failed', 'sub_state': 'failed'}
+    # the switch itself happened (the rollout rolls the host back)
+    assert os.readlink(str(root / 'current')) == 'releases/v2'
+
+
+def test_settle_zero_does_not_watch(root):
+    install_dir(root, 'v2')
+    systemd, sleeper = FakeSystemd(active='activating', sub='start'), Sleeper()
+    res = run(root, 'current', version='v2', service='demoapp', settle=0, systemd=systemd, sleeper=sleeper)
+    assert sleeper.slept == [] and res['service']['active_state'] == 'activating'
+
+
+def test_restart_command_failure(root):
+    install_dir(root, 'v2')
+    with pytest.raises(ReleaseError, match=r'systemctl restart demoapp failed \(rc 1\).*last log lines: .*line 20'):
+        run(root, 'current', version='v2', service='demoapp', systemd=FakeSystemd(fail=('restart',)))
+
+
+def test_check_mode_current_changes_nothing(root, tmp_path):
+    install_dir(root, 'v1')
+    link(root, 'current', 'releases/v1')
+    before = snapshot(root)
+    systemd = FakeSystemd()
+    res = run(root, 'current', version='v2', src=app_tar(tmp_path), service='demoapp', keep=1,
+              check=True, systemd=systemd)
+    assert res['changed'] and res['switched'] and res['installed_now'] and res['switched_from'] == 'v1'
+    assert res['current'] == 'v2' and res['previous'] == 'v1' and res['pruned'] == []
+    assert systemd.actions() == []
+    assert snapshot(root) == before
+    assert res['msg'].startswith('would install v2')
+
+
+def test_diff_mode(root):
+    install_dir(root, 'v1')
+    install_dir(root, 'v2')
+    link(root, 'current', 'releases/v1')
+    res = apply({'root': str(root), 'state': 'current', 'version': 'v2'}, diff=True, run=FakeSystemd())
+    assert res['diff']['before']['current'] == 'v1' and res['diff']['after']['current'] == 'v2'
+
+
+# ------------------------------------------------------------------ prune
+
+def _aged(root, versions):
+    for age, version in enumerate(versions):
+        path = install_dir(root, version)
+        os.utime(str(path), (NOW - 1000 + age, NOW - 1000 + age))
+
+
+def test_prune_protects_current_previous_new_and_from(root):
+    _aged(root, ['v1', 'v2', 'v3', 'v4', 'v5'])
+    link(root, 'current', 'releases/v5')
+    link(root, 'previous', 'releases/v1')
+    res = run(root, 'current', version='v3', keep=2)
+    # after the switch: current v3, previous v5 (switched from); v1 was previous before
+    assert res['current'] == 'v3' and res['previous'] == 'v5'
+    assert res['pruned'] == ['v1', 'v2', 'v4']
+    assert sorted(os.listdir(str(root / 'releases'))) == ['v3', 'v5']
+
+
+def test_prune_never_goes_below_protected(root):
+    _aged(root, ['v1', 'v2', 'v3'])
+    link(root, 'current', 'releases/v3')
+    link(root, 'previous', 'releases/v1')
+    res = run(root, 'pruned', keep=1)
+    assert res['pruned'] == ['v2'] and res['changed']
+    assert sorted(os.listdir(str(root / 'releases'))) == ['v1', 'v3']
+    res = run(root, 'pruned', keep=1)
+    assert res['pruned'] == [] and not res['changed']
+
+
+def test_prune_oldest_first_and_check_mode(root):
+    _aged(root, ['b', 'a', 'c', 'd'])  # mtime order b < a < c < d
+    link(root, 'current', 'releases/d')
+    res = run(root, 'pruned', keep=2, check=True)
+    assert res['pruned'] == ['b', 'a'] and res['installed'] == ['c', 'd']
+    assert sorted(os.listdir(str(root / 'releases'))) == ['a', 'b', 'c', 'd']
+    res = run(root, 'pruned', keep=3)
+    assert res['pruned'] == ['b']
+    assert not os.listdir(str(root / '.staging'))
+
+
+# ------------------------------------------------------------------ rollback
+
+def _two_releases(root):
+    install_dir(root, 'v1')
+    install_dir(root, 'v2')
+    link(root, 'current', 'releases/v2')
+    link(root, 'previous', 'releases/v1')
+
+
+def test_rollback_to_previous_records_it_and_restarts(root):
+    _two_releases(root)
+    systemd = FakeSystemd()
+    res = run(root, 'rollback', service='demoapp', daemon_reload=True, systemd=systemd)
+    assert res['switched'] and res['switched_from'] == 'v2' and res['current'] == 'v1' and res['previous'] == 'v2'
+    assert os.readlink(str(root / 'current')) == 'releases/v1'
+    assert os.readlink(str(root / 'previous')) == 'releases/v2'
+    record = json.loads((root / '.rollback.json').read_text())
+    assert record == {'from': 'v2', 'to': 'v1', 'at': '2026-01-01T00:00:00Z'}
+    assert ['restart', 'demoapp'] in systemd.actions()
+    assert sorted(os.listdir(str(root / 'releases'))) == ['v1', 'v2']  # kept for inspection
+
+
+def test_rollback_again_is_idempotent_and_only_starts(root):
+    _two_releases(root)
+    run(root, 'rollback', service='demoapp')
+    before = snapshot(root)
+    systemd = FakeSystemd()
+    res = run(root, 'rollback', service='demoapp', systemd=systemd)
+    assert not res['switched'] and not res['changed'] and res['current'] == 'v1'
+    assert systemd.actions() == [] and snapshot(root) == before
+    # a stopped service is started
+    systemd = FakeSystemd(active='inactive', sub='dead')
+    with pytest.raises(ReleaseError, match='did not stay up after the start'):
+        run(root, 'rollback', service='demoapp', systemd=systemd)
+    assert systemd.actions() == [['reset-failed', 'demoapp'], ['start', 'demoapp']]
+
+
+def test_rollback_start_in_check_mode(root):
+    _two_releases(root)
+    systemd = FakeSystemd(active='inactive', sub='dead')
+    res = run(root, 'rollback', version='v2', service='demoapp', systemd=systemd, check=True)
+    assert res['changed'] and not res['switched'] and systemd.actions() == []
+
+
+def test_rollback_explicit_version_and_release_clears_record(root):
+    _two_releases(root)
+    install_dir(root, 'v0')
+    res = run(root, 'rollback', version='v0')
+    assert res['current'] == 'v0' and res['previous'] == 'v2'
+    # a new release switch forgets the rollback: the next rollback goes to previous again
+    run(root, 'current', version='v1')
+    assert not os.path.lexists(str(root / '.rollback.json'))
+    res = run(root, 'rollback')
+    assert res['current'] == 'v0'
+
+
+def test_rollback_without_previous_fails_explaining(root):
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'rollback')
+    assert 'no previous release recorded' in err.value.msg
+    assert '%s/previous does not exist' % root in err.value.msg
+    assert tree(root) == []
+
+
+def test_rollback_to_missing_dir_fails(root):
+    _two_releases(root)
+    with pytest.raises(ReleaseError, match=r'cannot roll back to v9: .*releases/v9 is missing \(given as version'):
+        run(root, 'rollback', version='v9')
+    (root / 'releases' / 'v1' / 'app.py').unlink()
+    (root / 'releases' / 'v1').rmdir()
+    with pytest.raises(ReleaseError, match=r'releases/v1 is missing \(recorded in .*previous; current is v2\)'):
+        run(root, 'rollback')
+
+
+def test_rollback_check_mode(root):
+    _two_releases(root)
+    before = snapshot(root)
+    res = run(root, 'rollback', service='demoapp', check=True)
+    assert res['switched'] and res['current'] == 'v1' and snapshot(root) == before
+
+
+# ------------------------------------------------------------------ absent / info
+
+def test_absent_refuses_current_and_previous(root):
+    _two_releases(root)
+    for version, which in (('v2', 'current'), ('v1', 'previous')):
+        res = run(root, 'absent', version=version)
+        assert not res['changed'] and 'is the %s release; not removed' % which in res['msg']
+    assert sorted(os.listdir(str(root / 'releases'))) == ['v1', 'v2']
+
+
+def test_absent_removes_a_staged_release_and_leftovers(root, tmp_path):
+    _two_releases(root)
+    run(root, 'staged', version='v3', src=app_tar(tmp_path, 'v3'))
+    (root / '.staging' / 'v3').mkdir()
+    res = run(root, 'absent', version='v3', check=True)
+    assert res['changed'] and os.path.isdir(str(root / 'releases' / 'v3'))
+    res = run(root, 'absent', version='v3')
+    assert res['changed'] and res['installed'] == ['v1', 'v2'] and not res['staged']
+    assert sorted(os.listdir(str(root / 'releases'))) == ['v1', 'v2']
+    assert os.listdir(str(root / '.staging')) == []
+    res = run(root, 'absent', version='v3')
+    assert not res['changed'] and 'not installed' in res['msg']
+
+
+def test_info_is_read_only(root):
+    _two_releases(root)
+    before = snapshot(root)
+    res = run(root, version='v1', service='demoapp')
+    assert res == dict(res, changed=False, current='v2', previous='v1', installed=['v1', 'v2'], staged=True,
+                       switched=False, switched_from='', installed_now=False, pruned=[],
+                       service={'active_state': 'active', 'sub_state': 'running'})
+    assert snapshot(root) == before
+    res = run(root, version='v9')
+    assert res['staged'] is False
+    assert run(root / 'missing')['installed'] == []
