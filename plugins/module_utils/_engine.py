@@ -152,7 +152,10 @@ def check_settings(raw, artifact_exists=None):
     included). Every error names the variable and its bad value.
     """
     errors = []
-    get = lambda key: raw.get(key, DEFAULTS.get(key))  # noqa: E731
+
+    def get(key):
+        return raw.get(key, DEFAULTS.get(key))
+
     settings = {}
     version = raw.get('canary_version')
     if version is None or version == '':
@@ -838,8 +841,8 @@ def begin_rollback_group(state, index, now):
     rollback.setdefault('records', []).append({'group': index + 1, 'hosts': group, 'started': now, 'errors': []})
     in_rotation = [h for h in group if h not in state['out']]
     state['out'] = sorted(set(state['out']) | set(group))
-    _say(state, 'rollback %d/%d: %s -> %s' % (index + 1, len(rollback['groups']), ', '.join(group),
-                                            state['previous_version']))
+    _say(state, 'rollback %d/%d: %s -> %s' % (
+        index + 1, len(rollback['groups']), ', '.join(group), state['previous_version']))
     if in_rotation:
         state['act'] = {'phase': 'rollback_drain', 'balancers': live_balancers(state),
                         'servers': _servers(state, in_rotation), 'state': 'drain'}

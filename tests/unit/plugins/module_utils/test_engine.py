@@ -24,7 +24,7 @@ def settings(**over):
     return result, errors
 
 
-def identities(apps=APPS, zones=None):
+def identities(apps=tuple(APPS), zones=None):
     return dict((h, {'server': h, 'zone': (zones or {}).get(h, ''), 'health_url': 'http://%s/healthz' % h,
                      'sample_url': 'http://%s/' % h}) for h in apps)
 
@@ -32,7 +32,7 @@ def identities(apps=APPS, zones=None):
 class FakeFleet(object):
     """Answers acts like the real actors; knobs inject faults."""
 
-    def __init__(self, apps=APPS, versions=None, maint=(), drained=(), weights=None):
+    def __init__(self, apps=tuple(APPS), versions=None, maint=(), drained=(), weights=None):
         self.apps = list(apps)
         self.versions = dict(versions or dict((h, 'v1') for h in apps))
         self.admin = dict((h, 'maint' if h in maint else 'drain' if h in drained else 'ready') for h in apps)
@@ -187,13 +187,14 @@ def test_promoted_rolls_every_host_and_judges_the_first_step():
     assert doc['hosts'] == dict((h, 'v2') for h in APPS)
     assert doc['plan'] == [['app1'], ['app2'], ['app3'], ['app4'], ['app5'], ['app6']]
     # Never more than max_unavailable (1) out of rotation at once.
-    assert max(out for _phase, out in fleet.log) == 1
+    assert max(out for dummy, out in fleet.log) == 1
     assert state['lock_held'] is False
 
 
 def test_canary_weights_applied_at_ready_and_restored_after_a_pass():
     fleet = FakeFleet()
-    conf, _ = settings(canary_traffic_percent=10)
+    conf, errors = settings(canary_traffic_percent=10)
+    assert errors == []
     state = engine.new_state(conf, [], APPS, LBS, identities(), 'lb1', 1.0)
     while state['act'].get('phase'):
         engine.record(state, fleet.answer(state), 2.0)
@@ -234,7 +235,7 @@ def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():
     assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3', 'app4', 'app5']
     # The failed batch was already out; the rest went back two at a time.
     assert all(len(g) <= 2 for g in state['rollback']['groups'])
-    assert max(out for _phase, out in fleet.log) <= 2
+    assert max(out for dummy, out in fleet.log) <= 2
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert fleet.out_of_rotation() == []
     assert 'app6' not in fleet.staged
@@ -282,7 +283,7 @@ def test_unhealthy_batch_halts_before_ready():
     # app1 was unhealthy in pre-flight already: nothing is touched at all.
     assert state['halt']['phase'] == 'preflight' and 'unhealthy' in state['halt']['reason']
     assert state['decision'] == 'failed' and fleet.log[0][0] == 'lock'
-    assert all(p in ('lock', 'survey', 'final_versions', 'unlock') for p, _ in fleet.log)
+    assert all(p in ('lock', 'survey', 'final_versions', 'unlock') for p, dummy in fleet.log)
 
 
 def test_manual_pause_stops_after_each_step_not_each_batch():
@@ -299,7 +300,7 @@ def test_manual_pause_stops_after_each_step_not_each_batch():
 def test_seconds_pause_acts_after_each_step():
     fleet = FakeFleet()
     state = run(fleet, canary_pause=5, canary_steps=[1, '100%'], canary_max_unavailable=3)
-    pauses = [p for p, _ in fleet.log if p == 'pause']
+    pauses = [p for p, dummy in fleet.log if p == 'pause']
     assert len(pauses) == 1  # between step 1 and step 2, not between step 2's batches
     assert state['decision'] == 'promoted'
 
@@ -329,7 +330,7 @@ def test_check_mode_plans_and_touches_nothing():
     fleet = FakeFleet()
     state = run(fleet, check_mode=True)
     assert state['decision'] == 'promoted'
-    assert all(p in ('lock', 'survey', 'final_versions') for p, _ in fleet.log)
+    assert all(p in ('lock', 'survey', 'final_versions') for p, dummy in fleet.log)
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert state['plan_lines'][0] == 'Rolling demoapp from v1 to v2 on 6 hosts'
 
