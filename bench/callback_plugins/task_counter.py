@@ -56,7 +56,7 @@ class CallbackModule(CallbackBase):
         self.out = os.environ.get("TASK_COUNTER_OUT", "")
         self.batch_re = re.compile(os.environ.get("TASK_COUNTER_BATCH_RE") or r"^Batch \| begin")
         self.finish_re = re.compile(os.environ.get("TASK_COUNTER_FINISH_RE")
-                                    or r"^(Roll back what was touched|Finish)$")
+                                    or r"^(Roll back what was touched|Finish|Rollback \| decide what goes back.*)$")
         self.analysis_re = re.compile(os.environ.get("TASK_COUNTER_ANALYSIS_RE") or r"interval by interval")
         self.t0 = time.time()
         self.tasks = []          # {name, uuid, start, executed, segment}
@@ -66,7 +66,8 @@ class CallbackModule(CallbackBase):
 
     # -- task starts -------------------------------------------------------
     def _start(self, task, handler=False):
-        name = task.get_name().strip()
+        # A role's task is shown as "namespace.collection.role : name".
+        name = task.get_name().strip().split(" : ", 1)[-1]
         if self.batch_re.search(name):
             self.batches += 1
             self.segment = "batch %d" % self.batches
