@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import JudgeError, judge
 from ansible_collections.grayrelease.canary.plugins.module_utils._plan import (
@@ -661,7 +662,15 @@ def _after_drain(state, results, now):
     if failed:
         _batch_failed(state, batch, now, _describe_failures('drain', failed))
         return
-    _set_act(state, 'switch', now, apps=list(batch['hosts']))
+    _set_act(state, 'switch', now, apps=list(batch['hosts']),
+             ready_urls=dict((h, _local_url(state['identities'][h]['health_url'])) for h in batch['hosts']))
+
+
+def _local_url(url):
+    """The health URL as the host itself reaches it (loopback, same port and path)."""
+    parts = urlsplit(url)
+    port = ':%d' % parts.port if parts.port else ''
+    return urlunsplit((parts.scheme, '127.0.0.1' + port, parts.path, parts.query, ''))
 
 
 def _after_switch(state, results, now):

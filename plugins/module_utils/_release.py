@@ -30,6 +30,8 @@ import tarfile
 import time
 import zlib
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
+
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
 VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
 # systemd unit names; a leading '-' would be read as an option by systemctl.
@@ -317,8 +319,28 @@ def _did_not_stay_up(run, service, state, what):
                ' | '.join(last_log_lines(run, service)) or '(none)'))
 
 
-def bring_up(run, sleep, service, action, settle, daemon_reload):
-    """Restart (or start) ``service``; with settle > 0 it must be active after ``settle`` s."""
+# The unit's states that mean the process is gone (a crash on start).
+GONE_STATES = ('failed', 'inactive', 'deactivating')
+SETTLE_POLL = 0.2
+
+
+def url_ready(url, timeout=1.0):
+    """A callable: True once ``url`` answers 2xx (the service is serving)."""
+    target = build_targets([url], {'status_codes': list(range(200, 300))})[0]
+
+    def ready():
+        status, reason, latency = probe(target, timeout)
+        return reason is None
+    return ready
+
+
+def bring_up(run, sleep, service, action, settle, daemon_reload, ready=None, clock=time.monotonic):
+    """Restart (or start) ``service`` and watch it for up to ``settle`` s.
+
+    It must be active at the end. With ``ready`` (a callable, e.g. url_ready)
+    the watch ends early, as soon as the service answers; a unit whose
+    process is gone fails at once, in its own words, instead of at the end.
+    """
     if daemon_reload:
         rc, out, err = run(['systemctl', 'daemon-reload'])
         if rc != 0:
@@ -332,13 +354,26 @@ def bring_up(run, sleep, service, action, settle, daemon_reload):
         raise ReleaseError('systemctl %s %s failed (rc %s): %s; its last log lines: %s'
                            % (action, service, rc, (err or out).strip(),
                               ' | '.join(last_log_lines(run, service)) or '(none)'))
-    if settle and settle > 0:
+    if not settle or settle <= 0:
+        return unit_state(run, service)
+    if ready is None:
         sleep(settle)
-        state = unit_state(run, service)
-        if state['active_state'] != 'active':
-            raise ReleaseError(_did_not_stay_up(run, service, state, what), service=state)
-        return state
-    return unit_state(run, service)
+    else:
+        deadline = clock() + settle
+        while True:
+            state = unit_state(run, service)
+            if state['active_state'] in GONE_STATES or state['sub_state'] == 'auto-restart':
+                raise ReleaseError(_did_not_stay_up(run, service, state, what), service=state)
+            if state['active_state'] == 'active' and ready():
+                return state
+            left = deadline - clock()
+            if left <= 0:
+                break
+            sleep(min(SETTLE_POLL, left))
+    state = unit_state(run, service)
+    if state['active_state'] != 'active':
+        raise ReleaseError(_did_not_stay_up(run, service, state, what), service=state)
+    return state
 
 
 # ------------------------------------------------------------------ host layout
@@ -633,12 +668,13 @@ class Release(object):
         settle = self.p.get('settle')
         settle = 2 if settle is None else settle
         reload_ = bool(self.p.get('daemon_reload'))
+        ready = url_ready(self.p['ready_url']) if self.p.get('ready_url') else None
         if switched:
             if not self.p.get('restart', True):
                 return
             self._part('restarted %s' % service, 'would restart %s' % service)
             if not self.check:
-                bring_up(self.run, self.sleep, service, 'restart', settle, reload_)
+                bring_up(self.run, self.sleep, service, 'restart', settle, reload_, ready, self.clock)
             return
         if self.state != 'rollback':
             return
@@ -648,7 +684,7 @@ class Release(object):
         self.changed = True
         self._part('started %s' % service, 'would start %s' % service)
         if not self.check:
-            bring_up(self.run, self.sleep, service, 'start', settle, reload_)
+            bring_up(self.run, self.sleep, service, 'start', settle, reload_, ready, self.clock)
 
     # -------------------------------------------------------- prune / absent
 

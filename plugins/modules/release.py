@@ -120,6 +120,14 @@ options:
         then, else the task fails with its state and its last 8 journal lines. V(0) does not watch.
     type: float
     default: 2
+  ready_url:
+    description:
+      - A URL on the host itself (e.g. C(http://127.0.0.1:8080/healthz)) that answers 2xx once the
+        service serves. With it the O(settle) watch polls the unit and this URL and ends as soon as
+        the unit is active and the URL answers, and fails at once when the unit's process is gone
+        (failed, inactive, auto-restart). Unset, the watch always lasts O(settle) seconds.
+    type: str
+    version_added: 0.2.0
   keep:
     description:
       - Number of release directories to keep, at least 1. With O(state=current) pruning happens
@@ -265,6 +273,7 @@ def main():
             restart=dict(type='bool', default=True),
             daemon_reload=dict(type='bool', default=False),
             settle=dict(type='float', default=2),
+            ready_url=dict(type='str'),
             keep=dict(type='int'),
         ),
         required_if=[('state', 'staged', ['version']), ('state', 'current', ['version']),

@@ -12,7 +12,7 @@ import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _release
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
-    ReleaseError, UnsafeArchive, apply, file_sha256, parse_checksum)
+    ReleaseError, UnsafeArchive, apply, bring_up, file_sha256, parse_checksum, url_ready)
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -670,3 +670,67 @@ def test_info_is_read_only(root):
     res = run(root, version='v9')
     assert res['staged'] is False
     assert run(root / 'missing')['installed'] == []
+
+
+class Clock(object):
+    """Time that only moves when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_settle_with_ready_ends_as_soon_as_the_service_answers():
+    clock = Clock()
+    answers = iter([False, False, True])
+    state = bring_up(FakeSystemd(), clock.sleep, 'demoapp', 'restart', 2, False,
+                     ready=lambda: next(answers), clock=lambda: clock.now)
+    assert state['active_state'] == 'active'
+    assert clock.slept == [0.2, 0.2]  # 0.4 s instead of the full 2 s
+
+
+def test_settle_with_ready_fails_at_once_when_the_process_is_gone():
+    clock = Clock()
+    systemd = FakeSystemd(active='activating', sub='auto-restart')
+    with pytest.raises(ReleaseError, match=r'demoapp did not stay up after the restart \(ActiveState=activating, '
+                                           r'SubState=auto-restart\); its last log lines: .*line 20'):
+        bring_up(systemd, clock.sleep, 'demoapp', 'restart', 2, False, ready=lambda: False, clock=lambda: clock.now)
+    assert clock.slept == []
+
+
+def test_settle_with_ready_that_never_answers_still_requires_an_active_unit():
+    clock = Clock()
+    state = bring_up(FakeSystemd(), clock.sleep, 'demoapp', 'restart', 1, False,
+                     ready=lambda: False, clock=lambda: clock.now)
+    assert state['active_state'] == 'active'
+    assert abs(sum(clock.slept) - 1.0) < 1e-9
+
+
+def test_url_ready_probes_real_http():
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # pylint: disable=invalid-name
+            self.send_response(200 if self.path == '/healthz' else 503)
+            self.send_header('Content-Length', '0')
+            self.end_headers()
+
+        def log_message(self, *args):  # pylint: disable=arguments-differ
+            return
+
+    server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert url_ready('http://127.0.0.1:%d/healthz' % port)() is True
+        assert url_ready('http://127.0.0.1:%d/other' % port)() is False
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert url_ready('http://127.0.0.1:%d/healthz' % port, timeout=0.5)() is False  # closed now
