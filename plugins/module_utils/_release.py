@@ -326,7 +326,8 @@ SETTLE_POLL = 0.2
 
 def url_ready(url, timeout=1.0):
     """A callable: True once ``url`` answers 2xx (the service is serving)."""
-    target = build_targets([url], {'status_codes': list(range(200, 300))})[0]
+    target = build_targets([url], {'status_codes': list(range(200, 300)), 'rise': 1, 'timeout': timeout,
+                                   'headers': {}, 'validate_certs': True})[0]
 
     def ready():
         status, reason, latency = probe(target, timeout)
