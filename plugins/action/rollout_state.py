@@ -22,6 +22,9 @@ from ansible.plugins.action import ActionBase
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
 
 FACT = 'grayrelease_rollout'
+# The small part every task's conditions read (templating the whole state on
+# every host for every task costs about 0.1 s a task).
+VIEW = 'grayrelease_rollout_view'
 # What each kind of actor registers (the role's tasks use the same names).
 REGISTERS = {
     'apps': 'rollout_app_result',
@@ -74,6 +77,11 @@ class ActionModule(ActionBase):
             state = json.loads(json.dumps(state))  # a private, plain copy
             if op == 'record':
                 engine.record(state, self._results(state, task_vars), now)
+                if state['act'].get('phase') == 'pause':
+                    # canary_pause seconds after a step: waited here, on the
+                    # controller, where nothing else is going on meanwhile.
+                    time.sleep(float(state['act']['seconds']))
+                    engine.record(state, {}, time.time())
             elif op == 'batch':
                 engine.begin_batch(state, int(args.get('index', 0)), now)
             elif op == 'rollback':
@@ -88,7 +96,7 @@ class ActionModule(ActionBase):
                 engine.finish(state, now)
                 result.update(self._write_report(state))
         result['changed'] = False
-        result['ansible_facts'] = {FACT: state}
+        result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
         result['act'] = state['act'].get('phase', '')
         if state['messages']:
             result['msg'] = ' | '.join(state['messages'])

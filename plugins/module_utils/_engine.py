@@ -306,6 +306,23 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
     return state
 
 
+def view(state):
+    """What the play's tasks read: small on purpose, every host templates it for every task."""
+    last = state['steps'][-1] if state['steps'] else {}
+    verdict = last.get('judge') or {}
+    return {
+        'act': state['act'],
+        'settings': state['settings'],
+        'halted': state['halt'] is not None,
+        'batches': len(state['plan']),
+        'rollback_groups': len(state['rollback']['groups']),
+        'lock_owner': state['lock_owner'],
+        'plan_lines': state['plan_lines'],
+        'verdict_line': '%s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason'])
+                        if verdict else (state['halt'] or {}).get('reason', 'not judged'),
+    }
+
+
 def halt(state, phase, reason, kind='failed'):
     """Stop the forward rollout; the first reason wins, later ones are noted."""
     if state['halt'] is None:
