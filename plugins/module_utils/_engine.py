@@ -297,6 +297,8 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'decision': None,
         'finished': None,
         'final_versions': {},
+        # host -> the version it is known to run, None when a failure left it uncertain
+        'versions': {},
         'messages': [],
     }
     if errors:
@@ -426,6 +428,7 @@ def _after_survey(state, results, now):
     health = probe_ok[state['probe_host']]
     healthy_urls = set(health.get('healthy') or [])
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
+    state['versions'] = dict(versions)
     healthy = [h for h in state['app_hosts'] if state['identities'][h]['health_url'] in healthy_urls]
     servers = _servers(state, state['app_hosts'])
     try:
@@ -698,6 +701,8 @@ def _after_switch(state, results, now):
     # switched. The rollback names the old version explicitly, so a host
     # that never moved is only made sure to run.
     state['switched'] += [h for h in batch['hosts'] if h not in state['switched']]
+    for host in batch['hosts']:
+        state['versions'][host] = (ok[host].get('current') or state['settings']['version']) if host in ok else None
     batch['release'] = dict((h, {'switched': r.get('switched'), 'from': r.get('switched_from'),
                                  'service': r.get('service', {})}) for h, r in ok.items())
     if failed:
@@ -913,6 +918,9 @@ def _after_rollback_switch(state, results, now):
         if host in state['switched']:
             state['switched'].remove(host)
         state['rollback']['done'].append(host)
+        state['versions'][host] = ok[host].get('current') or state['previous_version']
+    for host in failed:
+        state['versions'][host] = None
     if failed:
         record_['errors'].append(_describe_failures('switch back', failed))
     group = [h for h in record_['hosts'] if h not in failed]
@@ -999,7 +1007,11 @@ def _after_unstage(state, results, now):
 def begin_finish(state, now):
     state['messages'] = []
     state['phase'] = 'finish'
-    apps = [h for h in state['app_hosts'] if h not in state['lost']]
+    # Only hosts a failure left uncertain are asked; the others' versions
+    # are what their last release call returned.
+    apps = [h for h in state['app_hosts'] if h not in state['lost'] and state['versions'].get(h) is None]
+    for host in state['app_hosts']:
+        state['final_versions'][host] = state['versions'].get(host) or 'unknown'
     if apps:
         state['act'] = {'phase': 'final_versions', 'apps': apps}
     else:
@@ -1009,8 +1021,8 @@ def begin_finish(state, now):
 
 def _after_final_versions(state, results, now):
     ok, failed = _collect(state, 'apps', results, 'the finish')
-    for host in state['app_hosts']:
-        state['final_versions'][host] = (ok.get(host) or {}).get('current') or 'unknown'
+    for host in ok:
+        state['final_versions'][host] = ok[host].get('current') or 'unknown'
     _unlock(state)
 
 

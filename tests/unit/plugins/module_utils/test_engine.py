@@ -397,3 +397,26 @@ def test_report_markdown_has_steps_and_judgement():
     assert '# Canary rollout of demoapp: PROMOTED' in text
     assert '### Canary judgement (step 1): pass' in text
     assert '| 4 | 6 | app6 |' in text
+
+
+def test_final_versions_are_read_only_where_a_failure_left_them_uncertain():
+    fleet = FakeFleet()
+    state = run(fleet)
+    assert 'final_versions' not in [p for p, dummy in fleet.log]
+    assert state['final_versions'] == dict((h, 'v2') for h in APPS)
+
+    fleet = FakeFleet()
+    fleet.crash_on = {'app1'}
+    fleet.lose_on = {'rollback_switch': 'app1'}
+    state = run(fleet)
+    assert state['final_versions']['app1'] == 'unknown'  # lost: not asked, not guessed
+    assert state['final_versions']['app2'] == 'v1'
+
+
+def test_a_failed_switch_is_read_back_at_the_end():
+    fleet = FakeFleet()
+    fleet.crash_on = {'app1'}
+    fleet.fail_lb_on = {'rollback_drain': 'lb1'}
+    state = run(fleet, canary_auto_rollback=False)
+    assert 'final_versions' in [p for p, dummy in fleet.log]
+    assert state['final_versions']['app1'] == 'v2'
