@@ -23,7 +23,7 @@ export ANSIBLE_NOCOLOR := true
 export PY_COLORS := 0
 export MOLECULE_NO_LOG := false
 
-SCENARIOS ?= default balancer release rollout
+SCENARIOS ?= default balancer release rollout faults
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
 	molecule test rollout bench bench-rollout bench-balancers clean
