@@ -52,7 +52,12 @@ print("rollout seconds: %s (wall %s s)" % (r["seconds"], sys.argv[2]))
 for s in r["steps"]:
     judge = s.get("judge") or {}
     verdict = " judge=%s score=%s" % (judge.get("verdict"), judge.get("score")) if judge else ""
-    print("  batch %s %-14s %-6s %5ss%s" % (s["batch"], ",".join(s["hosts"]), s["outcome"], s["seconds"], verdict))
+    print("  step %s %-14s %-6s %5ss%s" % (s["step"], ",".join(s["hosts"]), s["outcome"], s["seconds"], verdict))
+    for b in s["batches"]:
+        t = b["timings"]
+        print("    batch %s %-12s %-6s %5ss  drain %ss, switch %ss, health %ss, ready %ss" % (
+            b["batch"], ",".join(b["hosts"]), b["outcome"], b["seconds"], t.get("drain"), t.get("switch"),
+            t.get("health"), t.get("ready")))
 print("hosts:           %s" % ", ".join("%s=%s" % kv for kv in sorted(r["hosts"].items())))
 PY
 echo "== load client (through lb1 during the rollout)"
