@@ -275,8 +275,8 @@ def print_run(which, r):
     extra = ""
     if "decision" in r:
         extra = "  decision %s (report %s s)" % (r["decision"], r.get("report_seconds"))
-    print("  playbook rc %s%s, wall %.1f s%s" % (r["rc"], " (TIMED OUT)" if r["timed_out"] else "",
-                                               r["wall_seconds"], extra))
+    print("  playbook rc %s%s, wall %.1f s%s" % (
+        r["rc"], " (TIMED OUT)" if r["timed_out"] else "", r["wall_seconds"], extra))
     print("  versions after: %s" % ", ".join("%s=%s" % kv for kv in sorted(r["versions_after"].items())))
     fast, slow = load.get("fast", {}), load.get("slow", {})
     print("  load: %s requests in %s s, failed %s; versions %s; errors %s" % (
@@ -376,8 +376,8 @@ def main():
                           "canary_analysis_interval": ANALYSIS_INTERVAL}, "forks": 10, "pipelining": True}
     print("bench-rollout: %s; engine for ours %s @ %s%s" % (
         ", ".join(runs), engine, head or "?", " (+ uncommitted changes)" if dirty else ""))
-    print("load inside lb1: fast %g req/s to /, slow %g req/s to /slow?seconds=%g" % (FAST_RATE, SLOW_RATE,
-                                                                                     SLOW_SECONDS))
+    print("load inside lb1: fast %g req/s to /, slow %g req/s to /slow?seconds=%g" % (
+        FAST_RATE, SLOW_RATE, SLOW_SECONDS))
     results = {}
     failures = []
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -58,7 +59,7 @@ def slow_seconds(query):
                 value = float(raw)
             except ValueError:
                 return None
-    if value != value:  # NaN
+    if math.isnan(value):
         return None
     return min(max(value, 0.0), SLOW_MAX_S)
 
