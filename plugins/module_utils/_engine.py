@@ -739,10 +739,11 @@ def _after_ready(state, results, now):
     batch = _timed(state, 'ready', now)
     ok, failed = _collect(state, 'balancers', results, 'the ready')
     batch['ready'] = _balancer_view(ok)
+    # Readied on some balancers at least: the rollback drains it before it goes back.
+    state['out'] = [h for h in state['out'] if h not in batch['hosts']]
     if failed:
         _batch_failed(state, batch, now, _describe_failures('ready', failed))
         return
-    state['out'] = [h for h in state['out'] if h not in batch['hosts']]
     step_index, in_step = _position(state, state['batch_index'])
     step = state['steps'][-1]
     last_in_step = in_step == len(state['plan_steps'][step_index]) - 1

@@ -420,3 +420,23 @@ def test_a_failed_switch_is_read_back_at_the_end():
     state = run(fleet, canary_auto_rollback=False)
     assert 'final_versions' in [p for p, dummy in fleet.log]
     assert state['final_versions']['app1'] == 'v2'
+
+
+def test_lost_balancer_at_ready_host_readied_elsewhere_is_drained_before_it_goes_back():
+    # lb2 vanishes during a batch's ready: lb1 has already put the batch's
+    # server back in rotation. The rollback must drain it on lb1 before it
+    # restarts it on the old release (else requests in flight fail).
+    class Fleet(FakeFleet):
+        def act_on(self, role, host, act, phase):
+            if phase == 'rollback_switch':
+                self.switched_in_rotation = getattr(self, 'switched_in_rotation', []) + (
+                    [host] if self.admin[host] == 'ready' else [])
+            return FakeFleet.act_on(self, role, host, act, phase)
+
+    fleet = Fleet()
+    fleet.lose_on = {'ready': 'lb2'}
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'failed' and list(state['lost']) == ['lb2']
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert state['rollback']['done'] == ['app1']
+    assert getattr(fleet, 'switched_in_rotation', []) == []

@@ -1,0 +1,202 @@
+"""Helpers for the faults scenario: run playbooks against the flt-* fleet
+(molecule/faults/hosts.yml), lose a host in the middle (docker pause), and
+read the fleet's real state from the containers. Every wait is bounded."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIO = os.path.dirname(HERE)
+REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
+INVENTORY = os.path.join(SCENARIO, "hosts.yml")
+APPS = ["flt-app%d" % i for i in range(1, 5)]
+BALANCERS = ["flt-lb1", "flt-lb2"]
+LOCK = "/var/lib/grayrelease-canary/demoapp.lock"
+HAPROXY_STAT = os.path.join(REPO, "molecule", "shared", "files", "haproxy_stat.py")
+MONITOR = os.path.join(SCENARIO, "files", "capacity_monitor.py")
+MATRIX = os.path.join(REPO, ".build", "fault-matrix.jsonl")
+
+
+def docker(*args, check=True, input_text=None, timeout=60):
+    return subprocess.run(["docker"] + list(args), check=check, capture_output=True, text=True,
+                          input=input_text, timeout=timeout)
+
+
+def version_of(host):
+    res = docker("exec", host, "readlink", "/opt/demoapp/current", check=False, timeout=10)
+    return os.path.basename(res.stdout.strip()) if res.returncode == 0 else None
+
+
+def service_active(host):
+    return docker("exec", host, "systemctl", "is-active", "demoapp", check=False, timeout=10).stdout.strip() == "active"
+
+
+def lock_present(balancer):
+    return docker("exec", balancer, "test", "-e", LOCK, check=False, timeout=10).returncode == 0
+
+
+def haproxy_state(balancer):
+    with open(HAPROXY_STAT, encoding="utf-8") as handle:
+        code = handle.read()
+    return json.loads(docker("exec", "-i", balancer, "python3", "-", "/run/haproxy/admin.sock", "demoapp",
+                             input_text=code, timeout=15).stdout)
+
+
+def ansible_env():
+    env = dict(os.environ)
+    # molecule's own ansible.cfg points at its generated inventory; the
+    # playbooks here run with the scenario's hosts.yml, as a user would.
+    for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY",
+                "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS"):
+        env.pop(key, None)
+    env.update(ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
+               ANSIBLE_PIPELINING="true")
+    return env
+
+
+def run_playbook(playbook, *extra, timeout=600):
+    cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, check=False, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    res.seconds = round(time.monotonic() - t0, 1)
+    print(res.stdout[-5000:])
+    print(res.stderr[-2000:])
+    return res
+
+
+class Background(object):
+    """ansible-playbook in the background; every output line kept with its time."""
+
+    def __init__(self, playbook, *extra):
+        cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.lines = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def wait(self, timeout):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            raise AssertionError("ansible-playbook still running after %s s; stopped it" % timeout)
+        finally:
+            self.reader.join(timeout=10)
+            self.ended = time.monotonic()
+            print("\n".join(line for _, line in self.lines[-150:]))
+        return self.proc.returncode
+
+    def first_line_after(self, since, *words):
+        for stamp, line in self.lines:
+            if stamp >= since and all(w in line for w in words):
+                return stamp, line
+        return None, None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+def wait_for(what, predicate, timeout, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
+
+
+class InContainer(object):
+    """A bounded stdlib script running detached in a container, with a stop file."""
+
+    def __init__(self, container, script, name, *args):
+        self.container, self.name = container, name
+        self.stop_file, self.out = "/tmp/%s.stop" % name, "/tmp/%s.json" % name
+        with open(script, encoding="utf-8") as handle:
+            docker("exec", "-i", container, "sh", "-c", "cat > /tmp/%s.py" % name, input_text=handle.read())
+        docker("exec", container, "rm", "-f", self.out, self.stop_file)
+        docker("exec", "-d", container, "python3", "/tmp/%s.py" % name, "--stop-file", self.stop_file,
+               "--out", self.out, *args)
+
+    def stop(self, wait=40):
+        docker("exec", self.container, "touch", self.stop_file)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            res = docker("exec", self.container, "cat", self.out, check=False)
+            if res.returncode == 0 and res.stdout.strip():
+                docker("exec", self.container, "rm", "-f", self.out, self.stop_file)
+                return json.loads(res.stdout)
+            time.sleep(0.5)
+        raise AssertionError("%s in %s did not report within %s s" % (self.name, self.container, wait))
+
+
+def mixed_load(container="flt-lb1", duration=300):
+    """Fast 20 req/s plus slow 6 s requests at 0.5 req/s through the balancer."""
+    return InContainer(container, os.path.join(REPO, "scripts", "load.py"), "faults-load",
+                       "--url", "http://127.0.0.1/", "--rate", "20", "--duration", str(duration),
+                       "--slow-url", "http://127.0.0.1/slow?seconds=6", "--slow-rate", "0.5",
+                       "--slow-seconds", "6")
+
+
+def capacity_monitor(container, duration=300):
+    return InContainer(container, MONITOR, "faults-capmon", "--backend", "demoapp", "--interval", "0.1",
+                       "--duration", str(duration))
+
+
+def build_release(version):
+    subprocess.run([os.path.join(REPO, "scripts", "build-release.sh"), version, "--out",
+                    os.path.join(REPO, "dist")], check=True, capture_output=True, text=True, timeout=120)
+    return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
+
+
+def reseed():
+    res = run_playbook(os.path.join(SCENARIO, "reseed.yml"), timeout=180)
+    assert res.returncode == 0, "reseed failed"
+    return res.seconds
+
+
+def read_report(directory):
+    with open(os.path.join(str(directory), "report.json")) as handle:
+        return json.load(handle)
+
+
+def record(case, **figures):
+    os.makedirs(os.path.dirname(MATRIX), exist_ok=True)
+    with open(MATRIX, "a") as handle:
+        handle.write(json.dumps(dict(figures, case=case, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                                sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="session")
+def report_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults-reports")
+
+
+@pytest.fixture(scope="session")
+def artifact():
+    return build_release("v2")
+
+
+def assert_clean_balancers():
+    for balancer in BALANCERS:
+        state = haproxy_state(balancer)
+        assert sorted(state) == APPS, (balancer, state)
+        for server, info in state.items():
+            assert info["admin_state"] == "ready", (balancer, server, info)
+            assert info["status"] == "UP", (balancer, server, info)
+            assert info["weight"] == info["initial_weight"], (balancer, server, info)
