@@ -11,9 +11,12 @@ state as the same fact. At `finish` it also writes report.json and report.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import socket
 import time
+import uuid
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
@@ -44,7 +47,7 @@ SETTING_NAMES = (
     'canary_max_unavailable', 'canary_zone_mode', 'canary_traffic_percent', 'canary_pause',
     'canary_analysis_interval', 'canary_analysis_count', 'canary_drain_timeout', 'canary_health_deadline',
     'canary_auto_rollback', 'canary_on_marginal', 'canary_on_inconclusive', 'canary_report_dir',
-    'canary_release_keep', 'canary_lock_ttl', 'canary_prestage', 'canary_settle_seconds',
+    'canary_release_keep', 'canary_lock_ttl', 'canary_lock_takeover', 'canary_prestage', 'canary_settle_seconds',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
 
@@ -143,10 +146,17 @@ class ActionModule(ActionBase):
             or (balancers[0] if balancers else 'localhost')
         probe = to_text(self._templar.template(probe))
         errors += engine.check_hosts(app_hosts, balancers, identities, probe, list(groups.get('all') or []))
-        owner = args.get('owner') or '%s:%s:%s' % (
-            os.environ.get('USER') or 'ansible', settings.get('backend'), settings.get('version'))
+        # One owner per run (two launches of the same job are two owners);
+        # the lock also says where the run lives, so that a re-run on the
+        # same controller can prove a killed holder gone.
+        controller = socket.gethostname()
+        run_id = uuid.uuid4().hex[:8]
+        lock_info = {'controller': controller, 'controller_pid': os.getppid(),
+                     'version': settings.get('version'), 'run': run_id}
+        owner = args.get('owner') or '%s@%s pid %s run %s' % (
+            os.environ.get('USER') or 'ansible', controller, lock_info['controller_pid'], run_id)
         return engine.new_state(settings, errors, app_hosts, balancers, identities, probe, now,
-                                check_mode=bool(self._play_context.check_mode), owner=owner)
+                                check_mode=bool(self._play_context.check_mode), owner=owner, lock_info=lock_info)
 
     # -- record: what the actors of the pending act registered
 
@@ -164,7 +174,11 @@ class ActionModule(ActionBase):
 
         if act.get('phase') == 'analysis':
             return dict((key, {role: gather(role, register)}) for key, (role, register) in ANALYSIS_REGISTERS.items())
-        return dict((role, gather(role, register)) for role, register in REGISTERS.items() if role in act)
+        results = dict((role, gather(role, register)) for role, register in REGISTERS.items() if role in act)
+        for result in (results.get('lock') or {}).values():
+            if result and result.get('failed') and isinstance(result.get('lock'), dict):
+                result['holder_gone'] = holder_gone(result['lock'])
+        return results
 
     # -- finish: the report files
 
@@ -185,6 +199,18 @@ class ActionModule(ActionBase):
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
         out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
         return out
+
+
+def holder_gone(lock):
+    """True when the lock's run lived on this controller and its process has ended."""
+    pid = lock.get('controller_pid')
+    if lock.get('controller') != socket.gethostname() or not isinstance(pid, int) or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.ESRCH
+    return False
 
 
 def _plain(value):

@@ -66,7 +66,8 @@ DEFAULTS = {
     'canary_on_inconclusive': 'rollback',
     'canary_report_dir': './canary-reports',
     'canary_release_keep': 5,
-    'canary_lock_ttl': 7200,
+    'canary_lock_ttl': 600,
+    'canary_lock_takeover': False,
     'canary_prestage': True,
     'canary_settle_seconds': 2,
     'canary_haproxy_socket': '/run/haproxy/admin.sock',
@@ -216,6 +217,7 @@ def check_settings(raw, artifact_exists=None):
     settings['port'] = _as_number('canary_port', get('canary_port'), errors, low=1, high=65535, integer=True)
     settings['auto_rollback'] = _as_bool('canary_auto_rollback', get('canary_auto_rollback'), errors)
     settings['prestage'] = _as_bool('canary_prestage', get('canary_prestage'), errors)
+    settings['lock_takeover'] = _as_bool('canary_lock_takeover', get('canary_lock_takeover'), errors)
     for key in ('canary_on_marginal', 'canary_on_inconclusive'):
         value = get(key)
         if value not in VERDICT_POLICIES:
@@ -261,7 +263,20 @@ def check_hosts(app_hosts, balancers, identities, probe_host, known_hosts):
 
 # ---------------------------------------------------------------- state
 
-def new_state(settings, errors, app_hosts, balancers, identities, probe_host, now, check_mode=False, owner=''):
+def lock_ttl(settings):
+    """The lock's TTL: canary_lock_ttl, or longer when a step can outlast it.
+
+    The live run refreshes its lock at each batch once a third of the TTL has
+    passed, so the TTL must cover twice the longest gap between two batches.
+    """
+    pause = settings['pause'] if isinstance(settings.get('pause'), (int, float)) else 0
+    gap = (settings['drain_timeout'] or 0) + (settings['settle_seconds'] or 0) + 2 * (settings['health_deadline'] or 0) \
+        + (settings['analysis_interval'] or 0) * (settings['analysis_count'] or 0) + pause + 60
+    return int(max(settings['lock_ttl'] or 1, 2 * gap))
+
+
+def new_state(settings, errors, app_hosts, balancers, identities, probe_host, now, check_mode=False, owner='',
+              lock_info=None):
     """The state of a run that has checked its inputs and nothing else."""
     state = {
         'settings': settings,
@@ -271,7 +286,9 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'probe_host': probe_host,
         'lock_host': balancers[0] if balancers else '',
         'lock_owner': owner,
+        'lock_info': dict(lock_info or {}),
         'lock_held': False,
+        'lock_refreshed': None,
         'identities': dict((h, dict(identities.get(h) or {})) for h in app_hosts),
         'started': now,
         'phase': 'preflight',
@@ -304,7 +321,8 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
     if errors:
         halt(state, 'preflight', 'bad input, nothing was changed: ' + '; '.join(errors))
     else:
-        state['act'] = {'phase': 'lock', 'lock': [state['lock_host']], 'lock_state': 'present'}
+        state['lock_ttl'] = lock_ttl(settings)
+        state['act'] = {'phase': 'lock', 'lock': [state['lock_host']], 'force': False}
     return state
 
 
@@ -319,6 +337,8 @@ def view(state):
         'batches': len(state['plan']),
         'rollback_groups': len(state['rollback']['groups']),
         'lock_owner': state['lock_owner'],
+        'lock_info': state['lock_info'],
+        'lock_ttl': state.get('lock_ttl', 0),
         'plan_lines': state['plan_lines'],
         'verdict_line': '%s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason'])
                         if verdict else (state['halt'] or {}).get('reason', 'not judged'),
@@ -399,11 +419,24 @@ def record(state, results, now):
 def _after_lock(state, results, now):
     ok, failed = _collect(state, 'lock', results, 'pre-flight')
     if failed:
+        holder = (results.get('lock') or {}).get(state['lock_host']) or {}
+        if holder.get('lock') and not state['act'].get('force') and state['lock_host'] not in state['lost']:
+            why = ''
+            if holder.get('holder_gone'):
+                why = 'its run is provably gone (process %s on %s has ended)' % (
+                    holder['lock'].get('controller_pid'), holder['lock'].get('controller'))
+            elif state['settings']['lock_takeover']:
+                why = 'canary_lock_takeover=true'
+            if why:
+                state['notes'].append('took over the lock of %r: %s' % (holder['lock'].get('owner'), why))
+                state['act'] = dict(state['act'], force=True)
+                return
         halt(state, 'preflight', 'could not take the rollout lock: %s' % _describe_failures('lock', failed))
         return
     lock = ok[state['lock_host']]
     state['lock_held'] = not state['check_mode']
-    if lock.get('took_over'):
+    state['lock_refreshed'] = now
+    if lock.get('took_over') and not state['act'].get('force'):
         state['notes'].append('took over the lock: %s' % lock.get('msg', ''))
     state['act'] = {'phase': 'survey', 'apps': list(state['app_hosts']), 'balancers': list(state['balancers']),
                     'probe': [state['probe_host']],
@@ -461,8 +494,9 @@ def _after_survey(state, results, now):
         errors.append('unhealthy before the rollout: %s (%s)' % (', '.join(sick), '; '.join(
             '%s' % ((health.get('results') or {}).get(state['identities'][h]['health_url'], {}).get('last_error')
                     or 'unhealthy') for h in sick)))
-    # Disagreement on a server under maintenance is the operator's business.
-    disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in maint_servers]
+    # Disagreement on a server under maintenance is the operator's business;
+    # on a healthy host (drain or weight, e.g. left by a lost balancer) the repair below fixes it.
+    disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in maint_servers | set(_servers(state, healthy))]
     if disagree:
         errors.append('balancers disagree: %s' % '; '.join(disagree))
     down = [s for s in consensus['down'] if s not in maint_servers and s not in _servers(state, sick)]
@@ -625,7 +659,11 @@ def begin_batch(state, index, now):
         _end_batch(state, now)
         return state
     state['out'] = sorted(set(state['out']) | set(hosts))
-    _set_act(state, 'drain', now, balancers=live_balancers(state), servers=_servers(state, hosts), state='drain')
+    act = {'balancers': live_balancers(state), 'servers': _servers(state, hosts), 'state': 'drain'}
+    if state['lock_held'] and now - state['lock_refreshed'] > state['lock_ttl'] / 3.0:
+        # The live run keeps its short-lived lock fresh, alongside the drain.
+        act['lock'] = [state['lock_host']]
+    _set_act(state, 'drain', now, **act)
     return state
 
 
@@ -679,6 +717,13 @@ def _after_drain(state, results, now):
     batch = _timed(state, 'drain', now)
     ok, failed = _collect(state, 'balancers', results, 'the drain')
     batch['drain'] = _balancer_view(ok)
+    if 'lock' in state['act']:
+        refreshed, lost_lock = _collect(state, 'lock', results, 'the lock refresh')
+        if lost_lock:
+            # Another run may hold it now: this one must not go on.
+            _batch_failed(state, batch, now, 'lost the rollout lock: %s' % _describe_failures('refresh', lost_lock))
+            return
+        state['lock_refreshed'] = now
     if failed:
         _batch_failed(state, batch, now, _describe_failures('drain', failed))
         return

@@ -120,11 +120,17 @@ def is_expired(lock, now, default_ttl):
     return now >= lock["acquired"] + ttl
 
 
+# What a holder may say about itself (stored as given, shown to whoever finds
+# the lock taken): the controller it runs on, its process there, the version.
+INFO_KEYS = ("controller", "controller_pid", "version", "run")
+
+
 def _public(lock):
     """The lock content as stored (without derived fields)."""
     if lock is None:
         return {}
-    return dict((k, lock.get(k)) for k in ("owner", "acquired", "ttl", "host", "pid"))
+    keys = ("owner", "acquired", "ttl", "host", "pid") + tuple(k for k in INFO_KEYS if k in lock)
+    return dict((k, lock.get(k)) for k in keys)
 
 
 def _age(lock, now):
@@ -134,8 +140,11 @@ def _age(lock, now):
 def _describe(lock, now):
     if lock.get("corrupt"):
         return "an unreadable lock file (age %ss by its mtime)" % _age(lock, now)
-    return "owner %r (host %s, pid %s) for %ss, ttl %ss" % (
-        lock.get("owner"), lock.get("host"), lock.get("pid"), _age(lock, now), lock.get("ttl"))
+    where = ("from controller %s (pid %s), " % (lock.get("controller"), lock.get("controller_pid"))
+             if lock.get("controller") else "")
+    version = ("rolling version %s, " % lock.get("version")) if lock.get("version") else ""
+    return "owner %r (%s%slock written by host %s, pid %s) for %ss, ttl %ss" % (
+        lock.get("owner"), where, version, lock.get("host"), lock.get("pid"), _age(lock, now), lock.get("ttl"))
 
 
 def _write_tmp(path, content):
@@ -208,8 +217,14 @@ class _DirGuard(object):
         return False
 
 
-def acquire(path, owner, ttl=3600, check_mode=False, now=None, host=None, pid=None):
-    """Acquire (or refresh, or take over) the lock. Raises LockError if held."""
+def acquire(path, owner, ttl=3600, check_mode=False, now=None, host=None, pid=None, force=False, info=None):
+    """Acquire (or refresh, or take over) the lock. Raises LockError if held.
+
+    force: take over a live lock of another owner (its holder is known to be
+    gone, or the user said so). info: what the holder says about itself
+    (INFO_KEYS), stored in the lock and shown to whoever finds it taken.
+    """
+    info = dict((k, v) for k, v in (info or {}).items() if k in INFO_KEYS and v not in (None, ""))
     _validate(path, ttl)
     if not owner or not isinstance(owner, str):
         raise LockError("owner is required to acquire a lock, got %r" % (owner,))
@@ -242,6 +257,7 @@ def acquire(path, owner, ttl=3600, check_mode=False, now=None, host=None, pid=No
             t = clock()
             existing = read_lock(path, t)
             content = _content(owner, t, ttl, host, pid)
+            content.update(info)
             if existing is None:
                 if check_mode:
                     result.update(changed=True, acquired=True, lock=content,
@@ -260,20 +276,21 @@ def acquire(path, owner, ttl=3600, check_mode=False, now=None, host=None, pid=No
                               msg="%s the lock of %r (held for %ss)" % (
                                   "would refresh" if check_mode else "refreshed", owner, _age(existing, t)))
                 return result
-            if is_expired(existing, t, ttl):
+            if force or is_expired(existing, t, ttl):
                 if not check_mode:
                     _replace_checked(path, content)
                 result.update(changed=True, acquired=True, took_over=True, lock=content,
                               previous_owner=existing.get("owner"), previous_age=_age(existing, t),
                               previous_lock=_public(existing),
-                              msg="%s expired lock of %s" % (
+                              msg="%s %s lock of %s" % (
                                   "would take over the" if check_mode else "took over the",
+                                  "live" if not is_expired(existing, t, ttl) else "expired",
                                   _describe(existing, t)))
                 return result
             remaining = int(round(existing["acquired"] + (existing.get("ttl") or ttl) - t))
             raise LockError(
-                "lock %s is held by %s; it expires in %ss. Wait, or release it with "
-                "state=absent force=true if that rollout is known to be dead."
+                "lock %s is held by %s; it expires in %ss. Wait, or take it over (the rollout: "
+                "-e canary_lock_takeover=true; this module: force=true) if that rollout is known to be dead."
                 % (path, _describe(existing, t), remaining),
                 lock=_public(existing), owner=existing.get("owner"), age=_age(existing, t),
                 expires_in=remaining)
@@ -345,7 +362,8 @@ def run_module(module):
     p = module.params
     try:
         if p["state"] == "present":
-            result = acquire(p["path"], p["owner"], ttl=p["ttl"], check_mode=module.check_mode)
+            result = acquire(p["path"], p["owner"], ttl=p["ttl"], check_mode=module.check_mode,
+                             force=p["force"], info=p.get("info"))
         else:
             result = release(p["path"], owner=p["owner"], force=p["force"],
                              check_mode=module.check_mode)

@@ -56,9 +56,19 @@ options:
   force:
     description:
       - With O(state=absent), remove the lock whoever holds it (for a rollout
-        known to be dead). Ignored with O(state=present).
+        known to be dead).
+      - With O(state=present), take over a live lock of another owner (its
+        holder is known to be gone); the takeover is reported like that of an
+        expired lock.
     type: bool
     default: false
+  info:
+    description:
+      - What the holder says about itself, stored in the lock and shown to whoever
+        finds it taken. Known keys C(controller) (host the rollout runs from),
+        C(controller_pid) (its process there), C(version), C(run); others are ignored.
+    type: dict
+    version_added: 0.2.0
 attributes:
   check_mode:
     support: full
@@ -180,6 +190,7 @@ def main():
             owner=dict(type="str"),
             ttl=dict(type="int", default=3600),
             force=dict(type="bool", default=False),
+            info=dict(type="dict"),
         ),
         required_if=[("state", "present", ["owner"])],
         supports_check_mode=True,

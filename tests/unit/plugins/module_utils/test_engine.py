@@ -440,3 +440,67 @@ def test_lost_balancer_at_ready_host_readied_elsewhere_is_drained_before_it_goes
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert state['rollback']['done'] == ['app1']
     assert getattr(fleet, 'switched_in_rotation', []) == []
+
+
+def test_next_run_repairs_what_a_lost_balancer_left_drained():
+    # The run that lost lb2 left app2 drained there (ready on lb1); the report
+    # says "the next run repairs it": the balancers disagree, and that is
+    # repaired, not refused.
+    class Fleet(FakeFleet):
+        def act_on(self, role, host, act, phase):
+            answer = FakeFleet.act_on(self, role, host, act, phase)
+            if role == 'balancers' and phase == 'survey' and host == 'lb2':
+                answer['backends']['demoapp']['app2']['admin_state'] = 'drain'
+            return answer
+
+    state = run(Fleet())
+    assert state['decision'] == 'promoted', state['halt']
+    assert state['repaired'] == ['app2']
+
+
+def _held(state, gone=False):
+    lock = {'owner': 'bob@ctl pid 42 run abc', 'controller': 'ctl', 'controller_pid': 42, 'version': 'v2'}
+    return {'lock': {state['lock_host']: {'failed': True, 'msg': 'lock is held by bob', 'lock': lock,
+                                          'holder_gone': gone}}}
+
+
+def test_a_live_holder_refuses_the_run_and_is_named():
+    conf, errors = settings()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    engine.record(state, _held(state), 2.0)
+    assert state['halt']['phase'] == 'preflight' and 'held by bob' in state['halt']['reason']
+    assert state['act'] == {} and state['lock_held'] is False
+
+
+@pytest.mark.parametrize('gone,takeover', [(True, False), (False, True)])
+def test_a_gone_holder_or_an_explicit_takeover_takes_the_lock_over(gone, takeover):
+    conf, errors = settings(canary_lock_takeover=takeover)
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    engine.record(state, _held(state, gone=gone), 2.0)
+    assert state['halt'] is None
+    assert state['act'] == {'phase': 'lock', 'lock': ['lb1'], 'force': True}
+    assert 'took over the lock' in state['notes'][0]
+    # A forced attempt that fails too stops the run.
+    engine.record(state, _held(state, gone=gone), 3.0)
+    assert state['halt'] is not None
+
+
+def test_the_lock_ttl_covers_the_longest_gap_and_is_refreshed_during_the_run():
+    conf, errors = settings(canary_lock_ttl=60, canary_pause=100)
+    assert engine.lock_ttl(conf) >= 2 * (100 + 30 + 60 * 2)
+    fleet = FakeFleet()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 0.0, owner='me')
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 1.0)
+    engine.begin_batch(state, 0, 2.0)
+    assert 'lock' not in state['act']  # fresh
+    state['lock_refreshed'] = 2.0 - state['lock_ttl']  # a third of the TTL has long passed
+    state['act'] = {}
+    state['batch_index'] = 0
+    state['steps'] = []
+    engine.begin_batch(state, 0, 3.0)
+    assert state['act']['lock'] == ['lb1']
+    lost = fleet.answer(state)
+    lost['lock'] = {'lb1': {'failed': True, 'msg': 'lock is held by someone else'}}
+    engine.record(state, lost, 4.0)
+    assert 'lost the rollout lock' in state['halt']['reason']

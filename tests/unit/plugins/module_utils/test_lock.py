@@ -310,3 +310,17 @@ def test_run_module_paths(lock_path):
     assert kind == "exit" and not r["released"] and m.warnings
     (kind, r), _m = _run(dict(path=lock_path, owner="alice", state="absent"))
     assert kind == "exit" and r["released"]
+
+
+def test_force_takes_over_a_live_lock_and_info_names_the_holder(tmp_path):
+    from ansible_collections.grayrelease.canary.plugins.module_utils._lock import LockError, acquire
+    path = str(tmp_path / 'l' / 'demo.lock')
+    acquire(path, 'alice run 1', ttl=600, now=lambda: 1000.0, host='lb1', pid=1,
+            info={'controller': 'ctl-a', 'controller_pid': 4242, 'version': 'v2', 'junk': 'dropped'})
+    with pytest.raises(LockError) as err:
+        acquire(path, 'bob run 2', ttl=600, now=lambda: 1010.0, host='lb1', pid=2)
+    assert 'from controller ctl-a (pid 4242)' in err.value.msg and 'rolling version v2' in err.value.msg
+    assert 'canary_lock_takeover=true' in err.value.msg
+    assert err.value.details['lock']['controller_pid'] == 4242 and 'junk' not in err.value.details['lock']
+    res = acquire(path, 'bob run 2', ttl=600, now=lambda: 1020.0, host='lb1', pid=2, force=True)
+    assert res['took_over'] and res['previous_owner'] == 'alice run 1' and 'live' in res['msg']
