@@ -504,19 +504,3 @@ def test_the_lock_ttl_covers_the_longest_gap_and_is_refreshed_during_the_run():
     lost['lock'] = {'lb1': {'failed': True, 'msg': 'lock is held by someone else'}}
     engine.record(state, lost, 4.0)
     assert 'lost the rollout lock' in state['halt']['reason']
-
-
-def test_next_run_repairs_what_a_lost_balancer_left_drained():
-    # The run that lost lb2 left app2 drained there (ready on lb1); the report
-    # says "the next run repairs it": the balancers disagree, and that is
-    # repaired, not refused.
-    class Fleet(FakeFleet):
-        def act_on(self, role, host, act, phase):
-            answer = FakeFleet.act_on(self, role, host, act, phase)
-            if role == 'balancers' and phase == 'survey' and host == 'lb2':
-                answer['backends']['demoapp']['app2']['admin_state'] = 'drain'
-            return answer
-
-    state = run(Fleet())
-    assert state['decision'] == 'promoted', state['halt']
-    assert state['repaired'] == ['app2']
