@@ -51,7 +51,12 @@ def lose_host_mid_rollout(case, victim, moment, artifact, report_dir):
             docker("unpause", victim)
     others = dict((b, m.stop()) for b, m in monitors.items() if b != "flt-lb1")
     report = read_report("%s/%s" % (report_dir, case))
+    # Detected: the first task result after the pause that went wrong (the
+    # victim UNREACHABLE, or a balancer failing on it, e.g. a drain timeout).
     detected_at, detect_line = run.first_line_after(t_pause, "UNREACHABLE", victim)
+    failed_at, failed_line = run.first_line_after(t_pause, "FAILED!")
+    if failed_at is not None and (detected_at is None or failed_at < detected_at):
+        detected_at, detect_line = failed_at, failed_line
     rollback_started = [iso_to_epoch(r["started"]) for r in report.get("rollback", [])]
     figures = dict(
         victim=victim, rc=rc, decision=report["decision"], reason=report["reason"], lost=report["lost"],
@@ -137,7 +142,9 @@ def test_app_host_lost_mid_batch(artifact, report_dir):
         assert all(service_active(h) for h in APPS)
         assert sorted(report["rolled_back"]) == others
         assert not lock_present("flt-lb1")
-        assert summary["failed"] == 0, summary
+        # Only requests in flight on the frozen host itself may fail (a slow
+        # one that was never answered); nothing new is sent to it.
+        assert summary["fast"]["failed"] == 0 and summary["slow"]["failed"] <= 2, summary
         # The lost host stays out (drained) and the rollback takes at most
         # canary_max_unavailable more out at once.
         out_besides_lost = [s for s in lb1["max_out_servers"] if s != "flt-app4"]
