@@ -105,3 +105,11 @@ def record(name, **figures):
 def read_report(directory):
     with open(os.path.join(str(directory), "report.json")) as fh:
         return json.load(fh)
+
+
+def haproxy_command(balancer, command):
+    """One runtime API command on a balancer's admin socket (as an operator would)."""
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock')\n"
+            "s.sendall(sys.argv[1].encode() + b'\\n'); print(s.recv(65536).decode())\n")
+    return docker("exec", "-i", balancer, "python3", "-c", code, command).stdout

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import (APPS, BALANCERS, Load, build_release, docker, haproxy_state, read_report,
+from conftest import (APPS, BALANCERS, Load, build_release, docker, haproxy_command, haproxy_state, read_report,
                       record, releases_on, run_playbook, version_of)
 
 # Short analysis and wide batches keep the scenario within minutes; the flow
@@ -202,3 +202,43 @@ def test_manual_gate_stops_after_each_step_and_resumes(report_dir):
     assert res.returncode == 0, res.stdout[-3000:]
     assert read_report(report_dir / "gate3")["decision"] == "promoted"
     assert_fleet_serving({h: "v7" for h in APPS})
+
+
+def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report_dir):
+    # An operator puts app6 in
+    # maintenance; an interrupted run left app5 drained.
+    artifact = build_release("v9")
+    app6_version = version_of("app6")
+    for lb in BALANCERS:
+        haproxy_command(lb, "set server demoapp/app6 state maint")
+        haproxy_command(lb, "set server demoapp/app5 state drain")
+    try:
+        # Bad input: refused before anything is touched, the leftovers included.
+        res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % artifact,
+                           "-e", "canary_report_dir=%s/maint-bad" % report_dir, *(FAST + ["-e", "canary_steps=1,50%,30%"]))
+        assert res.returncode != 0
+        report = read_report(report_dir / "maint-bad")
+        assert report["decision"] == "failed" and "non-decreasing" in report["reason"], report["reason"]
+        for lb in BALANCERS:
+            state = haproxy_state(lb)
+            assert state["app6"]["admin_state"] == "maint" and state["app5"]["admin_state"] == "drain", state
+
+        # Survey strings as -e key=value gives them; app6 stays out of the plan.
+        res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % artifact,
+                           "-e", "canary_steps=1,100%", "-e", "canary_max_unavailable=2",
+                           "-e", "canary_analysis_interval=4", "-e", "canary_analysis_count=2",
+                           "-e", "canary_report_dir=%s/maint" % report_dir)
+        assert res.returncode == 0, res.stdout[-3000:]
+        report = read_report(report_dir / "maint")
+        assert report["decision"] == "promoted"
+        assert report["maintenance"] == ["app6"] and "app5" in report["repaired"]
+        assert "app6" not in [h for batch in report["plan"] for h in batch]
+        assert version_of("app6") == app6_version and "v9" not in releases_on("app6")
+        for lb in BALANCERS:
+            state = haproxy_state(lb)
+            assert state["app6"]["admin_state"] == "maint", state["app6"]
+            for host in APPS[:5]:
+                assert state[host]["admin_state"] == "ready" and state[host]["weight"] == state[host]["initial_weight"]
+    finally:
+        for lb in BALANCERS:
+            haproxy_command(lb, "set server demoapp/app6 state ready")
