@@ -757,11 +757,19 @@ def _after_switch(state, results, now):
              urls=[state['identities'][h]['health_url'] for h in batch['hosts']])
 
 
-def _after_health(state, results, now):
-    batch = _timed(state, 'health', now)
-    ok, failed = _collect(state, 'probe', results, 'the health check')
+def _phase_results(state, phase, role, results, now, what):
+    """Time a batch phase and take its actors' results; ok is None when one failed (the batch halts)."""
+    batch = _timed(state, phase, now)
+    ok, failed = _collect(state, role, results, 'the %s' % phase)
     if failed:
-        _batch_failed(state, batch, now, _describe_failures('health check from', failed))
+        _batch_failed(state, batch, now, _describe_failures(what, failed))
+        return batch, None
+    return batch, ok
+
+
+def _after_health(state, results, now):
+    batch, ok = _phase_results(state, 'health', 'probe', results, now, 'health check from')
+    if ok is None:
         return
     health = ok[state['probe_host']]
     batch['health'] = {'healthy': health.get('healthy', []), 'unhealthy': health.get('unhealthy', []),
@@ -845,10 +853,8 @@ def _score(score):
 
 
 def _after_restore(state, results, now):
-    batch = _timed(state, 'restore', now)
-    ok, failed = _collect(state, 'balancers', results, 'restoring weights')
-    if failed:
-        _batch_failed(state, batch, now, _describe_failures('restoring the initial weights', failed))
+    batch, ok = _phase_results(state, 'restore', 'balancers', results, now, 'restoring the initial weights')
+    if ok is None:
         return
     state['canary_weights'] = {}
     _end_batch(state, now)
