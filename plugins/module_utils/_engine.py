@@ -75,6 +75,10 @@ DEFAULTS = {
 }
 
 
+# How Ansible reports a task that hit its `timeout`: the host froze mid-task.
+TASK_TIMEOUT = 'in the expected time frame'
+
+
 class EngineError(ValueError):
     """A decision cannot be made from the given input (a bug in the caller)."""
 
@@ -390,7 +394,7 @@ def _collect(state, role, results, phase):
         error = _result_error(result)
         if error:
             failed[host] = error
-            if result is None or result.get('unreachable'):
+            if result is None or result.get('unreachable') or TASK_TIMEOUT in error:
                 state['lost'][host] = '%s during %s' % (error, phase)
         else:
             ok[host] = result

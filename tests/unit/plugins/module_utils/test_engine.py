@@ -504,3 +504,19 @@ def test_the_lock_ttl_covers_the_longest_gap_and_is_refreshed_during_the_run():
     lost['lock'] = {'lb1': {'failed': True, 'msg': 'lock is held by someone else'}}
     engine.record(state, lost, 4.0)
     assert 'lost the rollout lock' in state['halt']['reason']
+
+
+def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
+    fleet = FakeFleet()
+    state = run(fleet, canary_steps=[1, '100%'])
+    assert state['decision'] == 'promoted'
+    conf, errors = settings()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 2.0)
+    engine.begin_batch(state, 0, 3.0)
+    frozen = fleet.answer(state)
+    frozen['balancers']['lb2'] = {'failed': True, 'msg': 'The haproxy_server action failed to execute in the expected '
+                                                          'time frame (90) and was terminated'}
+    engine.record(state, frozen, 4.0)
+    assert 'lb2' in state['lost'] and state['halt'] is not None
