@@ -9,7 +9,9 @@ jmespath may be missing and most checks do not need it.
 
 from __future__ import annotations
 
+import heapq
 import http.client
+import itertools
 import json
 import math
 import os
@@ -296,29 +298,196 @@ def _describe_error(exc, timeout):
     return '%s: %s' % (exc.__class__.__name__, exc)
 
 
+class _Watch(object):
+    """One request's deadline and a duplicate of its socket, for the watchdog."""
+
+    __slots__ = ('end', 'sock', 'fired')
+
+    def __init__(self, end, sock):
+        self.end = end
+        self.sock = sock
+        self.fired = False
+
+
+class _Watchdog(object):
+    """One daemon thread that cuts off the requests that pass their deadline.
+
+    A socket timeout bounds each read, not a request: a server that trickles
+    its TLS handshake, headers or body a byte at a time keeps http.client
+    reading for hours. At a request's deadline the watchdog shuts its
+    connection down, so whatever read blocks in the probing thread returns at
+    once. It shuts down a duplicate descriptor of the socket, which the
+    watchdog alone owns: shutdown() acts on the connection, and http.client
+    closing (or TLS wrapping) its own socket object cannot make the watchdog
+    touch a descriptor number that was closed and reused meanwhile.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap = []
+        # Tie-breaker: the heap never compares two _Watch objects.
+        self._seq = itertools.count()
+        self._thread = None
+
+    def watch(self, sock, end):
+        entry = _Watch(end, sock.dup())
+        with self._cond:
+            heapq.heappush(self._heap, (end, next(self._seq), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='health_check-watchdog')
+                self._thread.daemon = True
+                self._thread.start()
+            elif self._heap[0][2] is entry:
+                self._cond.notify()
+        return entry
+
+    def release(self, entry):
+        """Stop watching; returns whether the deadline cut the request off."""
+        with self._cond:
+            sock, entry.sock = entry.sock, None
+        if sock is not None:
+            sock.close()
+        return entry.fired
+
+    def _run(self):
+        with self._cond:
+            while True:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                end, dummy, entry = self._heap[0]
+                left = end - time.monotonic()
+                if entry.sock is not None and left > 0:
+                    self._cond.wait(left)
+                    continue
+                # Released entries leave the heap when they reach its top.
+                heapq.heappop(self._heap)
+                if entry.sock is not None:
+                    entry.fired = True
+                    try:
+                        entry.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass  # already closed by the server
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _time_left(end):
+    """Seconds until end, for a socket timeout; socket.timeout once it passed."""
+    left = end - time.monotonic()
+    if left <= 0:
+        raise socket.timeout('timed out')
+    return left
+
+
+def _connect(host, port, end):
+    """socket.create_connection, but all addresses share one deadline."""
+    first_error = None
+    for family, kind, proto, dummy, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_time_left(end))
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, socket.timeout) and end <= time.monotonic():
+                raise
+            first_error = first_error or exc
+            continue
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        return sock
+    raise first_error or OSError('getaddrinfo returned no address for %s' % (host,))
+
+
+# What a request was doing when its time ran out, for the reason.
+_PHASES = {
+    'connect': 'connecting',
+    'tls': 'TLS handshake',
+    'send': 'sending the request',
+    'headers': 'waiting for the response headers',
+    'body': 'response still arriving',
+}
+
+
+def _read_body(response, sock, end):
+    """Up to MAX_BODY_BYTES of the body, in chunks, each read bounded by the time left."""
+    chunks = []
+    size = 0
+    while size < MAX_BODY_BYTES:
+        sock.settimeout(_time_left(end))
+        chunk = response.read1(min(65536, MAX_BODY_BYTES - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b''.join(chunks)
+
+
 def probe(target, timeout, clock=time.monotonic):
-    """One GET of target.url; returns (status, reason or None, latency_ms or None)."""
+    """One GET of target.url; returns (status, reason or None, latency_ms or None).
+
+    `timeout` bounds the whole request: connect, TLS handshake, sending, the
+    response headers and the body. Every blocking step gets the time left as
+    its socket timeout, and the watchdog shuts the connection down at the
+    deadline, so a server that trickles bytes cannot stretch a probe.
+    (Name resolution is the one step it cannot cut short.)
+    """
     # Direct connection on purpose: environment proxies would probe the proxy,
-    # not the host HAProxy sends traffic to. Redirects are not followed.
+    # not the host HAProxy sends traffic to. Redirects are not followed. The
+    # socket is ours (connected and wrapped here), so the deadline covers it.
+    port = target.port or (443 if target.https else 80)
     if target.https:
-        conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=target.ssl_context)
+        conn = http.client.HTTPSConnection(target.host, port, timeout=timeout, context=target.ssl_context)
     else:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        conn = http.client.HTTPConnection(target.host, port, timeout=timeout)
     headers = {'User-Agent': USER_AGENT, 'Accept': '*/*', 'Connection': 'close'}
     if target.headers:
         headers.update((k, str(v)) for k, v in target.headers.items())
     start = clock()
+    end = time.monotonic() + timeout
+    watch = None
+    cut_off = False
+    response = None
+    phase = 'connect'
     try:
-        conn.request('GET', target.path, headers=headers)
-        response = conn.getresponse()
-        body = response.read(MAX_BODY_BYTES)
-        latency_ms = (clock() - start) * 1000.0
-        status = response.status
+        try:
+            sock = conn.sock = _connect(target.host, port, end)
+            watch = _WATCHDOG.watch(sock, end)
+            if target.https:
+                phase = 'tls'
+                sock.settimeout(_time_left(end))
+                sock = conn.sock = target.ssl_context.wrap_socket(sock, server_hostname=target.host)
+            phase = 'send'
+            sock.settimeout(_time_left(end))
+            conn.request('GET', target.path, headers=headers)
+            phase = 'headers'
+            sock.settimeout(_time_left(end))
+            response = conn.getresponse()
+            if watch.fired:
+                # Cut off mid-headers: http.client takes the end of the
+                # stream for the end of the headers.
+                raise socket.timeout('timed out')
+            phase = 'body'
+            body = _read_body(response, sock, end)
+            latency_ms = (clock() - start) * 1000.0
+            status = response.status
+        finally:
+            # Whatever failed after the watchdog cut the connection is a timeout.
+            cut_off = watch is not None and _WATCHDOG.release(watch)
+            if response is not None:
+                response.close()
+            conn.close()
     except Exception as exc:  # every failure is a probe result, never a crash
+        if cut_off or isinstance(exc, (socket.timeout, TimeoutError)):
+            return None, 'timed out after %g s (%s)' % (timeout, _PHASES[phase]), None
         return None, _describe_error(exc, timeout), None
-    finally:
-        conn.close()
-    # The socket timeout bounds each read, not the whole request.
+    # A body that ended because the watchdog shut the connection is partial.
+    if cut_off:
+        return None, 'timed out after %g s (%s)' % (timeout, _PHASES[phase]), None
     if latency_ms > timeout * 1000.0:
         return status, 'timed out after %g s (response took %.0f ms)' % (timeout, latency_ms), latency_ms
     return status, _evaluate(target, status, body, latency_ms), latency_ms
@@ -350,9 +519,14 @@ class _ProbePool(object):
     targets on two busy CPUs stretched the start of a round to ~90 ms.
     """
 
-    def __init__(self, size, func):
+    def __init__(self, size, func, end=None, clock=time.monotonic):
         self._func = func
         self._size = size
+        # No probe starts at or after `end` (the deadline): with more targets
+        # than workers a round runs in waves, and a wave that would begin
+        # after the deadline is skipped rather than stretch the check.
+        self._end = end
+        self._clock = clock
         self._jobs = queue.SimpleQueue()
         self._done = queue.SimpleQueue()
         self._started = 0
@@ -363,6 +537,9 @@ class _ProbePool(object):
             if job is None:
                 return
             state, timeout = job
+            if self._end is not None and self._clock() >= self._end:
+                self._done.put((state, None))
+                continue
             try:
                 outcome = self._func(state.target, timeout)
             except Exception as exc:  # a bug in a probe must not hang the round
@@ -373,8 +550,8 @@ class _ProbePool(object):
         for state in states:
             self._jobs.put((state, state.target.timeout))
         while self._started < min(self._size, len(states)):
-            # Daemon threads: a probe stuck past its socket timeout must not
-            # keep the module process alive after it reported.
+            # Daemon threads: a probe stuck where its deadline cannot reach
+            # (name resolution) must not keep the module process alive.
             thread = threading.Thread(target=self._work, name='health_check-%d' % self._started)
             thread.daemon = True
             thread.start()
@@ -403,10 +580,12 @@ def run_checks(targets, interval=1.0, deadline=60.0, concurrency=256,
 
     Every round probes all not-yet-healthy targets in parallel (at most
     `concurrency` at once). Rounds start `interval` seconds apart; no round
-    starts at or after the deadline. A started round runs with the full
-    request timeout: cutting it to the time left would turn the real reason
-    of a failing target into a meaningless short timeout. The call thus
-    returns by deadline + the largest timeout at the latest.
+    starts at or after the deadline, and no probe of a round starts after
+    it (a round with more targets than `concurrency` runs in waves). A
+    started probe runs with the full request timeout, which bounds the whole
+    request (see probe): cutting it to the time left would turn the real
+    reason of a failing target into a meaningless short timeout. The call
+    thus returns by deadline + the largest timeout at the latest.
     """
     if not _is_number(interval) or not math.isfinite(interval) or interval < 0:
         raise HealthError('interval %r must be a number of seconds >= 0' % (interval,))
@@ -418,12 +597,15 @@ def run_checks(targets, interval=1.0, deadline=60.0, concurrency=256,
     end = start + deadline
     states = [_State(t) for t in targets]
     pending = list(states)
-    pool = _ProbePool(max(1, min(concurrency, len(targets))), probe_func)
+    pool = _ProbePool(max(1, min(concurrency, len(targets))), probe_func, end=end, clock=clock)
     try:
         while pending:
             round_start = clock()
             # Outcomes are applied here, in one thread: no locking needed.
-            for state, (status, error, latency_ms) in pool.run_round(pending):
+            for state, outcome in pool.run_round(pending):
+                if outcome is None:
+                    continue  # not started: the deadline had passed
+                status, error, latency_ms = outcome
                 state.attempts += 1
                 state.last_status = status
                 state.last_error = error
@@ -464,6 +646,9 @@ def _report(states, elapsed, deadline):
             unhealthy.append(url)
             if state.last_error is not None:
                 reason = state.last_error
+            elif state.attempts == 0:
+                # Queued behind slow probes of other targets (see concurrency).
+                reason = 'not probed before the deadline (%g s)' % (deadline,)
             else:
                 reason = ('only %d of %d consecutive successful probes before the deadline (%g s)'
                           % (state.consecutive, state.target.rise, deadline))

@@ -80,7 +80,9 @@ options:
     default: 1
   timeout:
     description:
-      - Seconds one request may take, connect and response.
+      - Seconds one request may take in all, connect, TLS handshake, sending, and the response
+        headers and body. A response still arriving then (a server that trickles bytes) is cut
+        off and the probe fails as timed out.
     type: float
     default: 5
   deadline:
@@ -88,7 +90,8 @@ options:
       - Seconds after which no new probing round starts; the targets not healthy by then are
         reported unhealthy.
       - A round that started before the deadline finishes, so the module returns within
-        O(deadline) plus O(timeout).
+        O(deadline) plus O(timeout). No request starts after the deadline, also in a round with
+        more targets than O(concurrency).
     type: float
     default: 60
   headers:

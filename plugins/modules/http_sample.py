@@ -29,11 +29,17 @@ options:
     type: int
     default: 10
   duration:
-    description: Seconds over which the rounds are spread (the module takes about this long).
+    description:
+      - Seconds over which the rounds are spread (the module takes about this long).
+      - Rounds start on time even when requests of an earlier round are still running, so a slow
+        target delays neither the other targets nor its own later requests. The module returns
+        within O(duration) plus O(timeout).
     type: float
     default: 10
   timeout:
-    description: Seconds per request.
+    description:
+      - Seconds one request may take in all, connect, TLS handshake, sending, and the response
+        headers and body. A response still arriving then is cut off and counts as an error.
     type: float
     default: 5
   status_codes:

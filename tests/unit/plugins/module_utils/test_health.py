@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _health
+from ansible_collections.grayrelease.canary.plugins.module_utils import _health, _sample
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import (
     HealthError,
     MissingLibraryError,
@@ -24,6 +24,7 @@ from _decisions_helpers import (  # noqa: E402
     start_http_server,
     stop_http_server,
 )
+from _trickle_helpers import TrickleServer  # noqa: E402
 
 DEFAULTS = dict(status_codes=[200], body_regex=None, json_query=None, json_expect=None, max_latency_ms=None,
                 rise=2, timeout=5, headers=None, validate_certs=True, ca_path=None)
@@ -266,3 +267,93 @@ def test_latency_summary_nearest_rank():
     assert latency_summary([5.0]) == {'p50': 5.0, 'p95': 5.0, 'max': 5.0}
     values = [float(v) for v in range(1, 101)]
     assert latency_summary(list(reversed(values))) == {'p50': 50.0, 'p95': 95.0, 'max': 100.0}
+
+
+# ------------------------------------------------ overall request deadline
+
+@pytest.fixture
+def trickle():
+    """Factory of trickling servers, all stopped at the end of the test."""
+    servers = []
+
+    def make(mode, tls_context=None):
+        srv = TrickleServer(mode, tick=0.3, tls_context=tls_context)
+        servers.append(srv)
+        return srv
+    yield make
+    for srv in servers:
+        srv.stop()
+
+
+def _target(url, **overrides):
+    return build_targets([url], dict(DEFAULTS, **overrides))[0]
+
+
+@pytest.mark.parametrize('mode, phase', [('body', 'response still arriving'),
+                                         ('headers', 'waiting for the response headers')])
+def test_probe_of_a_trickling_server_ends_at_its_timeout(trickle, mode, phase):
+    srv = trickle(mode)
+    start = time.monotonic()
+    status, reason, latency_ms = _health.probe(_target(srv.base_url + '/healthz'), 1.0)
+    elapsed = time.monotonic() - start
+    assert (status, latency_ms) == (None, None)
+    assert reason == 'timed out after 1 s (%s)' % phase
+    assert 0.9 < elapsed < 1.5
+
+
+def test_probe_of_a_trickling_tls_server_ends_at_its_timeout(trickle, tmp_path):
+    made = make_ca_and_server_cert(tmp_path)
+    if made is None:
+        pytest.skip('the openssl CLI is not installed')
+    ca_path, context = made
+    srv = trickle('headers', tls_context=context)
+    start = time.monotonic()
+    status, reason, dummy = _health.probe(_target(srv.base_url + '/healthz', ca_path=ca_path), 1.0)
+    elapsed = time.monotonic() - start
+    assert status is None and reason == 'timed out after 1 s (waiting for the response headers)'
+    assert elapsed < 1.5
+
+
+def test_health_check_against_trickling_servers_ends_by_deadline_plus_timeout(trickle, server):
+    body = trickle('body').base_url + '/healthz'
+    headers = trickle('headers').base_url + '/healthz'
+    good = server.base_url + '/ok'
+    start = time.monotonic()
+    res = check([body, headers, good], timeout=1, deadline=2, interval=0.5)
+    elapsed = time.monotonic() - start
+    assert elapsed < 4.0
+    assert res['unhealthy'] == [body, headers] and res['healthy'] == [good]
+    for url in (body, headers):
+        assert res['results'][url]['attempts'] >= 2
+        assert res['results'][url]['last_error'].startswith('timed out after 1 s (')
+        assert '%s (timed out after 1 s' % url in res['msg']
+
+
+def test_no_probe_starts_after_the_deadline(trickle):
+    # One worker, three trickling targets: the first probe holds it past the
+    # deadline, so the other two are never sent and say so.
+    base = trickle('body').base_url
+    urls = [base + '/a', base + '/b', base + '/c']
+    start = time.monotonic()
+    res = check(urls, timeout=1, deadline=0.5, concurrency=1)
+    elapsed = time.monotonic() - start
+    assert elapsed < 1.5
+    assert res['results'][urls[0]]['attempts'] == 1
+    for url in urls[1:]:
+        assert res['results'][url]['attempts'] == 0
+        assert res['results'][url]['reason'] == 'not probed before the deadline (0.5 s)'
+
+
+def test_sample_against_a_trickling_server_ends_within_duration_plus_timeout(trickle, server):
+    slow = trickle('body').base_url + '/'
+    good = server.base_url + '/ok'
+    targets = build_targets([slow, good], dict(DEFAULTS, timeout=1, rise=1))
+    start = time.monotonic()
+    out = _sample.sample(targets, count=4, duration=2.0)
+    elapsed = time.monotonic() - start
+    assert elapsed < 3.5
+    # Every round was sent on schedule, to the slow target too.
+    assert out[slow]['total'] == 4 and out[slow]['errors'] == 4
+    assert out[slow]['statuses'] == {'-': 4} and out[slow]['latencies_ms'] == []
+    assert out[slow]['reasons'][0] == 'timed out after 1 s (response still arriving)'
+    assert out[good]['total'] == 4 and out[good]['errors'] == 0 and len(out[good]['latencies_ms']) == 4
