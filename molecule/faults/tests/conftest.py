@@ -96,7 +96,7 @@ class Background(object):
         finally:
             self.reader.join(timeout=10)
             self.ended = time.monotonic()
-            print("\n".join(line for _, line in self.lines[-150:]))
+            print("\n".join(line for dummy, line in self.lines[-150:]))
         return self.proc.returncode
 
     def first_line_after(self, since, *words):

@@ -67,8 +67,8 @@ def lose_host_mid_rollout(case, victim, moment, artifact, report_dir):
         reseed_seconds=reseed_seconds,
         failed_requests=summary["failed"], fast=summary["fast"], slow=summary["slow"],
         capacity_lb1=dict((k, lb1[k]) for k in ("samples", "errors", "max_out", "max_out_servers", "final_out")),
-        capacity_lb2=dict((k, others["flt-lb2"][k]) for k in ("samples", "errors", "max_out", "max_out_servers",
-                                                             "final_out")),
+        capacity_lb2=dict((k, others["flt-lb2"][k])
+                          for k in ("samples", "errors", "max_out", "max_out_servers", "final_out")),
     )
     print("FIGURES %s: %r" % (case, figures))
     print("detected by: %s" % detect_line)

@@ -514,7 +514,7 @@ def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
         engine.record(state, fleet.answer(state), 2.0)
     engine.begin_batch(state, 0, 3.0)
     frozen = fleet.answer(state)
-    frozen['balancers']['lb2'] = {'failed': True, 'msg': 'The haproxy_server action failed to execute in the expected '
-                                                          'time frame (90) and was terminated'}
+    frozen['balancers']['lb2'] = {
+        'failed': True, 'msg': 'The haproxy_server action failed to execute in the expected time frame (90) and was terminated'}
     engine.record(state, frozen, 4.0)
     assert 'lb2' in state['lost'] and state['halt'] is not None
