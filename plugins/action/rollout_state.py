@@ -23,6 +23,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import check_artifact
 
 FACT = 'grayrelease_rollout'
 # The small part every task's conditions read (templating the whole state on
@@ -131,6 +132,11 @@ class ActionModule(ActionBase):
         settings, errors = engine.check_settings(raw, artifact_exists=lambda p: os.path.isfile(os.path.expanduser(p)))
         if settings['artifact']:
             settings['artifact'] = os.path.abspath(os.path.expanduser(settings['artifact']))
+            if not errors:
+                # A corrupt, unsafe or mismatching artifact is refused here,
+                # before the lock and before any host is touched.
+                errors += ['canary_artifact=%s: %s' % (settings['artifact'], problem)
+                           for problem in check_artifact(settings['artifact'], settings['checksum'] or None)]
         identities = {}
         for host in app_hosts:
             hv = hostvars[host]

@@ -257,6 +257,28 @@ def read_plan(archive, artifact):
         raise ReleaseError('cannot unpack %s: not a readable tar archive (%s)' % (artifact, exc))
 
 
+def check_artifact(path, checksum=None):
+    """Everything a host would refuse about an artifact, checked where it is.
+
+    Returns the list of problems (empty when it is fine): a checksum that does
+    not match, an archive that cannot be read, an unsafe or empty one. The
+    rollout runs this on the controller before it touches any host.
+    """
+    try:
+        actual = file_sha256(path)
+        if checksum:
+            expected = parse_checksum(checksum, 'canary_artifact_checksum')
+            if expected != actual:
+                return [checksum_mismatch_msg(path, expected, actual)]
+        tar, plan = read_plan(path, path)
+        tar.close()
+    except ReleaseError as exc:
+        return [exc.msg]
+    except OSError as exc:
+        return ['cannot read %s: %s' % (path, exc)]
+    return []
+
+
 def unpack(tar, plan, content, uid, gid, artifact):
     """Write the checked ``plan`` of ``tar`` into the new directory ``content``.
 

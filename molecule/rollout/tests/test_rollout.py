@@ -242,3 +242,22 @@ def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report
     finally:
         for lb in BALANCERS:
             haproxy_command(lb, "set server demoapp/app6 state ready")
+
+
+def test_corrupt_unsafe_or_mismatching_artifact_is_refused_before_any_host_is_touched(report_dir, tmp_path):
+    good = build_release("v10")
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tar archive")
+    before = {h: (version_of(h), releases_on(h)) for h in APPS}
+    for name, args, needle in [
+            ("junk", ["-e", "canary_artifact=%s" % junk], "not a readable tar archive"),
+            ("checksum", ["-e", "canary_artifact=%s" % good, "-e", "canary_artifact_checksum=" + "0" * 64],
+             "checksum mismatch")]:
+        res = run_playbook("rollout", "-e", "canary_version=v10", "-e", "canary_report_dir=%s/%s" % (report_dir, name),
+                           *args)
+        assert res.returncode != 0
+        assert needle in res.stdout
+        report = read_report(report_dir / name)
+        assert report["decision"] == "failed" and needle in report["reason"] and report["plan"] == []
+        assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
+        assert docker("exec", "lb1", "test", "-e", "/var/lib/grayrelease-canary/demoapp.lock", check=False).returncode != 0

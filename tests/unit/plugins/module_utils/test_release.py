@@ -734,3 +734,19 @@ def test_url_ready_probes_real_http():
         server.shutdown()
         server.server_close()
     assert url_ready('http://127.0.0.1:%d/healthz' % port, timeout=0.5)() is False  # closed now
+
+
+def test_check_artifact_on_the_controller_names_every_problem(tmp_path):
+    from ansible_collections.grayrelease.canary.plugins.module_utils._release import check_artifact
+    good = app_tar(tmp_path)
+    assert check_artifact(good) == []
+    assert check_artifact(good, 'sha256:' + file_sha256(good)) == []
+    problems = check_artifact(good, '0' * 64)
+    assert len(problems) == 1 and 'checksum mismatch' in problems[0] and '0' * 64 in problems[0]
+    evil = tmp_path / 'evil.tar.gz'
+    make_tar(evil, [('top/a', 'file'), ('../evil', 'file')])
+    assert '../evil' in check_artifact(str(evil))[0]
+    junk = tmp_path / 'junk.tar.gz'
+    junk.write_bytes(b'not a tar at all')
+    assert 'not a readable tar archive' in check_artifact(str(junk))[0]
+    assert 'cannot read' in check_artifact(str(tmp_path / 'missing.tar.gz'))[0]
