@@ -298,6 +298,8 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'phase': 'preflight',
         'halt': None,
         'lost': {},
+        # balancer -> pid of the HAProxy process that answered it first
+        'lb_pids': {},
         'notes': [],
         'done_before': [],
         'previous_version': '',
@@ -396,9 +398,29 @@ def _collect(state, role, results, phase):
             failed[host] = error
             if result is None or result.get('unreachable') or TASK_TIMEOUT in error:
                 state['lost'][host] = '%s during %s' % (error, phase)
+        elif role == 'balancers' and _restarted(state, host, result):
+            failed[host] = _restarted(state, host, result)
+            state['lb_pids'][host] = result['process']['pid']
         else:
+            if role == 'balancers' and (result.get('process') or {}).get('pid'):
+                state['lb_pids'][host] = result['process']['pid']
             ok[host] = result
     return ok, failed
+
+
+def _restarted(state, host, result):
+    """Why a balancer's HAProxy is not the process the run started with, or ''.
+
+    A restart or reload loses runtime drains and weights (unless
+    server-state-file is set up): what this run set there can no longer be
+    trusted, so the batch halts and the rollback sets it again.
+    """
+    pid = (result.get('process') or {}).get('pid')
+    known = state['lb_pids'].get(host)
+    if pid and known and pid != known:
+        return ('HAProxy was restarted or reloaded during the rollout (pid %s -> %s): the drains and weights set '
+                'before may be lost (see docs/haproxy.md, server-state-file)' % (known, pid))
+    return ''
 
 
 def _describe_failures(what, failed):

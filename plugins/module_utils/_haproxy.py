@@ -204,6 +204,12 @@ class RuntimeAPI(object):
     def show_stat(self):
         return parse_show_stat(self._checked_show("show stat -1 4 -1"))
 
+    def process(self):
+        """{pid, uptime_sec} of the HAProxy process answering: a new pid means a
+        restart or reload, which loses runtime changes unless server-state-file
+        is set up."""
+        return parse_show_info(self._checked_show("show info"))
+
     def show_servers_state(self):
         return parse_servers_state(self._checked_show("show servers state"))
 
@@ -215,6 +221,15 @@ class RuntimeAPI(object):
             raise HAProxyError("HAProxy on %s does not know %r (HAProxy too old? 1.8+ needed)" % (self.spec, cmd),
                                kind="rejected")
         return out
+
+
+def parse_show_info(text):
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return {"pid": _to_int(fields.get("Pid")), "uptime_sec": _to_int(fields.get("Uptime_sec"))}
 
 
 def parse_show_stat(text):
@@ -493,6 +508,7 @@ class ServerControl(object):
                 result["health"] = self._wait_healthy(health_timeout, left_maint, after, result)
                 after = self.read()
         result["servers"] = dict((s, public(after[s])) for s in self.servers)
+        result["process"] = self.api.process()
         if want_diff:
             result["diff"] = {
                 "before_header": "%s (before)" % self.backend,

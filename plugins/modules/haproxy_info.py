@@ -103,6 +103,21 @@ initial_weights:
   returned: always
   type: dict
   sample: {demoapp: {app1: 1, app2: 1}}
+process:
+  description:
+    - The HAProxy process that answered (C(show info)). A different C(pid) later means HAProxy
+      was restarted or reloaded, which loses runtime changes (drain, weights) unless
+      C(server-state-file) is set up.
+  returned: always
+  type: dict
+  version_added: 0.2.0
+  contains:
+    pid:
+      description: Process id.
+      type: int
+    uptime_sec:
+      description: Seconds since it started.
+      type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -124,12 +139,13 @@ def main():
         supports_check_mode=True,
     )
     try:
-        backends = gather_info(RuntimeAPI(module.params['socket'], timeout=module.params['timeout']),
-                               module.params['backend'])
+        api = RuntimeAPI(module.params['socket'], timeout=module.params['timeout'])
+        backends = gather_info(api, module.params['backend'])
+        process = api.process()
     except HAProxyError as exc:
         module.fail_json(msg=exc.msg, error_kind=exc.kind)
     initial = dict((b, dict((s, i['initial_weight']) for s, i in servers.items())) for b, servers in backends.items())
-    module.exit_json(changed=False, backends=backends, initial_weights=initial)
+    module.exit_json(changed=False, backends=backends, initial_weights=initial, process=process)
 
 
 if __name__ == '__main__':

@@ -225,6 +225,21 @@ diff:
   description: Before/after text, one line per server.
   returned: in diff mode
   type: dict
+process:
+  description:
+    - The HAProxy process that answered (C(show info)). A different C(pid) later means HAProxy
+      was restarted or reloaded, which loses runtime changes (drain, weights) unless
+      C(server-state-file) is set up.
+  returned: success
+  type: dict
+  version_added: 0.2.0
+  contains:
+    pid:
+      description: Process id.
+      type: int
+    uptime_sec:
+      description: Seconds since it started.
+      type: int
 """
 
 from ansible.module_utils.basic import AnsibleModule

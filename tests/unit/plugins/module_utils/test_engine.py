@@ -518,3 +518,26 @@ def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
         'failed': True, 'msg': 'The haproxy_server action failed to execute in the expected time frame (90) and was terminated'}
     engine.record(state, frozen, 4.0)
     assert 'lb2' in state['lost'] and state['halt'] is not None
+
+
+def test_haproxy_restarted_mid_rollout_halts_and_the_rollback_sets_the_state_again():
+    fleet = FakeFleet()
+    conf, errors = settings()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    engine.record(state, fleet.answer(state), 2.0)  # lock
+    survey = fleet.answer(state)
+    for lb in LBS:
+        survey['balancers'][lb]['process'] = {'pid': 100, 'uptime_sec': 50}
+    engine.record(state, survey, 3.0)
+    assert state['lb_pids'] == {'lb1': 100, 'lb2': 100}
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 4.0)
+    engine.begin_batch(state, 0, 5.0)
+    drained = fleet.answer(state)
+    drained['balancers']['lb1']['process'] = {'pid': 100}
+    drained['balancers']['lb2']['process'] = {'pid': 222}  # reloaded since the survey
+    engine.record(state, drained, 6.0)
+    assert 'lb2' in state['halt']['reason'] and 'pid 100 -> 222' in state['halt']['reason']
+    assert state['act'] == {} and 'app1' in state['out']  # drained on lb1: the rollback readies it
+    engine.begin_rollback(state, 7.0)
+    assert state['rollback']['groups'] == [['app1']]

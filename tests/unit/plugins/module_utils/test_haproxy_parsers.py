@@ -12,6 +12,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import
     admin_state_from_bits,
     gather_info,
     parse_servers_state,
+    parse_show_info,
     parse_show_stat,
     plan_changes,
     resolve_weight,
@@ -57,8 +58,16 @@ class Canned(object):
     def show_servers_state(self):
         return parse_servers_state(STATE)
 
+    def process(self):
+        return parse_show_info("Name: HAProxy\nVersion: 2.6.12\nPid: 4242\nUptime_sec: 17\n")
+
     def require_admin(self):
         raise AssertionError("check mode must not need admin")
+
+
+def test_parse_show_info_gives_the_process():
+    assert parse_show_info("Name: HAProxy\nPid: 4242\nUptime_sec: 17\nNbthread: 2\n") == {"pid": 4242, "uptime_sec": 17}
+    assert parse_show_info("") == {"pid": 0, "uptime_sec": 0}  # unknown
 
 
 def test_parse_show_stat_and_state():

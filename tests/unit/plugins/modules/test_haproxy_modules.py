@@ -63,5 +63,7 @@ def test_info_module(lab, tmp_path):
     assert res["changed"] is False and set(res["backends"]["web"]) == {"s1", "s2", "s3", "bad"}
     assert sum(s["req_tot"] for s in res["backends"]["web"].values()) >= 4
     assert res["initial_weights"] == {"web": {"s1": 1, "s2": 1, "s3": 10, "bad": 1}}
+    # The process that answered: what a rollout compares to notice a restart.
+    assert res["process"]["pid"] == lab.proc.pid and res["process"]["uptime_sec"] >= 0
     res = run(tmp_path, "haproxy_info", {"socket": lab.admin, "backend": "other"})
     assert res["failed"] is True and "web" in res["msg"]
