@@ -1,5 +1,5 @@
 """Helpers for the faults scenario: run playbooks against the flt-* fleet
-(molecule/faults/hosts.yml), lose a host in the middle (docker pause), and
+(molecule/faults/inventory/hosts.yml), lose a host in the middle (docker pause), and
 read the fleet's real state from the containers. Every wait is bounded."""
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
-INVENTORY = os.path.join(SCENARIO, "hosts.yml")
+INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 APPS = ["flt-app%d" % i for i in range(1, 5)]
 BALANCERS = ["flt-lb1", "flt-lb2"]
 LOCK = "/var/lib/grayrelease-canary/demoapp.lock"
@@ -50,7 +50,7 @@ def haproxy_state(balancer):
 def ansible_env():
     env = dict(os.environ)
     # molecule's own ansible.cfg points at its generated inventory; the
-    # playbooks here run with the scenario's hosts.yml, as a user would.
+    # playbooks here run with the scenario inventory/hosts.yml, as a user would.
     for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY",
                 "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS"):
         env.pop(key, None)
