@@ -936,9 +936,22 @@ def begin_rollback(state, now):
     if lost:
         rollback['errors'].append('not rolled back, unreachable: %s' % ', '.join(lost))
     # Hosts already out of rotation go first: putting them back costs no capacity.
-    out_first = [h for h in hosts if h in state['out']] + [h for h in hosts if h not in state['out']]
-    rollback['hosts'] = out_first
-    rollback['groups'] = [out_first[i:i + limit] for i in range(0, len(out_first), limit)]
+    out = [h for h in hosts if h in state['out']]
+    groups = [out[i:i + limit] for i in range(0, len(out), limit)]
+    # A lost app host serves nothing: it counts against canary_max_unavailable,
+    # so fewer serving hosts may be drained at once; none when it uses it all.
+    down = [h for h in state['app_hosts'] if h in state['lost']]
+    size = limit - len(down)
+    serving = [h for h in hosts if h not in state['out']]
+    if serving and size <= 0:
+        rollback['errors'].append(
+            'not rolled back, to keep the fleet within canary_max_unavailable=%d while %s cannot serve: %s '
+            '(still on %s and serving; run the rollback or the rollout again once the lost hosts are back)'
+            % (limit, ', '.join(down), ', '.join(serving), state['settings']['version']))
+        serving = []
+    groups += [serving[i:i + size] for i in range(0, len(serving), max(size, 1))]
+    rollback['hosts'] = out + serving
+    rollback['groups'] = groups
     return state
 
 

@@ -541,3 +541,23 @@ def test_haproxy_restarted_mid_rollout_halts_and_the_rollback_sets_the_state_aga
     assert state['act'] == {} and 'app1' in state['out']  # drained on lb1: the rollback readies it
     engine.begin_rollback(state, 7.0)
     assert state['rollback']['groups'] == [['app1']]
+
+
+def test_a_lost_app_host_counts_against_max_unavailable_in_the_rollback():
+    # 6 hosts, at most 2 out: app3 is lost during its batch (step 3), so only
+    # one serving host at a time may be drained to go back.
+    fleet = FakeFleet()
+    fleet.lose_on = {'switch': 'app3'}
+    state = run(fleet, canary_max_unavailable=2, canary_steps=[1, 2, 3, '100%'])
+    assert 'app3' in state['lost']
+    assert state['rollback']['groups'] == [['app1'], ['app2']]
+    assert state['decision'] == 'failed'
+
+    fleet = FakeFleet()
+    fleet.lose_on = {'switch': 'app2'}
+    state = run(fleet, canary_max_unavailable=1, canary_steps=[1, 2, '100%'])
+    # The budget of 1 is used by the lost host: app1 stays on v2 and serving.
+    assert state['rollback']['groups'] == []
+    assert fleet.versions['app1'] == 'v2' and fleet.admin['app1'] == 'ready'
+    assert fleet.out_of_rotation() == ['app2']  # only the lost host, drained before it vanished
+    assert any('within canary_max_unavailable=1 while app2 cannot serve: app1' in e for e in state['rollback']['errors'])
