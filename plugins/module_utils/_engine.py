@@ -960,8 +960,25 @@ def begin_rollback_group(state, index, now):
     rollback = state['rollback']
     group = rollback['groups'][index]
     rollback['index'] = index
-    rollback.setdefault('records', []).append({'group': index + 1, 'hosts': group, 'started': now, 'errors': []})
+    record_ = {'group': index + 1, 'hosts': group, 'started': now, 'errors': []}
+    rollback.setdefault('records', []).append(record_)
     in_rotation = [h for h in group if h not in state['out']]
+    # What cannot serve right now (lost, or left out by an earlier group whose
+    # health check failed) leaves less room to drain serving hosts.
+    unavailable = [h for h in state['app_hosts'] if h not in group and (h in state['lost'] or h in state['out'])]
+    room = max(1, state.get('max_unavailable') or 1) - len(unavailable) - (len(group) - len(in_rotation))
+    if len(in_rotation) > max(room, 0):
+        kept = in_rotation[max(room, 0):]
+        record_['errors'].append(
+            'not rolled back, to keep the fleet within canary_max_unavailable while %s cannot serve: %s (still on %s '
+            'and serving; run the rollback or the rollout again once they are back)'
+            % (', '.join(unavailable), ', '.join(kept), state['settings']['version']))
+        group = [h for h in group if h not in kept]
+        in_rotation = [h for h in in_rotation if h not in kept]
+        record_['hosts'] = group
+        if not group:
+            state['act'] = {}
+            return state
     state['out'] = sorted(set(state['out']) | set(group))
     _say(state, 'rollback %d/%d: %s -> %s' % (
         index + 1, len(rollback['groups']), ', '.join(group), state['previous_version']))

@@ -135,20 +135,23 @@ def test_app_host_lost_mid_batch(artifact, report_dir):
         assert rc != 0
         assert report["decision"] == "failed", report["reason"]
         assert list(report["lost"]) == ["flt-app4"], report["lost"]
-        others = [h for h in APPS if h != "flt-app4"]
         versions = dict((h, version_of(h)) for h in APPS)
         # flt-app4 was paused before its switch: still on v1 after unpause.
-        assert versions == dict((h, "v1") for h in APPS), versions
+        # It cannot serve, and canary_max_unavailable is 1: no serving host is
+        # drained to go back. The switched ones stay on v2, serving, and the
+        # report says so; the re-run below finishes the job.
+        assert versions["flt-app4"] == "v1", versions
+        assert all(v in ("v1", "v2") for v in versions.values()), versions
         assert all(service_active(h) for h in APPS)
-        assert sorted(report["rolled_back"]) == others
+        assert report["rolled_back"] == [] or report["rolled_back"] == ["flt-app4"], report["rolled_back"]
+        assert any("canary_max_unavailable" in e and "flt-app4 cannot serve" in e for e in report["rollback_errors"]), \
+            report["rollback_errors"]
         assert not lock_present("flt-lb1")
         # Only requests in flight on the frozen host itself may fail (a slow
         # one that was never answered); nothing new is sent to it.
         assert summary["fast"]["failed"] == 0 and summary["slow"]["failed"] <= 2, summary
-        # The lost host stays out (drained) and the rollback takes at most
-        # canary_max_unavailable more out at once.
-        out_besides_lost = [s for s in lb1["max_out_servers"] if s != "flt-app4"]
-        assert len(out_besides_lost) <= 1 and lb1["max_out"] <= 2, lb1
+        # Never more than canary_max_unavailable out: the lost host itself.
+        assert lb1["max_out"] <= 1, lb1
         assert lb1["final_out"] in ([], ["flt-app4"]), lb1
     finally:
         record("app host unreachable mid-batch under mixed load", **figures)

@@ -561,3 +561,29 @@ def test_a_lost_app_host_counts_against_max_unavailable_in_the_rollback():
     assert fleet.versions['app1'] == 'v2' and fleet.admin['app1'] == 'ready'
     assert fleet.out_of_rotation() == ['app2']  # only the lost host, drained before it vanished
     assert any('within canary_max_unavailable=1 while app2 cannot serve: app1' in e for e in state['rollback']['errors'])
+
+
+def test_a_host_left_out_by_a_failed_rollback_health_check_leaves_no_room_for_more():
+    fleet = FakeFleet()
+    fleet.crash_on = {'app2'}
+    state = run(fleet, canary_max_unavailable=1, canary_steps=[1, 2, '100%'])
+    assert state['decision'] == 'rolled_back'  # healthy case: both go back one at a time
+
+    fleet = FakeFleet()
+    fleet.crash_on = {'app2'}
+    original = fleet.act_on
+
+    def still_sick(role, host, act, phase):
+        if phase == 'rollback_health':
+            return {'healthy': [u for u in act['urls'] if 'app2' not in u],
+                    'unhealthy': [u for u in act['urls'] if 'app2' in u], 'results': {}}
+        return original(role, host, act, phase)
+    fleet.act_on = still_sick
+    state = run(fleet, canary_max_unavailable=1, canary_steps=[1, 2, '100%'])
+    # app2 (out, still sick after going back) uses the budget: app1 is not drained.
+    assert state['decision'] == 'failed'
+    assert fleet.versions['app1'] == 'v2' and fleet.admin['app1'] == 'ready'
+    assert max(out for dummy, out in fleet.log) == 1
+    errors = [e for r in state['rollback']['records'] for e in r['errors']]
+    assert any('still unhealthy after the rollback' in e for e in errors)
+    assert any('while app2 cannot serve: app1' in e for e in errors)
