@@ -103,9 +103,9 @@ class ActionModule(ActionBase):
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
         result['act'] = state['act'].get('phase', '')
         if state['messages']:
-            result['msg'] = ' | '.join(state['messages'])
+            result['msg'] = engine.redact(' | '.join(state['messages']))
         if state['halt']:
-            result['halt'] = state['halt']
+            result['halt'] = engine.redact(state['halt'])
         return result
 
     # -- start: settings and participants

@@ -1176,7 +1176,11 @@ def _after_unlock(state, results, now):
 
 
 def report(state, iso):
-    """The report.json document. iso: epoch seconds -> ISO 8601 UTC text."""
+    """The report.json document (credentials in URLs redacted). iso: epoch seconds -> ISO 8601 UTC text."""
+    return redact(_report(state, iso))
+
+
+def _report(state, iso):
     settings = state['settings']
     halted = state['halt'] or {}
     lost = dict(state['lost'])
@@ -1216,6 +1220,21 @@ def report(state, iso):
         'staged_removed': state.get('unstaged', []),
         'hosts': state['final_versions'],
     }
+
+
+# user:password@ in a URL (health or sample URLs may carry credentials).
+CREDENTIALS_RE = re.compile(r'(?<=://)[^/@\s]+@')
+
+
+def redact(value):
+    """The value with every URL's credentials replaced by ***@, keys included."""
+    if isinstance(value, str):
+        return CREDENTIALS_RE.sub('***@', value)
+    if isinstance(value, dict):
+        return dict((redact(k), redact(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
 
 
 def _report_step(step, iso):

@@ -8,6 +8,8 @@ results to engine.record(), so these tests cover every decision it makes.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
@@ -587,3 +589,25 @@ def test_a_host_left_out_by_a_failed_rollback_health_check_leaves_no_room_for_mo
     errors = [e for r in state['rollback']['records'] for e in r['errors']]
     assert any('still unhealthy after the rollback' in e for e in errors)
     assert any('while app2 cannot serve: app1' in e for e in errors)
+
+
+def test_url_credentials_never_reach_the_report():
+    fleet = FakeFleet()
+    fleet.unhealthy = {'app1'}
+    conf, errors = settings()
+    ident = identities()
+    for host in APPS:
+        ident[host]['health_url'] = 'http://probe:s3cret@%s/healthz' % host
+    state = engine.new_state(conf, errors, APPS, LBS, ident, 'lb1', 1.0, owner='me')
+    while state['act'].get('phase'):
+        answer = fleet.answer(state)
+        if state['act']['phase'] == 'survey':
+            urls = state['act']['urls']
+            answer['probe']['lb1'] = {'healthy': urls[1:], 'unhealthy': urls[:1],
+                                      'results': dict((u, {'ok': True}) for u in urls)}
+        engine.record(state, answer, 2.0)
+    engine.finish(state, 3.0)
+    doc = engine.report(state, str)
+    text = json.dumps(doc) + engine.report_markdown(doc)
+    assert 's3cret' not in text and 'unhealthy before the rollout: app1' in doc['reason']
+    assert engine.redact({'http://u:p@h/x': ['https://a:b@c:1/']}) == {'http://***@h/x': ['https://***@c:1/']}
