@@ -1003,11 +1003,19 @@ def _rollback_switch(state):
         _rollback_health(state, group)
 
 
-def _rollback_health(state, hosts):
+# Seconds a host that was drained but never restarted has to answer: it ran
+# all along, so silence means it is gone, not starting.
+NOT_RESTARTED_DEADLINE = 10
+
+
+def _rollback_health(state, hosts, restarted=()):
     if not hosts:
         state['act'] = {}
         return
-    state['act'] = {'phase': 'rollback_health', 'probe': [state['probe_host']],
+    deadline = state['settings']['health_deadline']
+    if not restarted:
+        deadline = min(deadline, NOT_RESTARTED_DEADLINE)
+    state['act'] = {'phase': 'rollback_health', 'probe': [state['probe_host']], 'deadline': deadline,
                     'urls': [state['identities'][h]['health_url'] for h in hosts], 'hosts': hosts}
 
 
@@ -1032,7 +1040,7 @@ def _after_rollback_switch(state, results, now):
     if failed:
         record_['errors'].append(_describe_failures('switch back', failed))
     group = [h for h in record_['hosts'] if h not in failed]
-    _rollback_health(state, group)
+    _rollback_health(state, group, restarted=list(ok))
 
 
 def _after_rollback_health(state, results, now):

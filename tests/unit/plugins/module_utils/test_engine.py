@@ -611,3 +611,26 @@ def test_url_credentials_never_reach_the_report():
     text = json.dumps(doc) + engine.report_markdown(doc)
     assert 's3cret' not in text and 'unhealthy before the rollout: app1' in doc['reason']
     assert engine.redact({'http://u:p@h/x': ['https://a:b@c:1/']}) == {'http://***@h/x': ['https://***@c:1/']}
+
+
+def test_a_host_that_was_never_restarted_gets_a_short_rollback_health_deadline():
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'drain': 'lb2'}  # app1 drained on lb1, never switched
+    deadlines = []
+    original = fleet.act_on
+
+    def spy(role, host, act, phase):
+        if phase == 'rollback_health':
+            deadlines.append(act['deadline'])
+        return original(role, host, act, phase)
+    fleet.act_on = spy
+    run(fleet, canary_health_deadline=60)
+    assert deadlines == [engine.NOT_RESTARTED_DEADLINE]
+
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    deadlines.clear()
+    original = fleet.act_on
+    fleet.act_on = spy
+    run(fleet, canary_health_deadline=60)
+    assert deadlines == [60]
