@@ -204,6 +204,9 @@ class ActionModule(ActionBase):
             # The decision still stands and the lock is still released.
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
         out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
+        judged = [step['judge'] for step in doc['steps'] if step.get('judge')]
+        out['verdict'] = judged[0].get('verdict', '') if judged else ''
+        out['score'] = judged[0].get('score') if judged else None
         return out
 
 

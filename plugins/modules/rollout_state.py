@@ -103,6 +103,14 @@ report_path:
   description: Path of report.json on the controller.
   returned: with O(op=finish)
   type: str
+verdict:
+  description: The canary's verdict (C(pass), C(marginal), C(fail), C(inconclusive)), or empty when nothing was judged.
+  returned: with O(op=finish)
+  type: str
+score:
+  description: The canary's score, or null.
+  returned: with O(op=finish)
+  type: float
 summary:
   description: Decision, reason, final version per host and the report path, one line each.
   returned: with O(op=finish)
