@@ -13,45 +13,14 @@ weight 0, or a status other than UP. Stops at --duration seconds or when
         --stop-file /tmp/capmon.stop --out /tmp/capmon.json
 """
 import argparse
-import csv
 import json
 import os
-import socket
+import sys
 import time
 
-MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20
-DRAIN_BITS = 0x08 | 0x10
-
-
-def ask(path, command):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(2)
-    sock.connect(path)
-    sock.sendall(command.encode("ascii") + b"\n")
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    sock.close()
-    return b"".join(chunks).decode("utf-8")
-
-
-def sample(path, backend):
-    admin = {}
-    for line in ask(path, "show servers state %s" % backend).splitlines()[1:]:
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        bits = int(fields[6])
-        admin[fields[3]] = "maint" if bits & MAINT_BITS else ("drain" if bits & DRAIN_BITS else "ready")
-    servers = {}
-    for row in csv.DictReader(ask(path, "show stat").lstrip("# ").splitlines()):
-        if row.get("pxname") == backend and row.get("svname") not in ("FRONTEND", "BACKEND"):
-            servers[row["svname"]] = {"status": row["status"], "weight": int(row["weight"] or 0),
-                                      "admin_state": admin.get(row["svname"])}
-    return servers
+# The fleet's own socket reader, copied next to this file (conftest.InContainer).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from haproxy_stat import read_backend  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def out_of_rotation(info):
@@ -75,7 +44,7 @@ def main():
     while time.monotonic() - start < args.duration and not os.path.exists(args.stop_file):
         tick = time.monotonic()
         try:
-            servers = sample(args.socket, args.backend)
+            servers = read_backend(args.socket, args.backend)
         except Exception:  # a socket hiccup is counted, never fatal
             summary["errors"] += 1
         else:

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -13,23 +14,16 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
+from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
+    HAPROXY_STAT, ansible_env, docker, haproxy_state, version_of)
+
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 APPS = ["flt-app%d" % i for i in range(1, 5)]
 BALANCERS = ["flt-lb1", "flt-lb2"]
 LOCK = "/var/lib/grayrelease-canary/demoapp.lock"
-HAPROXY_STAT = os.path.join(REPO, "molecule", "shared", "files", "haproxy_stat.py")
 MONITOR = os.path.join(SCENARIO, "files", "capacity_monitor.py")
 MATRIX = os.path.join(REPO, ".build", "fault-matrix.jsonl")
-
-
-def docker(*args, check=True, input_text=None, timeout=60):
-    return subprocess.run(["docker"] + list(args), check=check, capture_output=True, text=True,
-                          input=input_text, timeout=timeout)
-
-
-def version_of(host):
-    res = docker("exec", host, "readlink", "/opt/demoapp/current", check=False, timeout=10)
-    return os.path.basename(res.stdout.strip()) if res.returncode == 0 else None
 
 
 def service_active(host):
@@ -38,26 +32,6 @@ def service_active(host):
 
 def lock_present(balancer):
     return docker("exec", balancer, "test", "-e", LOCK, check=False, timeout=10).returncode == 0
-
-
-def haproxy_state(balancer):
-    with open(HAPROXY_STAT, encoding="utf-8") as handle:
-        code = handle.read()
-    return json.loads(docker("exec", "-i", balancer, "python3", "-", "/run/haproxy/admin.sock", "demoapp",
-                             input_text=code, timeout=15).stdout)
-
-
-def ansible_env():
-    env = dict(os.environ)
-    # molecule's own ansible.cfg points at its generated inventory; the
-    # playbooks here run with the scenario inventory/hosts.yml, as a user would.
-    for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY",
-                "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS"):
-        env.pop(key, None)
-    env.update(ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
-               ANSIBLE_PIPELINING="true")
-    return env
 
 
 def run_playbook(playbook, *extra, timeout=600):
@@ -124,11 +98,12 @@ def wait_for(what, predicate, timeout, interval=0.1):
 class InContainer(object):
     """A bounded stdlib script running detached in a container, with a stop file."""
 
-    def __init__(self, container, script, name, *args):
+    def __init__(self, container, script, name, *args, modules=()):
         self.container, self.name = container, name
         self.stop_file, self.out = "/tmp/%s.stop" % name, "/tmp/%s.json" % name
-        with open(script, encoding="utf-8") as handle:
-            docker("exec", "-i", container, "sh", "-c", "cat > /tmp/%s.py" % name, input_text=handle.read())
+        for path, target in [(script, "%s.py" % name)] + [(m, os.path.basename(m)) for m in modules]:
+            with open(path, encoding="utf-8") as handle:
+                docker("exec", "-i", container, "sh", "-c", "cat > /tmp/%s" % target, input_text=handle.read())
         docker("exec", container, "rm", "-f", self.out, self.stop_file)
         docker("exec", "-d", container, "python3", "/tmp/%s.py" % name, "--stop-file", self.stop_file,
                "--out", self.out, *args)
@@ -155,7 +130,7 @@ def mixed_load(container="flt-lb1", duration=300):
 
 def capacity_monitor(container, duration=300):
     return InContainer(container, MONITOR, "faults-capmon", "--backend", "demoapp", "--interval", "0.1",
-                       "--duration", str(duration))
+                       "--duration", str(duration), modules=[HAPROXY_STAT])
 
 
 def build_release(version):

@@ -3,50 +3,23 @@ read its real state (release links, HAProxy runtime state) from the containers."
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
+from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
+    HAPROXY_STAT, ansible_env, docker, haproxy_state, version_of)
+
 INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
 APPS = ["app%d" % i for i in range(1, 7)]
 BALANCERS = ["lb1", "lb2"]
-# The fleet's own socket reader (admin state, weights, status per server).
-HAPROXY_STAT = os.path.join(REPO, "molecule", "shared", "files", "haproxy_stat.py")
-
-
-def docker(*args, check=True, input_text=None, timeout=60):
-    return subprocess.run(["docker"] + list(args), check=check, capture_output=True, text=True,
-                          input=input_text, timeout=timeout)
-
-
-def version_of(host):
-    res = docker("exec", host, "readlink", "/opt/demoapp/current", check=False)
-    return os.path.basename(res.stdout.strip()) if res.returncode == 0 else None
 
 
 def releases_on(host):
     return sorted(docker("exec", host, "ls", "/opt/demoapp/releases").stdout.split())
-
-
-def haproxy_state(balancer):
-    with open(HAPROXY_STAT, encoding="utf-8") as handle:
-        code = handle.read()
-    return json.loads(docker("exec", "-i", balancer, "python3", "-", "/run/haproxy/admin.sock", "demoapp",
-                             input_text=code).stdout)
-
-
-def ansible_env():
-    env = dict(os.environ)
-    # molecule's own ansible.cfg points at its generated inventory; the
-    # playbooks here run the way a user runs them, with the repo's inventory.
-    for key in ("ANSIBLE_CONFIG", "ANSIBLE_INVENTORY", "ANSIBLE_ROLES_PATH", "ANSIBLE_LIBRARY",
-                "ANSIBLE_FILTER_PLUGINS", "ANSIBLE_CALLBACK_PLUGINS"):
-        env.pop(key, None)
-    env.update(ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
-               ANSIBLE_PIPELINING="true")
-    return env
 
 
 def run_playbook(name, *extra, timeout=900, background=False):

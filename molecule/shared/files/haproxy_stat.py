@@ -48,7 +48,8 @@ def admin_states(path, backend):
     return out
 
 
-def main(path, backend):
+def read_backend(path, backend):
+    """server -> status, weight, check_status, req_tot, admin_state, initial_weight."""
     text = ask(path, "show stat").lstrip("# ")
     admin = admin_states(path, backend)
     servers = {}
@@ -63,6 +64,11 @@ def main(path, backend):
                 "admin_state": state,
                 "initial_weight": initial,
             }
+    return servers
+
+
+def main(path, backend):
+    servers = read_backend(path, backend)
     if not servers:
         sys.exit("no servers for backend %r on %s" % (backend, path))
     print(json.dumps(servers, sort_keys=True))
