@@ -261,3 +261,17 @@ def test_corrupt_unsafe_or_mismatching_artifact_is_refused_before_any_host_is_to
         assert report["decision"] == "failed" and needle in report["reason"] and report["plan"] == []
         assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
         assert docker("exec", "lb1", "test", "-e", "/var/lib/grayrelease-canary/demoapp.lock", check=False).returncode != 0
+
+
+def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_dir):
+    import os
+    hook = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "files", "failing_hook.yml")
+    before = {h: version_of(h) for h in APPS}
+    artifact = build_release("v11")
+    res = run_playbook("rollout", "-e", "canary_version=v11", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_before_switch_tasks=%s" % hook, "-e", "canary_report_dir=%s/hook" % report_dir, *FAST)
+    assert res.returncode != 0
+    report = read_report(report_dir / "hook")
+    assert report["decision"] == "rolled_back", report["reason"]
+    assert "hook says no on app1" in report["reason"] and report["lost"] == {}
+    assert_fleet_serving(before)
