@@ -16,7 +16,7 @@ SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, ansible_env, docker, haproxy_state, version_of)
+    HAPROXY_STAT, ansible_env, docker, haproxy_state, run_timed, version_of)
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 APPS = ["flt-app%d" % i for i in range(1, 5)]
@@ -36,12 +36,7 @@ def lock_present(balancer):
 
 def run_playbook(playbook, *extra, timeout=600):
     cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, check=False, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
-    res.seconds = round(time.monotonic() - t0, 1)
-    print(res.stdout[-5000:])
-    print(res.stderr[-2000:])
-    return res
+    return run_timed(cmd, timeout, stdout_tail=5000, stderr_tail=2000)
 
 
 class Background(object):

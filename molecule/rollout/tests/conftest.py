@@ -11,7 +11,7 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, ansible_env, docker, haproxy_state, version_of)
+    HAPROXY_STAT, ansible_env, docker, haproxy_state, run_timed, version_of)
 
 INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
 APPS = ["app%d" % i for i in range(1, 7)]
@@ -27,12 +27,7 @@ def run_playbook(name, *extra, timeout=900, background=False):
     if background:
         return subprocess.Popen(cmd, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
-    t0 = time.monotonic()
-    res = subprocess.run(cmd, check=False, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
-    res.seconds = round(time.monotonic() - t0, 1)
-    print(res.stdout[-6000:])
-    print(res.stderr[-3000:])
-    return res
+    return run_timed(cmd, timeout)
 
 
 def build_release(version, *flags):

@@ -6,6 +6,7 @@ Imported by the scenarios' conftest.py files."""
 import json
 import os
 import subprocess
+import time
 
 HAPROXY_STAT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "haproxy_stat.py")
 
@@ -39,3 +40,13 @@ def ansible_env():
                ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
                ANSIBLE_PIPELINING="true")
     return env
+
+
+def run_timed(cmd, timeout, stdout_tail=6000, stderr_tail=3000):
+    """Run a playbook command with ansible_env(); print the tail of its output; .seconds is its wall time."""
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, check=False, env=ansible_env(), capture_output=True, text=True, timeout=timeout)
+    res.seconds = round(time.monotonic() - t0, 1)
+    print(res.stdout[-stdout_tail:])
+    print(res.stderr[-stderr_tail:])
+    return res
