@@ -2,7 +2,7 @@
 #   make rollout   the main job: bring up the local fleet and roll it v1 -> v2
 #   make test      everything CI runs (unit, sanity, lint, molecule)
 # Narrower targets for quick iteration: unit, sanity, lint, molecule-<scenario>,
-# fleet, bench.
+# fleet, bench, fault-matrix (the faults scenario and its table).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -23,10 +23,10 @@ export ANSIBLE_NOCOLOR := true
 export PY_COLORS := 0
 export MOLECULE_NO_LOG := false
 
-SCENARIOS ?= default balancer release rollout faults
+SCENARIOS ?= default balancer release rollout faults adopt judge
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
-	molecule test rollout bench bench-rollout bench-balancers clean
+	molecule test rollout bench bench-rollout bench-balancers bench-calibrate clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -64,6 +64,13 @@ molecule: venv link images
 molecule-%: venv link images
 	molecule test -s $*
 
+# Every fault of the matrix under mixed load on the faults fleet (molecule/faults),
+# then its table (detect/restore seconds, failed requests, servers out).
+.PHONY: fault-matrix
+fault-matrix: venv link images
+	molecule test -s faults
+	$(PY) scripts/fault-matrix.py
+
 fleet: venv link images
 	molecule converge -s default
 
@@ -82,6 +89,11 @@ bench: venv link
 # The balancer role on 1 vs 4 real loopback HAProxies: on-self (parallel) vs delegate.
 bench-balancers: venv link
 	python bench/bench_balancers.py
+
+# The canary judge's false alarms and detection power: real demo app traffic
+# recorded on loopback, replayed through the judge (bench/results/calibration.txt).
+bench-calibrate: venv link
+	python bench/calibrate.py
 
 # Baseline serial rolling update vs grayrelease.canary.rollout on the local
 # fleet under mixed load (BENCH_WHICH=baseline|ours|both, BENCH_COLLECTION_ROOT).

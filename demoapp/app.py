@@ -3,8 +3,12 @@
 
 Modelled on a Flask "hello" app:
   GET /         does a little work (hashing) and names its version
-  GET /healthz  200 "ok" (500 when the release was built with healthz_fail)
+  GET /healthz  200 "ok" (500 when the release was built with healthz_fail;
+                with healthz_trickle_s a 200 whose body trickles in a byte
+                every 0.5 s for that long)
   GET /version  {"version": ..., "host": ...}
+  GET /metrics  Prometheus text format: demoapp_requests_total{handler,code}
+                and the demoapp_request_duration_seconds{handler} histogram
   GET /slow?seconds=N  sleeps N s (float, default 6, capped at 30), then
                 answers 200 like / (a long request that only a real drain
                 lets finish: SIGTERM cuts in-flight requests)
@@ -39,7 +43,13 @@ DEFAULTS = {
     "error_rate": 0.0,
     "latency_ms": 0,
     "start_delay_s": 0.0,
+    # Seconds over which GET /healthz trickles its body: a health endpoint
+    # that keeps the connection busy without answering, which only an
+    # overall deadline ends (a per-read timeout never fires).
+    "healthz_trickle_s": 0.0,
 }
+
+TRICKLE_EVERY_S = 0.5
 
 # Rounds of sha256 per GET /: a few milliseconds of CPU, so latency has a real
 # (small) baseline that a canary judge can compare.
@@ -80,7 +90,7 @@ def load_release(path):
     rate = release["error_rate"]
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ValueError("%s: 'error_rate' must be a number in 0..1, got %r" % (path, rate))
-    for key in ("latency_ms", "start_delay_s"):
+    for key in ("latency_ms", "start_delay_s", "healthz_trickle_s"):
         value = release[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError("%s: %r must be a number >= 0, got %r" % (path, key, value))
@@ -114,6 +124,56 @@ class ErrorSchedule:
         return int(n * self.rate) > int((n - 1) * self.rate)
 
 
+# Latency histogram buckets (seconds): from the ~2 ms of GET / up to a few
+# seconds, fine enough below 50 ms for a median to move visibly.
+BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Label values of `handler`: the known paths; anything else is "other", so a
+# scan of random URLs cannot grow the series without bound.
+HANDLERS = ("/", "/slow", "/healthz", "/version")
+
+
+class Metrics:
+    """Request counters and latency histograms for GET /metrics.
+
+    Thread-safe; renders the Prometheus text exposition format (0.0.4), the
+    counters a canary judge on Prometheus compares between versions.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = {}
+        self.durations = {}
+
+    def observe(self, path, code, seconds):
+        handler = path if path in HANDLERS else "other"
+        with self.lock:
+            self.requests[(handler, str(code))] = self.requests.get((handler, str(code)), 0) + 1
+            hist = self.durations.setdefault(handler, {"buckets": [0] * len(BUCKETS), "sum": 0.0, "count": 0})
+            for index, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    hist["buckets"][index] += 1
+            hist["sum"] += seconds
+            hist["count"] += 1
+
+    def render(self):
+        lines = ["# HELP demoapp_requests_total Requests answered, by handler and HTTP status code.",
+                 "# TYPE demoapp_requests_total counter"]
+        with self.lock:
+            for (handler, code), count in sorted(self.requests.items()):
+                lines.append('demoapp_requests_total{handler="%s",code="%s"} %d' % (handler, code, count))
+            lines += ["# HELP demoapp_request_duration_seconds Time from request to response sent, by handler.",
+                      "# TYPE demoapp_request_duration_seconds histogram"]
+            for handler, hist in sorted(self.durations.items()):
+                for bound, count in zip(BUCKETS, hist["buckets"]):
+                    lines.append('demoapp_request_duration_seconds_bucket{handler="%s",le="%r"} %d'
+                                 % (handler, bound, count))
+                lines.append('demoapp_request_duration_seconds_bucket{handler="%s",le="+Inf"} %d'
+                             % (handler, hist["count"]))
+                lines.append('demoapp_request_duration_seconds_sum{handler="%s"} %r' % (handler, hist["sum"]))
+                lines.append('demoapp_request_duration_seconds_count{handler="%s"} %d' % (handler, hist["count"]))
+        return "\n".join(lines) + "\n"
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -126,8 +186,9 @@ class Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def make_handler(release, schedule):
+def make_handler(release, schedule, metrics=None):
     version = release["version"]
+    metrics = metrics if metrics is not None else Metrics()
     host = socket.gethostname()
     latency = release["latency_ms"] / 1000.0
 
@@ -150,8 +211,23 @@ def make_handler(release, schedule):
             self.send_header("X-Demoapp-Version", version)
             self.end_headers()
             self.wfile.write(payload)
+            path = self.path.partition("?")[0]
+            if path != "/metrics":
+                metrics.observe(path, code, time.monotonic() - self.started)
+
+        def trickle(self, seconds):
+            size = max(1, int(math.ceil(seconds / TRICKLE_EVERY_S)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(size))
+            self.send_header("X-Demoapp-Version", version)
+            self.end_headers()
+            for _byte in range(size):
+                time.sleep(TRICKLE_EVERY_S)
+                self.wfile.write(b".")
 
         def do_GET(self):  # pylint: disable=invalid-name
+            self.started = time.monotonic()  # pylint: disable=attribute-defined-outside-init
             path, _sep, query = self.path.partition("?")
             if path == "/":
                 digest = hashlib.sha256(host.encode("utf-8"))
@@ -171,10 +247,14 @@ def make_handler(release, schedule):
                 time.sleep(seconds)
                 self.reply(200, "Slow hello from demoapp %s on %s after %.3g s\n" % (version, host, seconds))
             elif path == "/healthz":
-                if release["healthz_fail"]:
+                if release["healthz_trickle_s"]:
+                    self.trickle(release["healthz_trickle_s"])
+                elif release["healthz_fail"]:
                     self.reply(500, "unhealthy\n")
                 else:
                     self.reply(200, "ok\n")
+            elif path == "/metrics":
+                self.reply(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
             elif path == "/version":
                 self.reply(200, json.dumps({"version": version, "host": host}) + "\n", "application/json")
             else:

@@ -3,7 +3,7 @@
 # single top-level directory demoapp-VERSION/ holding app.py and release.json.
 # Fault knobs are baked into release.json here, never toggled at run time.
 #   scripts/build-release.sh VERSION [--crash-on-start] [--crash-on-hosts H1,H2] [--healthz-fail]
-#       [--error-rate F] [--latency-ms N] [--start-delay S] [--out DIR]
+#       [--error-rate F] [--latency-ms N] [--start-delay S] [--healthz-trickle S] [--out DIR]
 # Same inputs -> byte-identical archive (fixed mtime and owner, sorted, gzip -n).
 set -euo pipefail
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -13,7 +13,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 version=$1; shift
 [[ $version =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
   || die "bad VERSION '$version': use letters, digits and . _ + - (it becomes a directory name)"
-crash=false crash_hosts="" healthz=false rate=0 latency=0 delay=0 out=$repo/dist
+crash=false crash_hosts="" healthz=false rate=0 latency=0 delay=0 trickle=0 out=$repo/dist
 num='^[0-9]+([.][0-9]+)?$'
 while [ $# -gt 0 ]; do
   case $1 in
@@ -33,6 +33,9 @@ while [ $# -gt 0 ]; do
     --start-delay) [ $# -ge 2 ] || die "--start-delay needs a value"
       [[ $2 =~ $num ]] || die "bad --start-delay '$2': seconds >= 0"
       delay=$2; shift ;;
+    --healthz-trickle) [ $# -ge 2 ] || die "--healthz-trickle needs a value"
+      [[ $2 =~ $num ]] || die "bad --healthz-trickle '$2': seconds >= 0"
+      trickle=$2; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift ;;
     -h|--help) usage ;;
     *) die "unknown argument '$1'" ;;
@@ -47,9 +50,9 @@ trap 'rm -rf "$stage"' EXIT
 top=demoapp-$version
 mkdir "$stage/$top"
 install -m 0755 "$repo/demoapp/app.py" "$stage/$top/app.py"
-python3 - "$stage/$top/release.json" "$version" "$crash" "$crash_hosts" "$healthz" "$rate" "$latency" "$delay" <<'PY'
+python3 - "$stage/$top/release.json" "$version" "$crash" "$crash_hosts" "$healthz" "$rate" "$latency" "$delay" "$trickle" <<'PY'
 import json, sys
-path, version, crash, crash_hosts, healthz, rate, latency, delay = sys.argv[1:]
+path, version, crash, crash_hosts, healthz, rate, latency, delay, trickle = sys.argv[1:]
 release = {
     "version": version,
     "crash_on_start": crash == "true",
@@ -58,6 +61,7 @@ release = {
     "error_rate": float(rate),
     "latency_ms": int(latency),
     "start_delay_s": float(delay),
+    "healthz_trickle_s": float(trickle),
 }
 with open(path, "w", encoding="utf-8") as handle:
     json.dump(release, handle, indent=2, sort_keys=True)

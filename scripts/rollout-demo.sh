@@ -4,8 +4,12 @@
 # then roll it to v2 with grayrelease.canary.rollout while a bounded load
 # client sends traffic through lb1, and print the report's summary, the load
 # client's failures and the versions served through each balancer.
+# The rollout prints the progress view (grayrelease.canary.rollout_progress:
+# a line per step and batch, weights, traffic share, analysis intervals,
+# verdict, countdowns while it waits, summary), not the task stream.
 #   make rollout                 # v1 -> v2
 #   VERSION=v3 make rollout      # any other version name
+#   RAW=1 make rollout           # Ansible's task stream, with the view beside it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
@@ -29,6 +33,10 @@ docker exec -d lb1 python3 /tmp/load.py --url http://127.0.0.1/ --rate 30 --dura
   --stop-file /tmp/load.stop --out /tmp/load.json
 
 echo "== rollout: $version"
+export ANSIBLE_CALLBACKS_ENABLED=grayrelease.canary.rollout_progress
+if [ -z "${RAW:-}" ]; then
+  export ANSIBLE_STDOUT_CALLBACK=grayrelease.canary.rollout_progress
+fi
 start=$SECONDS
 set +e
 ANSIBLE_FORKS=10 ANSIBLE_DISPLAY_SKIPPED_HOSTS=false ansible-playbook -i inventory/local-fleet/hosts.yml \
@@ -41,25 +49,8 @@ docker exec lb1 touch /tmp/load.stop
 for _ in $(seq 1 60); do docker exec lb1 test -s /tmp/load.json && break; sleep 0.5; done
 
 echo
-echo "== report ($reports/report.md)"
-python3 - "$reports/report.json" "$wall" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print("decision:        %s (%s -> %s)" % (r["decision"], r["previous_version"], r["version"]))
-if r.get("reason"):
-    print("reason:          %s" % r["reason"])
-print("rollout seconds: %s (wall %s s)" % (r["seconds"], sys.argv[2]))
-for s in r["steps"]:
-    judge = s.get("judge") or {}
-    verdict = " judge=%s score=%s" % (judge.get("verdict"), judge.get("score")) if judge else ""
-    print("  step %s %-14s %-6s %5ss%s" % (s["step"], ",".join(s["hosts"]), s["outcome"], s["seconds"], verdict))
-    for b in s["batches"]:
-        t = b["timings"]
-        print("    batch %s %-12s %-6s %5ss  drain %ss, switch %ss, health %ss, ready %ss" % (
-            b["batch"], ",".join(b["hosts"]), b["outcome"], b["seconds"], t.get("drain"), t.get("switch"),
-            t.get("health"), t.get("ready")))
-print("hosts:           %s" % ", ".join("%s=%s" % kv for kv in sorted(r["hosts"].items())))
-PY
+echo "== reports: $reports/report.html (timeline), report.md, report.json"
+echo "   wall time of the playbook: $wall s"
 echo "== load client (through lb1 during the rollout)"
 docker exec lb1 cat /tmp/load.json
 echo "== versions served now"

@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PATH=$PWD/.venv/bin:$PATH
 
-SCENARIOS=${SCENARIOS:-"default balancer release rollout faults"}
+SCENARIOS=${SCENARIOS:-"default balancer release rollout faults adopt judge"}
 declare -a names=() results=() secs=()
 failed=0
 

@@ -149,6 +149,28 @@ def test_start_delay_postpones_listening(tmp_path):
         assert time.monotonic() - began >= 1.4
 
 
+def test_healthz_trickle_sends_headers_then_a_byte_at_a_time(tmp_path):
+    with start(tmp_path, "v9", "--healthz-trickle", "1.5") as app:
+        assert app.ready()
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", app.port), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            first = conn.recv(4096)
+            headers_after = time.monotonic() - began
+            rest = b""
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                rest += chunk
+        assert first.startswith(b"HTTP/1.1 200") and b"Content-Length: 3" in first
+        # Headers at once, each body byte 0.5 s later: no single read waits long.
+        assert headers_after < 0.4
+        assert (first.split(b"\r\n\r\n", 1)[1] + rest) == b"..."
+        assert time.monotonic() - began >= 1.4
+        assert get(app.port, "/")[0] == 200
+
+
 def test_crash_on_start_exits_nonzero(tmp_path):
     with start(tmp_path, "v6", "--crash-on-start") as app:
         assert app.proc.wait(timeout=10) == 3
@@ -200,3 +222,26 @@ def test_slow_seconds_default_and_cap():
     assert demoapp.slow_seconds("seconds=2.5") == 2.5
     assert demoapp.slow_seconds("x=1&seconds=99") == 30.0
     assert demoapp.slow_seconds("seconds=nan") is None
+
+
+def test_metrics_count_requests_by_handler_and_status_with_a_latency_histogram(tmp_path):
+    with start(tmp_path, "v9", "--error-rate", "0.5", "--latency-ms", "20") as app:
+        assert app.ready()
+        codes = [get(app.port, "/")[0] for _request in range(4)]
+        get(app.port, "/healthz")
+        get(app.port, "/nope")
+        status, text = get(app.port, "/metrics")
+    assert status == 200 and codes.count(500) == 2
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert samples['demoapp_requests_total{handler="/",code="200"}'] == "2"
+    assert samples['demoapp_requests_total{handler="/",code="500"}'] == "2"
+    assert samples['demoapp_requests_total{handler="/healthz",code="200"}'] == "1"
+    assert samples['demoapp_requests_total{handler="other",code="404"}'] == "1"
+    # Cumulative buckets: none of the 20 ms requests is under 10 ms, all are under 1 s.
+    assert samples['demoapp_request_duration_seconds_bucket{handler="/",le="0.01"}'] == "0"
+    assert samples['demoapp_request_duration_seconds_bucket{handler="/",le="1.0"}'] == "4"
+    assert samples['demoapp_request_duration_seconds_bucket{handler="/",le="+Inf"}'] == "4"
+    assert samples['demoapp_request_duration_seconds_count{handler="/"}'] == "4"
+    assert float(samples['demoapp_request_duration_seconds_sum{handler="/"}']) >= 0.08
+    # /metrics itself is not counted.
+    assert not [key for key in samples if 'handler="/metrics"' in key]

@@ -27,6 +27,8 @@ rm -f /var/lib/dbus/machine-id
 
 # HAProxy stays installed but off: the fleet setup enables it on balancers only.
 rm -f /etc/systemd/system/multi-user.target.wants/haproxy.service
+# Prometheus likewise: only the judge scenario's metrics host runs it.
+rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service
 
 # Keep the image lean: no package lists, caches, docs or foreign locales.
 apt-get clean

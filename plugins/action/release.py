@@ -17,11 +17,18 @@ the plugin does not copy it up front:
    plugin copies the file into a remote temporary directory (keeping its
    name, which the install marker records) and runs the module again with
    ``remote_src: true``; the temporary directory is removed afterwards.
+
+An http(s) URL as ``src`` without ``remote_src`` is downloaded here first,
+once, into a private temporary directory (removed at the end), and then
+handled like a controller path. With ``remote_src`` the module downloads it on
+the host.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
@@ -32,8 +39,11 @@ from ansible.utils.vars import merge_hash
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     ReleaseError,
     checksum_mismatch_msg,
+    download,
     file_sha256,
+    is_url,
     parse_checksum,
+    redact_url,
 )
 
 MODULE = 'grayrelease.canary.release'
@@ -56,8 +66,13 @@ class ActionModule(ActionBase):
         src = args.get('src')
         remote_src = boolean(args.get('remote_src', False), strict=False)
         local = None
+        fetched = None
         try:
             if src and not remote_src and args.get('state', 'info') in INSTALLING:
+                if is_url(to_text(src)):
+                    fetched = tempfile.mkdtemp(prefix='grayrelease-canary-')
+                    src = self._fetch(to_text(src), fetched, args.get('checksum'),
+                                      boolean(args.get('validate_certs', True), strict=False))
                 local = self._resolve(to_text(src), args.get('checksum'))
                 args['src'], args['checksum'] = local
                 local = local[0]
@@ -73,6 +88,20 @@ class ActionModule(ActionBase):
             return merge_hash(base, result)
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
+            if fetched:
+                shutil.rmtree(fetched, ignore_errors=True)
+
+    @staticmethod
+    def _fetch(url, directory, checksum, validate_certs):
+        """Download url into directory (keeping its file name, which the marker records)."""
+        name = os.path.basename(url.split('?', 1)[0].split('#', 1)[0].rstrip('/')) or 'artifact'
+        path = os.path.join(directory, name)
+        try:
+            expected = parse_checksum(checksum) if checksum else None
+            download(url, path, expected, validate_certs=validate_certs)
+        except ReleaseError as exc:
+            raise AnsibleActionFail(exc.msg, result=dict(exc.result, src=redact_url(url)))
+        return path
 
     @staticmethod
     def _resolve(src, checksum):

@@ -6,7 +6,7 @@ Runs on the controller only (nothing is executed on a host). It reads the
 state object from the `grayrelease_rollout` fact, collects what the actors of
 the pending act registered (from hostvars, with the play's live hosts to see
 who is gone), calls the engine in module_utils/_engine.py and returns the new
-state as the same fact. At `finish` it also writes report.json and report.md.
+state as the same fact. At `finish` it also writes report.json, report.md and report.html.
 """
 
 from __future__ import annotations
@@ -14,16 +14,26 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import check_artifact
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    ReleaseError,
+    check_artifact,
+    download,
+    is_url,
+    parse_checksum,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._report_html import report_html
 
 FACT = 'grayrelease_rollout'
 # The small part every task's conditions read (templating the whole state on
@@ -40,6 +50,8 @@ ANALYSIS_REGISTERS = {
     'before': ('balancers', 'rollout_lb_before'),
     'after': ('balancers', 'rollout_lb_after'),
     'samples': ('probe', 'rollout_probe_result'),
+    'logs': ('balancers', 'rollout_log_result'),
+    'prometheus': ('probe', 'rollout_prom_result'),
 }
 # Settings read from the inventory / extra vars (DESIGN.md's names).
 SETTING_NAMES = (
@@ -49,8 +61,33 @@ SETTING_NAMES = (
     'canary_analysis_interval', 'canary_analysis_count', 'canary_drain_timeout', 'canary_health_deadline',
     'canary_auto_rollback', 'canary_on_marginal', 'canary_on_inconclusive', 'canary_report_dir',
     'canary_release_keep', 'canary_lock_ttl', 'canary_lock_takeover', 'canary_prestage', 'canary_settle_seconds',
+    'canary_artifact_remote',
+    'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
+    'canary_min_power',
+    'canary_underpowered',
+    'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
+
+
+def _fetch_artifact(settings):
+    """Download the canary_artifact URL into a private directory; [] or the problem."""
+    url = settings['artifact']
+    directory = tempfile.mkdtemp(prefix='grayrelease-canary-artifact-')
+    name = os.path.basename(urlsplit(url).path.rstrip('/')) or 'artifact.tar.gz'
+    path = os.path.join(directory, name)
+    try:
+        download(url, path, parse_checksum(settings['checksum']) if settings['checksum'] else None)
+    except ReleaseError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        return ['canary_artifact: %s' % exc.msg]
+    settings.update(artifact=path, artifact_source=url, artifact_download=directory)
+    return []
+
+
+def _remove_download(settings):
+    if settings.get('artifact_download'):
+        shutil.rmtree(settings['artifact_download'], ignore_errors=True)
 
 
 def iso(epoch):
@@ -62,7 +99,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False
-    _VALID_ARGS = frozenset(('op', 'index', 'app_group', 'balancer_group', 'owner'))
+    _VALID_ARGS = frozenset(('op', 'index', 'app_group', 'balancer_group', 'owner', 'metrics'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -98,6 +135,7 @@ class ActionModule(ActionBase):
                 engine.begin_finish(state, now)
             else:
                 engine.finish(state, now)
+                _remove_download(state['settings'])
                 result.update(self._write_report(state))
         result['changed'] = False
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
@@ -130,12 +168,16 @@ class ActionModule(ActionBase):
         raw = self._templar.template(raw)
         raw = _plain(raw)
         settings, errors = engine.check_settings(raw, artifact_exists=lambda p: os.path.isfile(os.path.expanduser(p)))
-        if settings['artifact']:
+        if settings['artifact'] and settings['artifact_url'] and not settings['artifact_remote'] and not errors:
+            # Downloaded once, here; from then on it is a controller path.
+            errors += _fetch_artifact(settings)
+        if settings['artifact'] and not settings['artifact_remote'] and not is_url(settings['artifact']):
             settings['artifact'] = os.path.abspath(os.path.expanduser(settings['artifact']))
             if not errors:
                 # A corrupt, unsafe or mismatching artifact is refused here,
                 # before the lock and before any host is touched.
-                errors += ['canary_artifact=%s: %s' % (settings['artifact'], problem)
+                errors += ['canary_artifact=%s: %s' % (engine.redact(settings.get('artifact_source', settings['artifact'])),
+                                                       problem)
                            for problem in check_artifact(settings['artifact'], settings['checksum'] or None)]
         identities = {}
         for host in app_hosts:
@@ -147,6 +189,7 @@ class ActionModule(ActionBase):
                 'zone': hv.get('canary_zone') or '',
                 'health_url': hv.get('canary_health_url') or 'http://%s:%s/healthz' % (address, port),
                 'sample_url': hv.get('canary_sample_url') or 'http://%s:%s/' % (address, port),
+                'prometheus_instance': hv.get('canary_prometheus_instance') or '',
             }))
         probe = (reference.get('canary_probe_from') if app_hosts else None) or task_vars.get('canary_probe_from') \
             or (balancers[0] if balancers else 'localhost')
@@ -179,7 +222,10 @@ class ActionModule(ActionBase):
             return found
 
         if act.get('phase') == 'analysis':
-            return dict((key, {role: gather(role, register)}) for key, (role, register) in ANALYSIS_REGISTERS.items())
+            found = dict((key, {role: gather(role, register)}) for key, (role, register) in ANALYSIS_REGISTERS.items())
+            # canary_custom_metrics, templated by the record task after the user's analysis tasks.
+            found['custom'] = _plain(self._task.args.get('metrics') or [])
+            return found
         results = dict((role, gather(role, register)) for role, register in REGISTERS.items() if role in act)
         for result in (results.get('lock') or {}).values():
             if result and result.get('failed') and isinstance(result.get('lock'), dict):
@@ -191,11 +237,12 @@ class ActionModule(ActionBase):
     def _write_report(self, state):
         doc = engine.report(state, iso)
         directory = os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
-        out = {'report': doc, 'report_path': os.path.join(directory, 'report.json')}
+        out = {'report': doc, 'report_path': os.path.join(directory, 'report.json'),
+               'report_html': os.path.join(directory, 'report.html')}
         try:
             os.makedirs(directory, exist_ok=True)
             for name, text in (('report.json', json.dumps(doc, indent=2, sort_keys=True) + '\n'),
-                               ('report.md', engine.report_markdown(doc))):
+                               ('report.md', engine.report_markdown(doc)), ('report.html', report_html(doc))):
                 tmp = os.path.join(directory, '.%s.tmp' % name)
                 with open(tmp, 'w', encoding='utf-8') as handle:
                     handle.write(text)

@@ -26,16 +26,39 @@ import json
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._judge import JudgeError, judge
+from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
+    CRITICAL_DIFFERENCE,
+    CRITICAL_RATIO,
+    METRIC_DEFAULTS,
+    JudgeError,
+    check_critical,
+    format_p,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._plan import (
     PlanError,
     plan_steps,
     resolve_max_unavailable,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._power import (
+    UNDERPOWERED_POLICIES,
+    PowerError,
+    describe as describe_power,
+    fix as fix_power,
+    plan as plan_power,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._progress import record_analysis
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import SHA256_RE, is_url, redact_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
     RolloutError,
+    analysis_metrics,
+    analysis_sources,
     balancer_consensus,
     canary_metrics,
+    check_metric_settings,
+    judge_analysis,
+    merge_logs,
+    prometheus_instance,
+    traffic_report,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._weights import WeightsError, canary_weights
 
@@ -69,9 +92,19 @@ DEFAULTS = {
     'canary_lock_ttl': 600,
     'canary_lock_takeover': False,
     'canary_prestage': True,
+    'canary_artifact_remote': False,
     'canary_settle_seconds': 2,
     'canary_haproxy_socket': '/run/haproxy/admin.sock',
     'canary_port': 8080,
+    # Stricter than canary_judge's 0.98: bench/calibrate.py measured it
+    # (false alarms with 0.5% background errors 4.3% -> 1.8%, detection of a
+    # 2% error rate unchanged at the default window).
+    'canary_confidence': 0.995,
+    'canary_critical_ratio': CRITICAL_RATIO,
+    'canary_critical_difference': CRITICAL_DIFFERENCE,
+    'canary_request_rate': '',
+    'canary_min_power': 0.8,
+    'canary_underpowered': 'warn',
 }
 
 
@@ -151,6 +184,36 @@ def coerce_max_unavailable(value):
     return _step_item(value)
 
 
+def _check_judge_settings(get, settings, errors):
+    """The judge's confidence and critical thresholds, and the sample-size planner's variables."""
+    settings['confidence'] = _as_number('canary_confidence', get('canary_confidence'), errors, low=0.5, high=0.9999)
+    for option in ('critical_ratio', 'critical_difference'):
+        name = 'canary_' + option
+        value = _as_number(name, get(name), errors)
+        if value is not None:
+            try:
+                value = check_critical(option, value)
+            except JudgeError as exc:
+                errors.append('%s=%s' % (name, str(exc)[len(option) + 1:]))
+                value = None
+        settings[option] = value
+    rate = get('canary_request_rate')
+    settings['request_rate'] = (None if rate in (None, '') else
+                                _as_number('canary_request_rate', rate, errors, low=0))
+    settings['min_power'] = _as_number('canary_min_power', get('canary_min_power'), errors, low=0, high=1,
+                                       low_open=True)
+    underpowered = get('canary_underpowered')
+    if underpowered not in UNDERPOWERED_POLICIES:
+        errors.append("canary_underpowered=%r must be 'warn' or 'fail'" % (underpowered,))
+    settings['underpowered'] = underpowered
+
+
+def _judge_options(settings):
+    return {'confidence': settings.get('confidence') or DEFAULTS['canary_confidence'],
+            'critical_ratio': settings.get('critical_ratio', CRITICAL_RATIO),
+            'critical_difference': settings.get('critical_difference', CRITICAL_DIFFERENCE)}
+
+
 def check_settings(raw, artifact_exists=None):
     """Validate and normalise every rollout input; returns (settings, errors).
 
@@ -170,13 +233,7 @@ def check_settings(raw, artifact_exists=None):
         errors.append("canary_version=%r must be a release name of letters, digits, '.', '_', '+', '-' "
                       "(it becomes a directory name)" % (version,))
     settings['version'] = str(version) if version is not None else ''
-    artifact = raw.get('canary_artifact')
-    if not artifact or not isinstance(artifact, str):
-        errors.append('canary_artifact is not set: pass -e canary_artifact=PATH (a .tar.gz on the controller)')
-    elif artifact_exists is not None and not artifact_exists(artifact):
-        errors.append('canary_artifact=%s must be a .tar.gz on the controller; no such file' % artifact)
-    settings['artifact'] = artifact or ''
-    settings['checksum'] = str(raw.get('canary_artifact_checksum') or '')
+    _check_artifact(raw, get, settings, errors, artifact_exists)
 
     for key, name in (('backend', 'canary_backend'), ('service', 'canary_service')):
         value = raw.get(name)
@@ -227,6 +284,7 @@ def check_settings(raw, artifact_exists=None):
         if value not in VERDICT_POLICIES:
             errors.append("%s=%r must be 'rollback' or 'promote'" % (key, value))
         settings[key[len('canary_'):]] = value
+    _check_judge_settings(get, settings, errors)
     settings['report_dir'] = str(get('canary_report_dir'))
     settings['socket'] = str(get('canary_haproxy_socket'))
     root = raw.get('canary_root') or ('/opt/%s' % settings['service'])
@@ -237,7 +295,40 @@ def check_settings(raw, artifact_exists=None):
     if not isinstance(lock_path, str) or not lock_path.startswith('/') or '/../' in lock_path + '/':
         errors.append('canary_lock_path=%r must be an absolute path without ..' % (lock_path,))
     settings['lock_path'] = lock_path
+    settings['metrics'] = check_metric_settings(raw, errors)
     return settings, errors
+
+
+def _check_artifact(raw, get, settings, errors, artifact_exists):
+    """canary_artifact: a controller path, an http(s) URL, or (canary_artifact_remote) the hosts' own copy."""
+    artifact = raw.get('canary_artifact')
+    artifact = artifact.strip() if isinstance(artifact, str) else artifact
+    remote = _as_bool('canary_artifact_remote', get('canary_artifact_remote'), errors)
+    checksum = str(raw.get('canary_artifact_checksum') or '').strip()
+    url = is_url(artifact)
+    if not artifact or not isinstance(artifact, str):
+        errors.append('canary_artifact is not set: pass -e canary_artifact=PATH (a .tar.gz on the controller) '
+                      'or an http(s) URL')
+    elif '://' in artifact and not url:
+        errors.append('canary_artifact=%s: only http:// and https:// URLs are downloaded; a file is given as a path'
+                      % redact_url(artifact))
+    elif remote:
+        if not url and not artifact.startswith('/'):
+            errors.append('canary_artifact=%s must be an absolute path on the app hosts (canary_artifact_remote=true)'
+                          % artifact)
+        if not checksum:
+            errors.append('canary_artifact_checksum is required with canary_artifact_remote=true: every app host '
+                          'reads %s on its own, and only the sum proves they all install the same release'
+                          % redact_url(artifact))
+    elif not url and artifact_exists is not None and not artifact_exists(artifact):
+        errors.append('canary_artifact=%s must be a .tar.gz on the controller; no such file' % artifact)
+    if checksum and not SHA256_RE.match(checksum):
+        errors.append("canary_artifact_checksum=%r must be a sha256 as 'sha256:<64 hex digits>' or 64 hex digits"
+                      % checksum)
+    settings['artifact'] = artifact or ''
+    settings['artifact_remote'] = bool(remote)
+    settings['artifact_url'] = url
+    settings['checksum'] = checksum
 
 
 def check_hosts(app_hosts, balancers, identities, probe_host, known_hosts):
@@ -547,6 +638,8 @@ def _after_survey(state, results, now):
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
     state['plan'] = [batch for step in state['plan_steps'] for batch in step]
+    if not _plan_samples(state, lbs_ok, maint_servers):
+        return
     # What an interrupted run left behind: drained servers of healthy hosts,
     # weights off their initial value. Never an operator's maintenance.
     repair = []
@@ -568,6 +661,55 @@ def _after_survey(state, results, now):
                         'weights': dict((s, state['initial_weights'][s]) for s in repair)}
         return
     _stage_or_start(state)
+
+
+def _plan_samples(state, lbs_ok, maint_servers):
+    """The sample-size plan of the judged canary step; False when it refuses (canary_underpowered=fail).
+
+    The request rate is canary_request_rate, else what HAProxy counted over
+    its last second on every balancer; the baseline error rate is the
+    servers' 5xx share since HAProxy started.
+    """
+    settings = state['settings']
+    state['sample_plan'] = None
+    if not (state['plan_steps'] and _has_baseline_after(state, 0)):
+        return True
+    servers = [s for s in _servers(state, state['app_hosts']) if s not in maint_servers]
+    rows = [lbs_ok[b]['backends'][settings['backend']][s] for b in lbs_ok for s in servers]
+    requests = sum(row.get('req_tot') or 0 for row in rows)
+    errors = sum(row.get('hrsp_5xx') or 0 for row in rows)
+    measured = settings['request_rate'] is None
+    rate = sum(row.get('rate') or 0 for row in rows) if measured else settings['request_rate']
+    try:
+        result = plan_power(rate, settings['traffic_percent'], settings['analysis_interval'],
+                            settings['analysis_count'], baseline_error_rate=errors / float(requests) if requests else 0.0,
+                            alpha=1 - settings['confidence'], error_tolerance=METRIC_DEFAULTS['tolerance'],
+                            max_absolute=METRIC_DEFAULTS['max_absolute'],
+                            latency_tolerance=METRIC_DEFAULTS['tolerance'], min_samples=METRIC_DEFAULTS['min_samples'],
+                            min_power=settings['min_power'], latency_ratio=settings['critical_ratio'] or CRITICAL_RATIO)
+    except PowerError as exc:
+        halt(state, 'preflight', 'nothing was changed: the sample-size plan failed: %s' % exc)
+        return False
+    result['rate_source'] = 'HAProxy, last second' if measured else 'canary_request_rate'
+    result['text'] = describe_power(result)
+    result['fix'] = None
+    state['sample_plan'] = result
+    if result['ok']:
+        _say(state, 'sample plan: %s' % result['text'])
+        return True
+    if rate == 0:
+        result['fix'] = ('no traffic through %s at pre-flight: only the probes will be judged; set '
+                         'canary_request_rate if traffic is expected during the analysis' % settings['backend'])
+    else:
+        result['fix'] = fix_power(result, settings['analysis_interval'])
+    problem = 'the canary analysis is underpowered (%s): %s; %s' % (
+        'request rate from %s' % result['rate_source'], result['text'], result['fix'])
+    if settings['underpowered'] == 'fail':
+        halt(state, 'preflight', 'nothing was changed: %s (canary_underpowered=fail)' % problem)
+        return False
+    state['notes'].append(problem)
+    _say(state, 'warning: %s' % problem)
+    return True
 
 
 def _after_repair(state, results, now):
@@ -830,9 +972,33 @@ def _after_ready(state, results, now):
         settings = state['settings']
         _set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                  count=settings['analysis_count'], interval=settings['analysis_interval'],
-                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']])
+                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']],
+                 **_analysis_act(state))
         return
     _end_batch(state, now)
+
+
+def _analysis_act(state):
+    """The analysis act's sides and what it asks of the request logs and Prometheus."""
+    settings = state['settings']
+    canary = _canary_hosts(state)
+    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+
+    def members(hosts):
+        return [(server_of(state, h), prometheus_instance(state['identities'][h])) for h in hosts]
+
+    try:
+        sources = analysis_sources(settings.get('metrics') or {}, settings['backend'], members(canary),
+                                   members(baseline), settings['analysis_interval'], settings['analysis_count'])
+    except RolloutError as exc:
+        # Its metrics then have no data: the judge (and must_have_data) says what that means.
+        _say(state, 'Prometheus is not queried: %s' % exc)
+        sources = {'log': None, 'prometheus': None}
+        if (settings.get('metrics') or {}).get('haproxy_log'):
+            sources = analysis_sources(dict(settings['metrics'], prometheus_metrics=[]), settings['backend'],
+                                       members(canary), members(baseline), settings['analysis_interval'],
+                                       settings['analysis_count'])
+    return dict(sources, canary=canary, baseline=baseline)
 
 
 def _after_analysis(state, results, now):
@@ -844,18 +1010,21 @@ def _after_analysis(state, results, now):
     ok_probe, failed_probe = _collect(state, 'probe', results.get('samples', {}), 'the analysis')
     failed = dict(failed_before, **failed_after)
     failed.update(failed_probe)
+    sources = _source_results(state, results, failed)
     if failed:
         _batch_failed(state, batch, now, _describe_failures('analysis', failed))
         return
     canary = _canary_hosts(state)
     baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
     rounds = [r.get('samples', {}) for r in ok_probe[state['probe_host']].get('results', [])]
+    record_analysis(state, step, batch, ok_before, ok_after, rounds, canary, baseline, now)
     try:
         metrics = canary_metrics(ok_before, ok_after, settings['backend'], _servers(state, canary),
                                  _servers(state, baseline), rounds,
                                  [state['identities'][h]['sample_url'] for h in canary],
                                  [state['identities'][h]['sample_url'] for h in baseline])
-        verdict = judge(metrics)
+        metrics = _more_metrics(state, step, metrics, sources, results.get('custom'), canary, baseline)
+        verdict = judge_analysis(metrics, **_judge_options(settings))
     except (RolloutError, JudgeError) as exc:
         _batch_failed(state, batch, now, 'the canary could not be judged: %s' % exc)
         return
@@ -872,6 +1041,36 @@ def _after_analysis(state, results, now):
         return
     _set_act(state, 'restore', now, balancers=live_balancers(state), servers=sorted(state['initial_weights']),
              weights=dict(state['initial_weights']))
+
+
+def _source_results(state, results, failed):
+    """The request logs and Prometheus answers, when the act asked for them (failures into failed)."""
+    sources = {}
+    for key, role, wanted in (('logs', 'balancers', 'log'), ('prometheus', 'probe', 'prometheus')):
+        if state['act'].get(wanted):
+            ok, bad = _collect(state, role, results.get(key, {}), 'the analysis')
+            failed.update(bad)
+            sources[key] = ok
+    return sources
+
+
+def _more_metrics(state, step, metrics, sources, custom, canary, baseline):
+    """The built-in metrics plus the request log's, Prometheus's and the user's; the step keeps what they saw."""
+    canary_servers, baseline_servers = _servers(state, canary), _servers(state, baseline)
+    logs = None
+    if 'logs' in sources:
+        logs = merge_logs(sources['logs'], canary_servers + baseline_servers)
+        step['traffic'] = traffic_report(logs, canary_servers)
+    prometheus = None
+    if 'prometheus' in sources:
+        prometheus = (sources['prometheus'].get(state['probe_host']) or {}).get('answers') or {}
+        step['prometheus'] = dict((name, {'query': r.get('query'), 'values': len(r.get('values') or []),
+                                          'series': r.get('series'), 'error': r.get('error')})
+                                  for name, r in sorted(prometheus.items()))
+    metric_settings = state['settings'].get('metrics') or {}
+    return analysis_metrics(metrics, logs=logs, canary_servers=canary_servers, baseline_servers=baseline_servers,
+                            prometheus=prometheus, prometheus_specs=metric_settings.get('prometheus_metrics') or (),
+                            custom=custom, options=metric_settings.get('metric_options'))
 
 
 def _score(score):
@@ -1216,16 +1415,19 @@ def _report(state, iso):
         'maintenance': state['maint'],
         'settings': dict((k, settings.get(k)) for k in (
             'steps', 'max_unavailable', 'zone_mode', 'traffic_percent', 'analysis_interval', 'analysis_count',
-            'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage')),
-        'steps': [_report_step(step, iso) for step in state['steps']],
+            'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage',
+            'confidence', 'critical_ratio', 'critical_difference', 'request_rate', 'min_power', 'underpowered')),
+        'steps': [_report_step(step, iso, state['started']) for step in state['steps']],
         'rolled_back': state['rollback']['done'],
-        'rollback': [dict(r, started=iso(r['started'])) for r in state['rollback'].get('records', [])],
+        'rollback': [dict(r, started=iso(r['started']), offset=round(r['started'] - state['started'], 2))
+                     for r in state['rollback'].get('records', [])],
         'rollback_errors': state['rollback']['errors'] + [e for r in state['rollback'].get('records', [])
                                                           for e in r['errors']],
         'lost': lost,
         'lost_may_hold': may_hold,
         'notes': state['notes'],
         'staged_removed': state.get('unstaged', []),
+        'sample_plan': state.get('sample_plan'),
         'hosts': state['final_versions'],
     }
 
@@ -1245,9 +1447,12 @@ def redact(value):
     return value
 
 
-def _report_step(step, iso):
-    out = dict(step, started=iso(step['started']), finished=iso(step['finished'] or step['started']))
+def _report_step(step, iso, origin):
+    # offset: seconds since the run started, for the report's timeline.
+    out = dict(step, started=iso(step['started']), finished=iso(step['finished'] or step['started']),
+               offset=round(step['started'] - origin, 2))
     out['batches'] = [dict(b, started=iso(b['started']), finished=iso(b['finished'] or b['started']),
+                           offset=round(b['started'] - origin, 2),
                            timings=dict((k, v.get('seconds')) for k, v in b['timings'].items()))
                       for b in step['batches']]
     return out
@@ -1273,6 +1478,7 @@ def report_markdown(doc):
         lines.append('%d. %s' % (number, ' | '.join(', '.join(b) for b in step)))
     if doc['done_before']:
         lines += ['', 'Already on %s before this run (resume): %s' % (doc['version'], ', '.join(doc['done_before']))]
+    lines += _sample_plan_lines(doc.get('sample_plan'))
     lines += ['', '## Steps', '', '| step | batch | hosts | canary | outcome | seconds | drain | switch | health | ready |',
               '|---|---|---|---|---|---|---|---|---|---|']
     for step in doc['steps']:
@@ -1286,13 +1492,8 @@ def report_markdown(doc):
         verdict = step.get('judge') or {}
         if not verdict.get('metrics'):
             continue
-        lines += ['', '### Canary judgement (step %s): %s, score %s' % (
-            step['step'], verdict['verdict'], _score(verdict['score'])), '',
-            '| metric | classification | p-value | baseline | canary | reason |', '|---|---|---|---|---|---|']
-        for name, metric in sorted(verdict['metrics'].items()):
-            lines.append('| %s | %s | %s | %s | %s | %s |' % (
-                name, metric.get('classification'), _num(metric.get('p_value')), _num(metric.get('baseline')),
-                _num(metric.get('canary')), _cell(metric.get('reason', ''))))
+        lines += _judgement_lines(step['step'], verdict)
+        lines += _traffic_lines(step.get('traffic'))
     errors = [e for s in doc['steps'] for e in s['errors']]
     for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes'])):
         if items:
@@ -1300,6 +1501,98 @@ def report_markdown(doc):
     lines += ['', '## Hosts', '', '| host | version |', '|---|---|']
     lines += ['| %s | %s |' % (h, v) for h, v in sorted(doc['hosts'].items())]
     return '\n'.join(lines) + '\n'
+
+
+def _traffic_lines(traffic):
+    """Per server, the requests HAProxy logged in the window (canary_haproxy_log)."""
+    if not traffic:
+        return []
+    lines = ['', '#### Real traffic per server (HAProxy request log, Tr = server response time)', '',
+             '| server | side | requests | 5xx | Tr p50 / p95 / max (ms) | Ta p50 (ms) | first Tr samples (ms) |',
+             '|---|---|---|---|---|---|---|']
+    for server, item in sorted(traffic.items()):
+        tr = item['response_ms']
+        lines.append('| %s | %s | %d | %d | %s / %s / %s | %s | %s |' % (
+            server, item['role'], item['requests'], item['errors_5xx'], _num(tr['p50']), _num(tr['p95']),
+            _num(tr['max']), _num(item['total_ms']['p50']), ' '.join(str(v) for v in item['response_ms_samples'][:20])))
+    return lines
+
+
+def _sample_plan_lines(plan):
+    if not plan:
+        return []
+    lines = ['', '### Sample-size plan of the canary analysis', '',
+             '| | |', '|---|---|',
+             '| request rate | %s req/s (%s) |' % (_num(plan['request_rate']), plan.get('rate_source', '')),
+             '| window | %s s at %s%% of the traffic |' % (_num(plan['window_seconds']), _num(plan['traffic_percent'])),
+             '| expected requests | %d canary, %d baseline |' % (plan['canary_requests'], plan['baseline_requests']),
+             '| power: %s errors (baseline %s) | %.2f |' % (_percent(plan['error_target_rate']),
+                                                            _percent(plan['baseline_error_rate']), plan['error_power']),
+             '| power: median %sx slower | %.2f |' % (_num(plan['latency_ratio']), plan['latency_power']),
+             '| detectable with power %s | %s |' % (_num(plan['min_power']), ', '.join(
+                 x for x in ('error rate >= %s' % _percent(plan['detectable_error_rate'])
+                             if plan['detectable_error_rate'] is not None else '',
+                             'median >= %sx' % _num(plan['detectable_latency_ratio'])
+                             if plan['detectable_latency_ratio'] is not None else '') if x) or 'nothing')]
+    if plan.get('fix'):
+        lines.append('| underpowered | %s |' % _cell(plan['fix']))
+    return lines
+
+
+def _judgement_lines(number, verdict):
+    """The verdict, what decided it, and per metric the figures and the rule."""
+    lines = ['', '### Canary judgement (step %s): %s, score %s' % (number, verdict['verdict'], _score(verdict['score'])),
+             '', '%s%s' % ('decided by %s: ' % verdict['decided_by'] if verdict.get('decided_by') else '',
+                           _cell(verdict.get('reason', '')))]
+    limits = verdict.get('thresholds')
+    if limits:
+        lines += ['', 'confidence %s (alpha %s), pass_score %s, marginal_score %s, critical: %s, %s'
+                  % (_num(limits['confidence']), _num(limits['alpha']), _num(limits['pass_score']),
+                     _num(limits['marginal_score']),
+                     'median %sx' % _num(limits['critical_ratio']) if limits['critical_ratio'] else 'median off',
+                     'rate +%s' % _points(limits['critical_difference']) if limits['critical_difference']
+                     else 'rate off')]
+    lines += ['', '| metric | result | n canary / baseline | baseline | canary | effect | p-value | thresholds | rule |',
+              '|---|---|---|---|---|---|---|---|---|']
+    for name, metric in sorted(verdict['metrics'].items()):
+        if metric.get('dry_run'):
+            result = 'dry run'
+        elif metric.get('critical_breach'):
+            result = '**FAILED (critical)**'
+        elif metric.get('failed'):
+            result = '**FAILED**'
+        else:
+            result = metric.get('classification')
+        lines.append('| %s | %s | %s / %s | %s | %s | %s | %s | %s | %s |' % (
+            name, result, _num(metric.get('canary_count')), _num(metric.get('baseline_count')),
+            _num(metric.get('baseline')), _num(metric.get('canary')), _cell(metric.get('effect_text', '-')),
+            metric.get('p_text') or format_p(metric.get('p_value')), _cell(_limits_text(metric)),
+            _cell(metric.get('rule') or metric.get('reason', ''))))
+    return lines
+
+
+def _limits_text(metric):
+    limits = metric.get('thresholds') or {}
+    if not limits:
+        return '-'
+    parts = ['tolerance %s%%' % _num(limits['tolerance'] * 100)]
+    if metric.get('kind') == 'ratio':
+        parts[0] += ' + %s' % _points(limits.get('max_absolute', 0))
+        if limits.get('critical_difference'):
+            parts.append('critical +%s' % _points(limits['critical_difference']))
+    elif limits.get('critical_ratio'):
+        parts.append('critical %sx' % _num(limits['critical_ratio']))
+    parts.append('min %s' % _num(limits['min_samples']))
+    return ', '.join(parts)
+
+
+def _points(fraction):
+    text = _num(fraction * 100)
+    return '%s point%s' % (text, '' if text == '1' else 's')
+
+
+def _percent(rate):
+    return '%.3g%%' % (rate * 100)
 
 
 def _cell(text):

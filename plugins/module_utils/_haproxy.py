@@ -60,7 +60,7 @@ INFO_NUMBERS = (
     "hrsp_other", "econ", "eresp", "rtime", "ttime", "qtime", "ctime", "scur",
     "smax", "stot", "weight", "chkfail", "chkdown", "lastchg", "downtime",
     "wretr", "wredis", "cli_abrt", "srv_abrt", "bin", "bout", "lbtot",
-    "qcur", "rtime_max", "ttime_max",
+    "qcur", "rtime_max", "ttime_max", "rate",
 )
 
 

@@ -28,7 +28,19 @@ METRIC_DEFAULTS = {
     'weight': 1,
     'min_samples': 20,
 }
-METRIC_KEYS = frozenset(('name', 'kind', 'baseline', 'canary')) | frozenset(METRIC_DEFAULTS)
+# Critical thresholds (Kayenta's critical increase): an effect this large fails
+# the verdict outright, whatever the score. Samples kind: the ratio of the
+# medians (2 = twice as slow); ratio kind: the difference of the rates
+# (0.05 = 5 percentage points more errors). 0 switches the check off.
+CRITICAL_RATIO = 2.0
+# A difference is significant when p < 1 - CONFIDENCE.
+CONFIDENCE = 0.98
+CRITICAL_DIFFERENCE = 0.05
+# Which option holds the critical threshold of each kind; the other kind's
+# option is rejected on it (like max_absolute on samples).
+CRITICAL_OPTION = {'samples': 'critical_ratio', 'ratio': 'critical_difference'}
+METRIC_KEYS = (frozenset(('name', 'kind', 'baseline', 'canary')) | frozenset(METRIC_DEFAULTS)
+               | frozenset(CRITICAL_OPTION.values()))
 
 
 class JudgeError(ValueError):
@@ -140,8 +152,24 @@ def _check_counts(name, side, counts):
     return values
 
 
-def normalize_metric(metric, index=0):
-    """Validate one metric dict and return it with defaults filled in."""
+def check_critical(option, value, where=''):
+    """A critical threshold: 0 (off), a ratio > 1, or a rate difference in (0, 1]."""
+    if option == 'critical_ratio':
+        if not _is_finite(value) or (value != 0 and value <= 1):
+            raise JudgeError('%scritical_ratio %r must be 0 (off) or a median ratio above 1, e.g. 2 for twice'
+                             % (where, value))
+    elif not _is_finite(value) or value < 0 or value > 1:
+        raise JudgeError('%scritical_difference %r must be 0 (off) or an error-rate difference up to 1, '
+                         'e.g. 0.05 for 5 points' % (where, value))
+    return float(value)
+
+
+def normalize_metric(metric, index=0, critical_ratio=CRITICAL_RATIO, critical_difference=CRITICAL_DIFFERENCE):
+    """Validate one metric dict and return it with defaults filled in.
+
+    critical_ratio / critical_difference: the thresholds a metric of that
+    kind gets when it does not set its own.
+    """
     if not isinstance(metric, Mapping):
         raise JudgeError('metrics[%d] must be a dict, got %r' % (index, metric))
     name = metric.get('name')
@@ -159,6 +187,13 @@ def normalize_metric(metric, index=0):
             result[key] = value
     if kind == 'samples' and metric.get('max_absolute') is not None:
         raise JudgeError('metric %r: max_absolute applies to the ratio kind only' % (name,))
+    option = CRITICAL_OPTION[kind]
+    for other_kind, other in CRITICAL_OPTION.items():
+        if other != option and metric.get(other) is not None:
+            raise JudgeError('metric %r: %s applies to the %s kind only' % (name, other, other_kind))
+    default = critical_ratio if kind == 'samples' else critical_difference
+    result[option] = check_critical(option, metric[option] if metric.get(option) is not None else default,
+                                    'metric %r: ' % (name,))
     if result['direction'] not in DIRECTIONS:
         raise JudgeError('metric %r: direction %r is not one of %s'
                          % (name, result['direction'], ', '.join(DIRECTIONS)))
@@ -201,11 +236,86 @@ def _fmt(value):
     return '%.6g' % value
 
 
+def format_p(p_value):
+    """A p-value for reading: 3 significant digits, '<0.001' below that, '-' for none."""
+    if p_value is None:
+        return '-'
+    if p_value < 0.001:
+        return '<0.001'
+    return '%.3g' % p_value
+
+
+def _pct(fraction):
+    """+0.38 -> '+38%'; large changes without an exponent (+1210%)."""
+    value = fraction * 100.0
+    return ('%+.0f%%' if abs(value) >= 100 else '%+.3g%%') % value
+
+
+def _rate(rate):
+    return '%.3g%%' % (rate * 100.0)
+
+
+def _points(difference):
+    return '%+.3g points' % (difference * 100.0)
+
+
+def _median_ratio(base_value, can_value):
+    if base_value > 0:
+        return can_value / float(base_value)
+    return math.inf if can_value > 0 else 1.0
+
+
+def _ratio_text(ratio):
+    return 'inf' if math.isinf(ratio) else '%.3gx' % ratio
+
+
+def _critical_breach(metric, base_value, can_value):
+    """The critical rule text when the effect reaches the metric's critical threshold, else None."""
+    direction = metric['direction']
+    if metric['kind'] == 'samples':
+        limit = metric['critical_ratio']
+        if not limit:
+            return None
+        ratio = _median_ratio(base_value, can_value)
+        if direction in ('increase', 'either') and ratio >= limit:
+            return 'critical: median %s >= %s' % (_ratio_text(ratio), _ratio_text(limit))
+        if direction in ('decrease', 'either') and ratio * limit <= 1:
+            return 'critical: median %s <= 1/%s' % (_ratio_text(ratio), _ratio_text(limit))
+        return None
+    limit = metric['critical_difference']
+    if not limit:
+        return None
+    difference = can_value - base_value
+    if direction in ('increase', 'either') and difference >= limit:
+        return 'critical: rate %s >= +%.3g points' % (_points(difference), limit * 100.0)
+    if direction in ('decrease', 'either') and -difference >= limit:
+        return 'critical: rate %s <= -%.3g points' % (_points(difference), limit * 100.0)
+    return None
+
+
+def _beyond_text(metric, classification, base_value, can_value, lower, upper):
+    """'+38% > tolerance +25%' (samples) or 'rate 3.1% > allowed 1.25%' (ratio)."""
+    high = classification == 'high'
+    sign = '>' if high else '<'
+    if metric['kind'] == 'samples':
+        if base_value == 0:
+            return 'median %s from a baseline of 0' % _fmt(can_value)
+        bound = metric['tolerance'] if high else -metric['tolerance']
+        return '%s %s tolerance %s' % (_pct(can_value / float(base_value) - 1), sign, _pct(bound))
+    return 'rate %s %s allowed %s' % (_rate(can_value), sign, _rate(max(0.0, upper if high else lower)))
+
+
 def classify(metric, alpha):
-    """Classify one normalized metric; returns the per-metric result dict."""
+    """Classify one normalized metric; returns the per-metric result dict.
+
+    Besides the classification it says why, for people and machines:
+    effect (median ratio, or rate difference), p_text, thresholds, and rule
+    (the one test that decided, e.g. 'critical: median 13.1x >= 2x').
+    """
     name = metric['name']
     kind = metric['kind']
     tolerance = metric['tolerance']
+    critical_option = CRITICAL_OPTION[kind]
     if kind == 'samples':
         base, can = metric['baseline'], metric['canary']
         n_base, n_can = len(base), len(can)
@@ -213,12 +323,18 @@ def classify(metric, alpha):
         can_value = statistics.median(can) if can else None
         what = 'median'
         extra = 0.0
+        unit = 'values'
     else:
         n_base, n_can = metric['baseline']['total'], metric['canary']['total']
         base_value = metric['baseline']['errors'] / float(n_base) if n_base else None
         can_value = metric['canary']['errors'] / float(n_can) if n_can else None
         what = 'rate'
         extra = metric['max_absolute']
+        unit = 'requests'
+    thresholds = {'alpha': alpha, 'tolerance': tolerance, 'min_samples': metric['min_samples'],
+                  critical_option: metric[critical_option], 'allowed_low': None, 'allowed_high': None}
+    if kind == 'ratio':
+        thresholds['max_absolute'] = extra
     result = {
         'kind': kind,
         'direction': metric['direction'],
@@ -229,53 +345,100 @@ def classify(metric, alpha):
         'baseline_count': n_base,
         'canary_count': n_can,
         'p_value': None,
+        'p_text': '-',
+        'effect': None,
+        'effect_text': '-',
+        'thresholds': thresholds,
+        'critical_breach': False,
         'failed': False,
     }
     if n_base < metric['min_samples'] or n_can < metric['min_samples']:
+        short = [('%s baseline' % _fmt(n_base)) if n_base < metric['min_samples'] else None,
+                 ('%s canary' % _fmt(n_can)) if n_can < metric['min_samples'] else None]
         result['classification'] = 'nodata'
-        result['reason'] = ('%s: %s baseline and %s canary %s, below min_samples %d'
-                            % (name, _fmt(n_base), _fmt(n_can),
-                               'values' if kind == 'samples' else 'requests', metric['min_samples']))
+        result['rule'] = 'nodata: %s %s < min_samples %d' % (
+            ' and '.join(x for x in short if x), unit, metric['min_samples'])
+        result['reason'] = '%s: %s' % (name, result['rule'])
         return result
     if kind == 'samples':
         p_value = mann_whitney_p(metric['canary'], metric['baseline'])
+        ratio = _median_ratio(base_value, can_value)
+        result['effect'] = None if math.isinf(ratio) else ratio
+        change = 'from 0' if math.isinf(ratio) else _pct(ratio - 1)
+        result['effect_text'] = 'median %s (%s)' % (_ratio_text(ratio), change)
     else:
         p_value = two_proportion_p(metric['canary']['errors'], n_can, metric['baseline']['errors'], n_base)
+        result['effect'] = can_value - base_value
+        result['effect_text'] = 'rate %s (%s vs %s)' % (
+            _points(can_value - base_value), _rate(can_value), _rate(base_value))
     result['p_value'] = p_value
+    p_text = format_p(p_value)
+    result['p_text'] = p_text
     upper = base_value * (1 + tolerance) + extra
     lower = base_value * (1 - tolerance) - extra
+    thresholds['allowed_low'], thresholds['allowed_high'] = lower, upper
     significant = p_value < alpha
-    if significant and can_value > upper:
+    p_rule = 'p%s%s %s %.3g' % ('' if p_text.startswith('<') else '=', p_text, '<' if significant else '>=', alpha)
+    breach = _critical_breach(metric, base_value, can_value) if significant else None
+    if breach:
+        classification = 'high' if can_value > base_value else 'low'
+        rule = '%s and %s' % (breach, p_rule)
+    elif significant and can_value > upper:
         classification = 'high'
+        rule = 'significant increase %s and %s' % (
+            p_rule, _beyond_text(metric, 'high', base_value, can_value, lower, upper))
     elif significant and can_value < lower:
         classification = 'low'
+        rule = 'significant decrease %s and %s' % (
+            p_rule, _beyond_text(metric, 'low', base_value, can_value, lower, upper))
+    elif significant:
+        classification = 'pass'
+        if kind == 'samples':
+            within = 'median %s within tolerance %s' % (_pct(_median_ratio(base_value, can_value) - 1),
+                                                        _pct(tolerance).replace('+', '+/-'))
+        else:
+            within = 'rate %s within allowed %s..%s' % (_rate(can_value), _rate(max(0.0, lower)), _rate(upper))
+        rule = 'significant but %s (%s)' % (within, p_rule)
     else:
         classification = 'pass'
+        rule = 'no significant difference: %s' % p_rule
     failed = classification in BAD_CLASSIFICATION[metric['direction']]
+    if classification != 'pass' and not failed:
+        rule += '; allowed by direction %s' % metric['direction']
     result['classification'] = classification
     result['failed'] = failed
-    comparison = ('canary %s %s vs baseline %s (allowed %s..%s), p=%.3g %s alpha %.3g'
-                  % (what, _fmt(can_value), _fmt(base_value), _fmt(lower), _fmt(upper), p_value,
-                     '<' if significant else '>=', alpha))
+    result['critical_breach'] = bool(breach) and failed
+    result['rule'] = rule
     if classification == 'pass':
         verdict = 'pass'
     elif failed:
-        verdict = 'FAILED (%s, direction %s)' % (classification, metric['direction'])
+        verdict = 'FAILED (%s%s, direction %s)' % (classification, ', critical threshold' if breach else '',
+                                                   metric['direction'])
     else:
         verdict = 'pass (%s, allowed by direction %s)' % (classification, metric['direction'])
-    result['reason'] = '%s: %s: %s' % (name, verdict, comparison)
+    result['reason'] = ('%s: %s: %s; canary %s %s vs baseline %s (allowed %s..%s), n=%s/%s'
+                        % (name, verdict, rule, what, _fmt(can_value), _fmt(base_value), _fmt(lower), _fmt(upper),
+                           _fmt(n_can), _fmt(n_base)))
     return result
 
 
-def judge(metrics, confidence=0.98, pass_score=95, marginal_score=75):
-    """Judge all metrics; returns dict with verdict, score, metrics, reason."""
+def judge(metrics, confidence=CONFIDENCE, pass_score=95, marginal_score=75,
+          critical_ratio=CRITICAL_RATIO, critical_difference=CRITICAL_DIFFERENCE):
+    """Judge all metrics; returns dict with verdict, score, metrics, reason.
+
+    critical_ratio / critical_difference: the critical thresholds of the
+    metrics that do not set their own (0 = off). Besides `reason` the result
+    names the rule class that decided (`decided_by`) and the thresholds used.
+    """
     _check_options(confidence, pass_score, marginal_score)
+    critical_ratio = check_critical('critical_ratio', critical_ratio)
+    critical_difference = check_critical('critical_difference', critical_difference)
     if not _is_list(metrics) or not metrics:
         raise JudgeError('metrics must be a non-empty list of metric dicts, got %r' % (metrics,))
     normalized = []
     seen = set()
     for index, metric in enumerate(metrics):
-        item = normalize_metric(metric, index)
+        item = normalize_metric(metric, index, critical_ratio, critical_difference)
         if item['name'] in seen:
             raise JudgeError('duplicate metric name %r' % (item['name'],))
         seen.add(item['name'])
@@ -287,6 +450,7 @@ def judge(metrics, confidence=0.98, pass_score=95, marginal_score=75):
     weight_passing = 0.0
     critical_nodata = []
     critical_failed = []
+    breached = []
     failed = []
     for metric in normalized:
         res = classify(metric, alpha)
@@ -298,29 +462,37 @@ def judge(metrics, confidence=0.98, pass_score=95, marginal_score=75):
         weight_with_data += metric['weight']
         if res['failed']:
             failed.append(metric['name'])
+            if res['critical_breach']:
+                breached.append(metric['name'])
             if metric['critical']:
                 critical_failed.append(metric['name'])
         else:
             weight_passing += metric['weight']
 
     score = 100.0 * weight_passing / weight_with_data if weight_with_data else None
-    if score is None:
-        verdict = 'inconclusive'
+    # A breach of a critical threshold is evidence of a large regression:
+    # it fails even when another metric has no data.
+    if breached:
+        verdict, decided_by = 'fail', 'critical_threshold'
+        reason = 'critical threshold reached: %s' % '; '.join(
+            '%s (%s)' % (name, results[name]['rule']) for name in breached)
+    elif score is None:
+        verdict, decided_by = 'inconclusive', 'nodata'
         reason = 'no metric has enough data'
     elif critical_nodata:
-        verdict = 'inconclusive'
+        verdict, decided_by = 'inconclusive', 'critical_nodata'
         reason = 'critical metric(s) without enough data: %s' % ', '.join(critical_nodata)
     elif critical_failed:
-        verdict = 'fail'
+        verdict, decided_by = 'fail', 'critical_metric'
         reason = 'critical metric(s) failed: %s' % ', '.join(critical_failed)
     elif score < marginal_score:
-        verdict = 'fail'
+        verdict, decided_by = 'fail', 'score'
         reason = 'score %.4g below marginal_score %s' % (score, _fmt(marginal_score))
     elif score < pass_score:
-        verdict = 'marginal'
+        verdict, decided_by = 'marginal', 'score'
         reason = 'score %.4g below pass_score %s' % (score, _fmt(pass_score))
     else:
-        verdict = 'pass'
+        verdict, decided_by = 'pass', 'score'
         reason = 'score %.4g reaches pass_score %s' % (score, _fmt(pass_score))
     if failed and verdict != 'fail':
         reason += '; failed: %s' % ', '.join(failed)
@@ -329,5 +501,10 @@ def judge(metrics, confidence=0.98, pass_score=95, marginal_score=75):
         'score': score,
         'metrics': results,
         'failed_metrics': failed,
+        'critical_breached': breached,
+        'decided_by': decided_by,
+        'thresholds': {'confidence': confidence, 'alpha': alpha, 'pass_score': pass_score,
+                       'marginal_score': marginal_score, 'critical_ratio': critical_ratio,
+                       'critical_difference': critical_difference},
         'reason': reason,
     }

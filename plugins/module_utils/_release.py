@@ -13,10 +13,15 @@ Private to grayrelease.canary. Pure standard library. The host layout::
 Everything that talks to systemd goes through a ``run(argv) -> (rc, out, err)``
 callable, and time through ``clock()`` / ``sleep(s)``, so the unit tests fake
 them. ``apply(params, ...)`` is the one entry point of the module.
+
+``src`` may also be an http(s) URL: ``download()`` streams it (on the host
+with ``remote_src``, on the controller from the action plugin) and its sha256
+is checked before anything is unpacked.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import grp
 import hashlib
@@ -26,9 +31,14 @@ import posixpath
 import pwd
 import re
 import shutil
+import ssl
 import tarfile
 import time
 import zlib
+from http.client import HTTPException
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.request import Request, urlopen
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
 
@@ -44,6 +54,11 @@ EXEC_MODE = 0o755
 FILE_MODE = 0o644
 LOG_LINES = 8
 CHUNK = 1024 * 1024
+URL_RE = re.compile(r'^https?://', re.IGNORECASE)
+# user:password@ in a URL: never printed.
+CREDENTIALS_RE = re.compile(r'(?<=://)[^/@\s]+@')
+# Seconds one network read may stall (not the whole download).
+DOWNLOAD_TIMEOUT = 60
 
 
 class ReleaseError(Exception):
@@ -81,6 +96,54 @@ def file_sha256(path):
 def checksum_mismatch_msg(src, expected, actual):
     return ("checksum mismatch: %s has sha256 %s, but checksum expects sha256 %s; nothing changed"
             % (src, actual, expected))
+
+
+def is_url(src):
+    """src is an http(s) URL to download, not a path."""
+    return isinstance(src, str) and bool(URL_RE.match(src.strip()))
+
+
+def redact_url(url):
+    return CREDENTIALS_RE.sub('***@', url)
+
+
+def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=urlopen):
+    """Stream ``url`` into the new file ``dest``, hashing on the way; returns its sha256.
+
+    ``user:password@`` in the URL becomes a Basic Authorization header and is
+    never repeated in a message. With ``expected`` (hex) a different sum fails.
+    Whatever fails, ``dest`` is removed and ReleaseError names the URL.
+    """
+    shown = redact_url(url)
+    parts = urlsplit(url.strip())
+    headers = {'User-Agent': 'grayrelease.canary'}
+    if parts.username is not None:
+        secret = '%s:%s' % (unquote(parts.username), unquote(parts.password or ''))
+        headers['Authorization'] = 'Basic ' + base64.b64encode(secret.encode('utf-8')).decode('ascii')
+        parts = parts._replace(netloc=parts.netloc.rpartition('@')[2])
+    context = ssl.create_default_context()
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    digest = hashlib.sha256()
+    try:
+        with opener(Request(urlunsplit(parts), headers=headers), timeout=timeout, context=context) as response:
+            with open(dest, 'xb') as handle:
+                for block in iter(lambda: response.read(CHUNK), b''):
+                    digest.update(block)
+                    handle.write(block)
+    except HTTPError as exc:
+        _remove(dest)
+        raise ReleaseError('cannot download %s: HTTP %s %s' % (shown, exc.code, exc.reason), url=shown)
+    except (URLError, HTTPException, OSError, ValueError) as exc:
+        _remove(dest)
+        reason = getattr(exc, 'reason', None) or exc
+        raise ReleaseError('cannot download %s: %s' % (shown, redact_url(str(reason))), url=shown)
+    actual = digest.hexdigest()
+    if expected and actual != expected:
+        _remove(dest)
+        raise ReleaseError(checksum_mismatch_msg(shown, expected, actual), expected_sha256=expected, sha256=actual)
+    return actual
 
 
 def _link_name(path):
@@ -539,6 +602,11 @@ class Release(object):
         self.expected = None
         if self.p.get('checksum'):
             self.expected = parse_checksum(self.p['checksum'])
+        src = self.p.get('src')
+        if src and self.p.get('remote_src') and is_url(src) and not self.expected:
+            # Each host downloads on its own: only the sum proves they all got the same bytes.
+            raise ReleaseError('checksum is required when the host downloads src (%s): give checksum=sha256:<hex>'
+                               % redact_url(src))
 
     def _refuse_non_link(self, name):
         path = os.path.join(self.host.root, name)
@@ -555,7 +623,10 @@ class Release(object):
     # -------------------------------------------------------- install
 
     def _artifact_name(self):
-        return posixpath.basename(self.p.get('src') or '') or '(no src)'
+        src = self.p.get('src') or ''
+        if is_url(src):
+            src = urlsplit(src.strip()).path
+        return posixpath.basename(src) or '(no src)'
 
     def ensure_staged(self):
         """Install releases/<version> unless it is there and complete."""
@@ -582,7 +653,7 @@ class Release(object):
             # copies it only when this answer asks for it.
             raise ReleaseError('release %s is not installed: src %s must be copied to the host first (the '
                                'action plugin does that)' % (version, src), needs_src=True)
-        self._install(src)
+        self._install_from(src)
 
     def _check_installed(self, path):
         if not self.p.get('verify_checksum', True):
@@ -593,7 +664,7 @@ class Release(object):
             return
         actual = self.expected
         src = self.p.get('src')
-        if src and self.p.get('remote_src'):
+        if src and self.p.get('remote_src') and not is_url(src):
             actual = self._hash_src(src)
         if actual and actual != recorded:
             raise ReleaseError(
@@ -617,6 +688,28 @@ class Release(object):
         self.changed = True
         self._part('installed %s from %s' % (version, self._artifact_name()),
                    'would install %s from %s' % (version, self._artifact_name()))
+
+    def _install_from(self, src):
+        """Install from a path on the host, or from a URL downloaded next to the unpack area."""
+        if not is_url(src):
+            self._install(src)
+            return
+        if self.check:
+            # Check mode downloads nothing.
+            self._installed(self.version)
+            return
+        _makedirs(self.host.staging)
+        fetched = os.path.join(self.host.staging, '%s.download' % self.version)
+        _remove(fetched)     # left by an interrupted download
+        try:
+            download(src, fetched, self.expected, validate_certs=self.p.get('validate_certs', True))
+            self._install(fetched)
+        finally:
+            _remove(fetched)
+            try:
+                os.rmdir(self.host.staging)     # only when empty: a failed download leaves nothing
+            except OSError:
+                pass
 
     def _install(self, src):
         version = self.version

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: haproxy_info
 short_description: Read HAProxy server counters and states through the runtime API
+version_added: 1.0.0
 description:
   - Read-only. Returns per backend and server the C(show stat) counters as
     numbers and the admin state from C(show servers state), through HAProxy's
@@ -83,6 +84,13 @@ backends:
     stot:
       description: Total sessions.
       type: int
+    rate:
+      description:
+        - Sessions per second sent to the server over the last second (in HTTP mode a session per
+          request). The rollout's sample-size planner sums it over servers and balancers as the
+          request rate.
+      type: int
+      version_added: 1.0.0
     weight:
       description: Current (user-set) weight.
       type: int
@@ -110,7 +118,6 @@ process:
       C(server-state-file) is set up.
   returned: always
   type: dict
-  version_added: 0.2.0
   contains:
     pid:
       description: Process id.

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: haproxy_server
 short_description: Drain, ready, put in maintenance or re-weight HAProxy servers through the runtime API
+version_added: 1.0.0
 description:
   - Changes servers of one backend through HAProxy's runtime API (an admin-level
     stats socket), from Python on the host where the socket is. No socat or other
@@ -232,7 +233,6 @@ process:
       C(server-state-file) is set up.
   returned: success
   type: dict
-  version_added: 0.2.0
   contains:
     pid:
       description: Process id.

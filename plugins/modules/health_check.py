@@ -8,6 +8,7 @@ DOCUMENTATION = r'''
 ---
 module: health_check
 short_description: Probe HTTP(S) health endpoints concurrently until they are healthy
+version_added: 1.0.0
 description:
   - Sends HTTP(S) GET requests to every target until each one has been healthy O(rise) times
     in a row or the O(deadline) passes.

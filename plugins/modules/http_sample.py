@@ -7,6 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: http_sample
 short_description: Send a fixed number of HTTP requests to each target and keep every sample
+version_added: 1.0.0
 description:
   - Sends O(count) GET requests to every target, in rounds spread evenly over
     O(duration) seconds, all targets of a round in parallel.

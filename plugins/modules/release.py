@@ -8,7 +8,7 @@ DOCUMENTATION = r'''
 ---
 module: release
 short_description: Install, switch, roll back and prune release directories of a service
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Manages the release layout of one service on a host in one task
     C(ROOT/releases/VERSION/) (one directory per release, each with a C(.grayrelease-release)
@@ -33,6 +33,10 @@ description:
     O(state=info) only reads.
   - O(src) is by default a path on the controller. It is copied to the host only when the
     release has to be installed, so a re-run on an installed release transfers nothing.
+  - O(src) may also be an C(http://) or C(https://) URL. With O(remote_src=true) the host downloads
+    it (only when the release has to be installed) next to the unpack area and checks O(checksum),
+    which is then required, before unpacking; otherwise the controller downloads it once and
+    treats the file as a controller path.
 author:
   - grayrelease.canary maintainers (@grayrelease)
 attributes:
@@ -72,17 +76,27 @@ options:
       - A path on the controller (relative paths are relative to the directory
         C(ansible-playbook) runs in), copied to the host only when the release is not installed
         yet. With O(remote_src=true) a path on the host.
+      - Or an C(http://) / C(https://) URL, downloaded by the controller, or by the host with
+        O(remote_src=true). C(user:password@) in the URL is sent as HTTP Basic authentication and
+        never shown in messages.
       - Needed only when the release is not installed yet.
-    type: path
+    type: str
   remote_src:
     description:
-      - O(src) is already on the host.
+      - O(src) is already on the host, or, for a URL, the host downloads it.
     type: bool
     default: false
+  validate_certs:
+    description:
+      - Verify the TLS certificate of an C(https://) O(src).
+    type: bool
+    default: true
+    version_added: 1.0.0
   checksum:
     description:
       - Expected sha256 of O(src), as C(sha256:<hex>) or bare hex. Verified before unpacking; a
         mismatch fails naming both sums and changes nothing.
+      - Required when the host downloads a URL (O(remote_src=true)).
     type: str
   verify_checksum:
     description:
@@ -127,7 +141,6 @@ options:
         the unit is active and the URL answers, and fails at once when the unit's process is gone
         (failed, inactive, auto-restart). Unset, the watch always lasts O(settle) seconds.
     type: str
-    version_added: 0.2.0
   keep:
     description:
       - Number of release directories to keep, at least 1. With O(state=current) pruning happens
@@ -168,6 +181,15 @@ EXAMPLES = r'''
     settle: 3
     keep: 5
   register: switch
+
+- name: Each host downloads v3 itself and checks its sum before unpacking
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    version: v3
+    src: https://artifacts.example.com/demoapp/demoapp-v3.tar.gz
+    remote_src: true
+    checksum: sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9
+    state: staged
 
 - name: Back to the previous release
   grayrelease.canary.release:
@@ -251,9 +273,11 @@ msg:
   sample: "installed v2 from demoapp-v2.tar.gz; current v1 -> v2; restarted demoapp"
 '''
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply, is_url
 
 
 def main():
@@ -263,8 +287,10 @@ def main():
             version=dict(type='str'),
             # Checked by apply(): see the note in the documentation of state.
             state=dict(type='str', default='info'),
-            src=dict(type='path'),
+            # str, not path: a URL must not be expanded as a path.
+            src=dict(type='str'),
             remote_src=dict(type='bool', default=False),
+            validate_certs=dict(type='bool', default=True),
             checksum=dict(type='str'),
             verify_checksum=dict(type='bool', default=True),
             owner=dict(type='str'),
@@ -280,6 +306,9 @@ def main():
                      ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
         supports_check_mode=True,
     )
+    src = module.params['src']
+    if src and not is_url(src):
+        module.params['src'] = os.path.expanduser(os.path.expandvars(src))
     try:
         result = apply(module.params, check_mode=module.check_mode, diff=module._diff,
                        run=module.run_command)

@@ -8,6 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: rollout_lock
 short_description: Take or release the one-rollout-per-service lock
+version_added: 1.0.0
 description:
   - Keeps two rollouts of the same service from running at the same time with
     a small JSON lock file C({owner, acquired, ttl, host, pid}) on the host the
@@ -68,7 +69,6 @@ options:
         finds it taken. Known keys C(controller) (host the rollout runs from),
         C(controller_pid) (its process there), C(version), C(run); others are ignored.
     type: dict
-    version_added: 0.2.0
 attributes:
   check_mode:
     support: full

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: rollout_state
 short_description: The coordinator of a canary rollout (controller side)
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Keeps the state of one rollout in the C(grayrelease_rollout) fact of the
     coordinator (localhost) and makes every decision about it - which hosts
@@ -31,7 +31,8 @@ options:
         rollback group O(index); C(cleanup) restores weights and removes
         releases staged on hosts that were never switched; C(finish_survey)
         asks the app hosts for their final versions; C(finish) decides and
-        writes C(report.json) and C(report.md) into C(canary_report_dir).
+        writes C(report.json), C(report.md) and C(report.html) (with an SVG
+        timeline) into C(canary_report_dir).
     type: str
     required: true
     choices: [start, record, batch, rollback, rollback_group, cleanup, finish_survey, finish]
@@ -50,6 +51,15 @@ options:
   owner:
     description: Lock owner of this run (O(op=start)).
     type: str
+  metrics:
+    description:
+      - Metrics computed by the user's own tasks (C(canary_custom_metrics)), judged with the
+        built-in ones when O(op=record) records the canary analysis. Each is a metric of
+        M(grayrelease.canary.canary_judge) (C(name), C(kind), C(baseline), C(canary), options),
+        plus C(dry_run) and C(must_have_data).
+    type: list
+    elements: dict
+    version_added: 1.0.0
 notes:
   - Settings are the C(canary_*) variables, read as the first app host sees them
     (inventory and extra vars); survey strings such as C("1,25%,100%") or C("2") are accepted.
@@ -103,6 +113,11 @@ report_path:
   description: Path of report.json on the controller.
   returned: with O(op=finish)
   type: str
+report_html:
+  description: Path of report.html on the controller (beside report.json).
+  returned: with O(op=finish)
+  type: str
+  version_added: 1.0.0
 verdict:
   description: The canary's verdict (C(pass), C(marginal), C(fail), C(inconclusive)), or empty when nothing was judged.
   returned: with O(op=finish)

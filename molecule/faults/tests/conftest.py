@@ -39,13 +39,19 @@ def run_playbook(playbook, *extra, timeout=600):
     return run_timed(cmd, timeout, stdout_tail=5000, stderr_tail=2000)
 
 
+def progress_env():
+    # The rollout's own progress lines ("HALTED (...)", rollback groups) in
+    # the output, each stamped by the reader: the timeline of a case.
+    return dict(ansible_env(), ANSIBLE_CALLBACKS_ENABLED="grayrelease.canary.rollout_progress")
+
+
 class Background(object):
     """ansible-playbook in the background; every output line kept with its time."""
 
     def __init__(self, playbook, *extra):
         cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=ansible_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, env=progress_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -55,7 +61,7 @@ class Background(object):
         for line in self.proc.stdout:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
 
-    def wait(self, timeout):
+    def wait(self, timeout, tail=150):
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -65,8 +71,18 @@ class Background(object):
         finally:
             self.reader.join(timeout=10)
             self.ended = time.monotonic()
-            print("\n".join(line for dummy, line in self.lines[-150:]))
+            print("\n".join(line for dummy, line in self.lines[-tail:]))
         return self.proc.returncode
+
+    def text(self):
+        return "\n".join(line for dummy, line in self.lines)
+
+    def kill(self):
+        """SIGKILL the whole ansible-playbook process group: a controller that dies without cleaning up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.reader.join(timeout=10)
+        self.ended = time.monotonic()
 
     def first_line_after(self, since, *words):
         for stamp, line in self.lines:
@@ -104,7 +120,7 @@ class InContainer(object):
                "--out", self.out, *args)
 
     def stop(self, wait=40):
-        docker("exec", self.container, "touch", self.stop_file)
+        self.ask_to_stop()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             res = docker("exec", self.container, "cat", self.out, check=False)
@@ -114,13 +130,16 @@ class InContainer(object):
             time.sleep(0.5)
         raise AssertionError("%s in %s did not report within %s s" % (self.name, self.container, wait))
 
+    def ask_to_stop(self):
+        docker("exec", self.container, "touch", self.stop_file)
+
 
 def mixed_load(container="flt-lb1", duration=300):
-    """Fast 20 req/s plus slow 6 s requests at 0.5 req/s through the balancer."""
+    """Fast 20 req/s plus slow 3 s requests at 1 req/s through the balancer."""
     return InContainer(container, os.path.join(REPO, "scripts", "load.py"), "faults-load",
                        "--url", "http://127.0.0.1/", "--rate", "20", "--duration", str(duration),
-                       "--slow-url", "http://127.0.0.1/slow?seconds=6", "--slow-rate", "0.5",
-                       "--slow-seconds", "6")
+                       "--slow-url", "http://127.0.0.1/slow?seconds=3", "--slow-rate", "1",
+                       "--slow-seconds", "3")
 
 
 def capacity_monitor(container, duration=300):
@@ -128,9 +147,10 @@ def capacity_monitor(container, duration=300):
                        "--duration", str(duration), modules=[HAPROXY_STAT])
 
 
-def build_release(version):
+def build_release(version, *knobs):
     subprocess.run([os.path.join(REPO, "scripts", "build-release.sh"), version, "--out",
-                    os.path.join(REPO, "dist")], check=True, capture_output=True, text=True, timeout=120)
+                    os.path.join(REPO, "dist")] + list(knobs), check=True, capture_output=True, text=True,
+                   timeout=120)
     return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
 
 
@@ -145,11 +165,24 @@ def read_report(directory):
         return json.load(handle)
 
 
+# One id per pytest session: scripts/fault-matrix.py shows the latest run's rows.
+RUN_ID = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def record(case, **figures):
     os.makedirs(os.path.dirname(MATRIX), exist_ok=True)
     with open(MATRIX, "a") as handle:
-        handle.write(json.dumps(dict(figures, case=case, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+        handle.write(json.dumps(dict(figures, case=case, run=RUN_ID,
+                                     time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
                                 sort_keys=True) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault matrix of this run, after the test results (molecule verify shows it)."""
+    res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fault-matrix.py"), "--run", RUN_ID,
+                          MATRIX], capture_output=True, text=True, check=False, timeout=60)
+    terminalreporter.write_sep("=", "fault matrix (%s)" % MATRIX)
+    terminalreporter.write(res.stdout + res.stderr)
 
 
 @pytest.fixture(scope="session")

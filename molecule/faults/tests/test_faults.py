@@ -1,164 +1,506 @@
-"""Lost hosts in the middle of a rollout under mixed load (faults scenario).
+"""The fault matrix: one fault per case, each under mixed load (fast requests
+through flt-lb1 plus a steady share of 3 s ones) with a capacity monitor
+sampling both balancers every 100 ms.
 
-Each case: reseed the fleet (v1, every server ready), start a capacity
-monitor in each balancer and mixed load through flt-lb1, start the rollout
-v1 -> v2 in the background, `docker pause` one host at a chosen moment, and
-check what the engine leaves behind; then unpause it and check that the same
-rollout again promotes a clean fleet. Figures go to .build/fault-matrix.jsonl.
+Each case: reseed the fleet (v1, every server ready, no lock), start the
+monitors and the load, run a rollout in the background, inject the fault
+(a release built with a fault knob, a paused container, a reload, a kill, a
+full disk...), and check what the engine leaves behind: the fleet serving,
+nothing drained, no lock, never more than canary_max_unavailable servers
+out, the report naming the cause, and no credential in the output or the
+report. Each case appends its figures (time to detect, time to restore,
+failed requests, servers out) to .build/fault-matrix.jsonl;
+scripts/fault-matrix.py prints them as a table (also at the end of verify).
+
+Times:
+  release faults  onset = the faulty host's switch (report: its batch's start
+                  plus its drain), detect = onset -> rollback started,
+                  restore = onset -> run finished with the fleet back (report)
+  injected faults onset = the moment the test injects it, detect = onset ->
+                  the run's "HALTED" line, restore = onset -> run ended
+  refusals        detect = run start -> "HALTED"; nothing to restore
 """
-import calendar
+import hashlib
+import os
 import re
 import time
 
-from conftest import (APPS, BALANCERS, Background, assert_clean_balancers, capacity_monitor, docker,
-                      haproxy_state, lock_present, mixed_load, read_report, record, reseed, run_playbook,
-                      service_active, version_of, wait_for)
+import pytest
+
+from conftest import (APPS, BALANCERS, INVENTORY, Background, assert_clean_balancers, build_release,
+                      capacity_monitor, docker, haproxy_state, lock_present, mixed_load, read_report, record, reseed,
+                      run_playbook, run_timed, service_active, version_of, wait_for)
 
 ROLLOUT = "grayrelease.canary.rollout"
-SETTINGS = ['{"canary_max_unavailable": 1, "canary_analysis_count": 1, "canary_analysis_interval": 4,'
-            ' "canary_drain_timeout": 10, "canary_steps": [1, "50%", "100%"]}']
+MAX_UNAVAILABLE = 1
+# Credentials in the health and sample URLs: they must never show up in the
+# output or the reports.
+SECRET = "fm-s3cret-pw"
+SETTINGS = ('{"canary_max_unavailable": %d, "canary_analysis_count": 1, "canary_analysis_interval": 4,'
+            ' "canary_drain_timeout": 10, "canary_health_deadline": 8, "canary_steps": [1, "50%%", "100%%"],'
+            ' "canary_health_url": "http://probe:%s@{{ inventory_hostname }}:8080/healthz",'
+            ' "canary_sample_url": "http://probe:%s@{{ inventory_hostname }}:8080/"}'
+            % (MAX_UNAVAILABLE, SECRET, SECRET))
+STAGING = "/opt/demoapp/.staging"
 
 
-def rollout_args(artifact, report):
-    return ["-e", "canary_version=v2", "-e", "canary_artifact=%s" % artifact,
-            "-e", "canary_report_dir=%s" % report, "-e", SETTINGS[0]]
+def rollout_args(version, artifact, report, *extra):
+    return ["-e", "canary_version=%s" % version, "-e", "canary_artifact=%s" % artifact,
+            "-e", "canary_report_dir=%s" % report, "-e", SETTINGS] + list(extra)
 
 
-def iso_to_epoch(text):
-    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+def hosts_on(version):
+    return [h for h in APPS if version_of(h) == version]
 
 
-def lose_host_mid_rollout(case, victim, moment, artifact, report_dir):
-    """Run the rollout, pause `victim` when moment() says so; return the figures."""
-    reseed_seconds = reseed()
+def drained_on(balancer):
+    return [s for s, info in haproxy_state(balancer).items() if info["admin_state"] == "drain"]
+
+
+def wait_for_moment(run, what, predicate, timeout=300):
+    """Wait until predicate() holds while `run` is still running."""
+    wait_for(what, lambda: run.proc.poll() is not None or predicate(), timeout=timeout, interval=0.1)
+    assert run.proc.poll() is None, "the rollout ended (rc %s) before %s" % (run.proc.returncode, what)
+
+
+class Case(object):
+    """One case of the matrix: a reseeded fleet under load, watched, and its figures."""
+
+    def __init__(self, name, report_dir):
+        self.name, self.report = name, os.path.join(str(report_dir), re.sub(r"\W+", "-", name))
+        self.reseed_seconds = reseed()
+        assert_clean_balancers()
+        self.monitors = dict((b, capacity_monitor(b)) for b in BALANCERS)
+        self.load = mixed_load()
+        self.summary, self.capacity = None, {}
+        time.sleep(1.5)  # load and monitors running before the first change
+
+    def start(self, version, artifact, *extra):
+        self.run = Background(ROLLOUT, *rollout_args(version, artifact, self.report, *extra))
+        return self.run
+
+    def stop(self):
+        """Stop the load and the monitors (every paused host must be back)."""
+        for worker in [self.load] + list(self.monitors.values()):
+            worker.ask_to_stop()
+        self.summary = self.load.stop()
+        self.capacity = dict((b, m.stop()) for b, m in self.monitors.items())
+        return self.summary
+
+    def result(self, timeout=400):
+        rc = self.run.wait(timeout=timeout)
+        self.stop()
+        return rc, read_report(self.report)
+
+    def max_out(self):
+        return max(c["max_out"] for c in self.capacity.values())
+
+    def assert_no_secret(self, *texts):
+        for name in ("report.json", "report.md"):
+            with open(os.path.join(self.report, name), encoding="utf-8") as handle:
+                assert SECRET not in handle.read(), "%s of %s shows the URL password" % (name, self.name)
+        for text in (self.run.text(),) + texts:
+            assert SECRET not in text, "the output of %s shows the URL password" % self.name
+
+    def assert_safe(self, report, versions="v1", slow_failed=0, fast_failed=0):
+        """The fleet serving on `versions`, clean balancers, no lock, capacity kept."""
+        now = dict((h, version_of(h)) for h in APPS)
+        assert now == dict((h, versions) for h in APPS), now
+        assert report["hosts"] == now, report["hosts"]
+        assert all(service_active(h) for h in APPS)
+        assert_clean_balancers()
+        assert not lock_present("flt-lb1")
+        assert self.summary["slow"]["requests"] > 0, self.summary
+        assert self.summary["fast"]["failed"] <= fast_failed, self.summary
+        assert self.summary["slow"]["failed"] <= slow_failed, self.summary
+        for balancer, capacity in self.capacity.items():
+            assert capacity["samples"] > 50, (balancer, capacity)
+            assert capacity["max_out"] <= MAX_UNAVAILABLE, (balancer, capacity)
+            assert capacity["final_out"] == [], (balancer, capacity)
+        self.assert_no_secret()
+
+    def halted_after(self, since):
+        stamp, line = self.run.first_line_after(since, "HALTED")
+        return (round(stamp - since, 1) if stamp else None), line
+
+    def record(self, rc, report, outcome, detect, restore, **more):
+        figures = dict(
+            outcome=outcome, rc=rc, decision=report["decision"], reason=report["reason"][:300],
+            detect_s=detect, restore_s=restore, rollout_s=round(self.run.ended - self.run.started, 1),
+            reseed_s=self.reseed_seconds, lost=report["lost"], rolled_back=report["rolled_back"],
+            failed_fast=self.summary["fast"]["failed"], failed_slow=self.summary["slow"]["failed"],
+            requests_fast=self.summary["fast"]["requests"], requests_slow=self.summary["slow"]["requests"],
+            max_out=self.max_out(), allowed_out=MAX_UNAVAILABLE,
+            max_out_servers=dict((b, c["max_out_servers"]) for b, c in self.capacity.items()),
+            capacity_errors=dict((b, c["errors"]) for b, c in self.capacity.items()),
+            final_out=dict((b, c["final_out"]) for b, c in self.capacity.items()))
+        figures.update(more)
+        record(self.name, **figures)
+        print("FIGURES %s: %r" % (self.name, figures))
+        return figures
+
+
+def release_times(report):
+    """(detect, restore) of a fault built into the release, on the report's clock."""
+    switched = [b for step in report["steps"] for b in step["batches"] if "switch" in b["timings"]]
+    onset = switched[-1]["offset"] + (switched[-1]["timings"].get("drain") or 0)
+    detect = round(report["rollback"][0]["offset"] - onset, 1) if report["rollback"] else None
+    return detect, round(report["seconds"] - onset, 1)
+
+
+@pytest.fixture(scope="module")
+def faulty():
+    """Releases with one fault knob each; built once."""
+    builds = {
+        "crash": ["--crash-on-start"], "unhealthy": ["--healthz-fail"], "errors": ["--error-rate", "0.3"],
+        "slow": ["--latency-ms", "150"], "hang": ["--start-delay", "600"], "trickle": ["--healthz-trickle", "60"],
+        "late": ["--crash-on-hosts", "flt-app2"],
+    }
+    return dict((name, ("v2-%s" % name, build_release("v2-%s" % name, *knobs))) for name, knobs in builds.items())
+
+
+# ------------------------------------------------------------------ HAProxy itself
+
+def test_reload_keeps_a_drained_server_drained():
+    # molecule/shared: server-state-file in haproxy.cfg, saved by the
+    # haproxy.service drop-in before every reload and stop.
+    reseed()
+    sock = "/run/haproxy/admin.sock"
+    say = "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); " \
+          "s.sendall(sys.argv[2].encode()+b'\\n'); print(s.recv(65536).decode())"
+    docker("exec", "flt-lb2", "python3", "-c", say, sock, "set server demoapp/flt-app2 state drain")
+    docker("exec", "flt-lb2", "python3", "-c", say, sock, "set server demoapp/flt-app3 weight 7")
+    try:
+        for action in ("reload", "restart"):
+            pid = docker("exec", "flt-lb2", "python3", "-c", say, sock, "show info").stdout
+            docker("exec", "flt-lb2", "systemctl", action, "haproxy")
+            state = wait_for("haproxy answering after the %s" % action, lambda: haproxy_state("flt-lb2"), timeout=15)
+            assert re.search(r"Pid: \d+", pid).group(0) not in docker(
+                "exec", "flt-lb2", "python3", "-c", say, sock, "show info").stdout, "no new process after %s" % action
+            assert state["flt-app2"]["admin_state"] == "drain", (action, state)
+            assert state["flt-app3"]["weight"] == 7, (action, state)
+            assert [s for s in APPS if state[s]["admin_state"] != "ready"] == ["flt-app2"], (action, state)
+    finally:
+        reseed()
     assert_clean_balancers()
-    monitors = dict((b, capacity_monitor(b)) for b in BALANCERS)
-    load = mixed_load()
-    time.sleep(2)  # load and monitors running before the first change
-    run = Background(ROLLOUT, *rollout_args(artifact, "%s/%s" % (report_dir, case)))
+
+
+# ------------------------------------------------------------------ refused before any change
+
+def test_corrupted_artifact_is_refused_before_anything_switches(report_dir, artifact, tmp_path):
+    with open(artifact, "rb") as handle:
+        good = handle.read()
+    corrupt = tmp_path / "demoapp-v2.tar.gz"
+    # One flipped byte in the middle: still a file of the right size and name.
+    corrupt.write_bytes(good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 0xFF]) + good[len(good) // 2 + 1:])
+    case = Case("corrupted artifact", report_dir)
+    case.start("v2", str(corrupt), "-e", "canary_artifact_checksum=sha256:%s" % hashlib.sha256(good).hexdigest())
+    rc, report = case.result()
+    detect, line = case.halted_after(case.run.started)
+    try:
+        assert rc != 0 and report["decision"] == "failed"
+        assert "checksum mismatch" in report["reason"], report["reason"]
+        assert report["steps"] == [] and report["rolled_back"] == []
+        assert all(not c["out_seen"] for c in case.capacity.values()), case.capacity
+        case.assert_safe(report)
+    finally:
+        case.record(rc, report, "refused in pre-flight, nothing changed", detect, None)
+
+
+def test_no_disk_space_for_the_unpack(report_dir, artifact):
+    # A full filesystem under the unpack area (ROOT/.staging) of one host.
+    case = Case("no disk space for the unpack", report_dir)
+    docker("exec", "flt-app3", "sh", "-c", "mkdir -p %s && mount -t tmpfs -o size=8k,mode=0755 grayrelease-fault %s"
+           % (STAGING, STAGING))
+    try:
+        case.start("v2", artifact)
+        rc, report = case.result()
+    finally:
+        docker("exec", "flt-app3", "umount", STAGING)
+    detect, line = case.halted_after(case.run.started)
+    try:
+        assert rc != 0 and report["decision"] == "failed"
+        assert "flt-app3" in report["reason"] and "No space left on device" in report["reason"], report["reason"]
+        assert report["steps"] == [] and report["rolled_back"] == []
+        assert all(not c["out_seen"] for c in case.capacity.values()), case.capacity
+        # Nothing half-unpacked is left anywhere, and the others' staged copies are gone.
+        for host in APPS:
+            assert docker("exec", host, "ls", "/opt/demoapp/releases").stdout.split() == ["v1"], host
+        case.assert_safe(report)
+    finally:
+        case.record(rc, report, "refused in pre-flight, nothing changed", detect, None)
+
+
+# ------------------------------------------------------------------ faults of the release
+
+@pytest.mark.parametrize("knob,case_name,halt_words", [
+    ("crash", "crash on start", "flt-app"),
+    ("unhealthy", "failing health", "flt-app"),
+    ("hang", "hang on start", "flt-app"),
+    ("trickle", "trickling health endpoint", "response still arriving"),
+])
+def test_canary_that_never_serves_is_rolled_back(report_dir, faulty, knob, case_name, halt_words):
+    version, archive = faulty[knob]
+    case = Case(case_name, report_dir)
+    case.start(version, archive)
+    rc, report = case.result()
+    detect, restore = release_times(report)
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert halt_words in report["reason"], report["reason"]
+        assert len(report["steps"]) == 1, "nothing beyond the canary may switch"
+        assert report["rolled_back"] == report["steps"][0]["hosts"], report["rolled_back"]
+        case.assert_safe(report)
+        # A canary that never answers, or trickles its answer, is given up
+        # at the health deadline (8 s) plus at most one probe's timeout (5 s).
+        given_up = re.search(r"unhealthy after ([\d.]+) s", report["reason"])
+        assert given_up is None or float(given_up.group(1)) <= 8 + 5, report["reason"]
+        assert detect is not None and detect < 120, detect
+    finally:
+        case.record(rc, report, "halted, canary rolled back", detect, restore)
+
+
+def test_health_check_headers_stay_out_of_the_output():
+    # The rollout's URLs carry a password (SETTINGS, checked in every case);
+    # health_check's module-wide headers are the other place a credential
+    # goes: not in its output even when it fails, with -v.
+    token = "fm-header-token"
+    out = run_timed(["ansible", "-i", INVENTORY, "flt-lb1", "-v", "-m", "grayrelease.canary.health_check", "-a",
+                     '{"targets": ["http://flt-app1:8080/nothing-here"],'
+                     ' "headers": {"Authorization": "Bearer %s"}, "deadline": 2, "rise": 1}' % token], 60)
+    assert out.returncode != 0, "a 404 target must fail the check"
+    assert "404" in out.stdout
+    assert token not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("knob,case_name,failed_metric", [
+    ("errors", "5xx on real traffic, health checks healthy", "http_5xx_ratio"),
+    ("slow", "latency regression", "latency"),
+])
+def test_canary_judged_bad_is_rolled_back(report_dir, faulty, knob, case_name, failed_metric):
+    version, archive = faulty[knob]
+    case = Case(case_name, report_dir)
+    before = haproxy_state("flt-lb1")
+    case.start(version, archive)
+    rc, report = case.result()
+    detect, restore = release_times(report)
+    canary_step = report["steps"][0]
+    canary = canary_step["hosts"]
+    # What the load's balancer sent the canary host during the case.
+    after = haproxy_state("flt-lb1")
+    exposed = sum(after[h]["req_tot"] - before[h]["req_tot"] for h in canary)
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert canary_step["judge"]["verdict"] in ("fail", "marginal"), canary_step["judge"]
+        assert any(failed_metric in m for m in canary_step["judge"]["failed_metrics"]), canary_step["judge"]
+        assert len(report["steps"]) == 1, "nothing beyond the canary may switch"
+        # Real clients only ever met the bad release on the canary, at its
+        # traffic share: the errors they saw are bounded by what HAProxy sent it.
+        case.assert_safe(report, fast_failed=exposed)
+    finally:
+        case.record(rc, report, "halted by the judge, canary rolled back", detect, restore,
+                    canary_requests=exposed)
+
+
+def test_crash_in_a_later_batch(report_dir, faulty):
+    version, archive = faulty["late"]
+    case = Case("crash in a later batch", report_dir)
+    case.start(version, archive)
+    rc, report = case.result()
+    detect, restore = release_times(report)
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert "flt-app2" in report["reason"], report["reason"]
+        assert report["steps"][0]["judge"]["verdict"] == "pass"
+        assert sorted(report["rolled_back"]) == sorted(h for s in report["steps"] for h in s["hosts"])
+        assert len(report["rolled_back"]) >= 2
+        case.assert_safe(report)
+    finally:
+        case.record(rc, report, "halted, %d hosts rolled back one at a time" % len(report["rolled_back"]),
+                    detect, restore)
+
+
+# ------------------------------------------------------------------ faults of the fleet
+
+def test_haproxy_reloaded_mid_rollout(report_dir, artifact):
+    # Reload flt-lb1 (where the load goes) once a host has switched, while a
+    # server is drained: the drain survives (server-state-file), the
+    # old process finishes its requests, and the engine, seeing a new pid at
+    # its next step there, halts and puts everything back.
+    case = Case("HAProxy reload mid-rollout", report_dir)
+    run = case.start("v2", artifact)
+    try:
+        wait_for_moment(run, "a switched host drained on flt-lb1",
+                        lambda: len(hosts_on("v2")) >= 1 and drained_on("flt-lb1"))
+        drained = drained_on("flt-lb1")
+        t_fault = time.monotonic()
+        docker("exec", "flt-lb1", "systemctl", "reload", "haproxy")
+        after = haproxy_state("flt-lb1")
+        assert [s for s in APPS if after[s]["admin_state"] == "drain"] == drained, (drained, after)
+    finally:
+        rc, report = case.result()
+    detect, line = case.halted_after(t_fault)
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert "restarted or reloaded" in report["reason"] + " ".join(report["notes"]), report
+        assert "flt-lb1" in report["reason"], report["reason"]
+        assert set(drained) <= set(report["rolled_back"]), (drained, report["rolled_back"])
+        case.assert_safe(report)
+    finally:
+        case.record(rc, report, "halted, rolled back", detect, round(run.ended - t_fault, 1),
+                    drained_at_reload=drained)
+
+
+def pause_mid_rollout(case, victim, moment, artifact):
+    run = case.start("v2", artifact)
     paused = False
     try:
-        wait_for("the moment to pause %s" % victim, moment, timeout=240, interval=0.1)
+        wait_for_moment(run, "the moment to pause %s" % victim, moment)
         docker("pause", victim)
-        paused = True
-        t_pause, wall_pause = time.monotonic(), time.time()
-        print("paused %s after %.1f s of rollout" % (victim, t_pause - run.started))
-        rc = run.wait(timeout=300)
-        summary = load.stop()
-        lb1 = monitors["flt-lb1"].stop() if victim != "flt-lb1" else None
+        paused, t_fault = True, time.monotonic()
+        rc = run.wait(timeout=400)
     finally:
         run.stop()
         if paused:
             docker("unpause", victim)
-    others = dict((b, m.stop()) for b, m in monitors.items() if b != "flt-lb1")
-    report = read_report("%s/%s" % (report_dir, case))
-    # Detected: the first task result after the pause that went wrong (the
-    # victim UNREACHABLE, or a balancer failing on it, e.g. a drain timeout).
-    detected_at, detect_line = run.first_line_after(t_pause, "UNREACHABLE", victim)
-    failed_at, failed_line = run.first_line_after(t_pause, "FAILED!")
-    if failed_at is not None and (detected_at is None or failed_at < detected_at):
-        detected_at, detect_line = failed_at, failed_line
-    rollback_started = [iso_to_epoch(r["started"]) for r in report.get("rollback", [])]
-    figures = dict(
-        victim=victim, rc=rc, decision=report["decision"], reason=report["reason"], lost=report["lost"],
-        rolled_back=report["rolled_back"], hosts=report["hosts"], rollback_errors=report["rollback_errors"],
-        seconds_to_detect=round(detected_at - t_pause, 1) if detected_at else None,
-        seconds_to_rollback_start=round(rollback_started[0] - wall_pause, 1) if rollback_started else None,
-        seconds_to_restore=round(run.ended - t_pause, 1), rollout_seconds=round(run.ended - run.started, 1),
-        reseed_seconds=reseed_seconds,
-        failed_requests=summary["failed"], fast=summary["fast"], slow=summary["slow"],
-        capacity_lb1=dict((k, lb1[k]) for k in ("samples", "errors", "max_out", "max_out_servers", "final_out")),
-        capacity_lb2=dict((k, others["flt-lb2"][k])
-                          for k in ("samples", "errors", "max_out", "max_out_servers", "final_out")),
-    )
-    print("FIGURES %s: %r" % (case, figures))
-    print("detected by: %s" % detect_line)
-    return rc, report, summary, lb1, figures
+        case.stop()
+    report = read_report(case.report)
+    stamp, line = run.first_line_after(t_fault, victim)
+    halted, dummy = case.halted_after(t_fault)
+    print("first sign of %s: %s" % (victim, line))
+    return rc, report, t_fault, halted
 
 
-def rerun_promotes(case, artifact, report_dir):
-    res = run_playbook(ROLLOUT, *rollout_args(artifact, "%s/%s-again" % (report_dir, case)), timeout=400)
-    report = read_report("%s/%s-again" % (report_dir, case))
+def rerun_promotes(case, artifact):
+    res = run_playbook(ROLLOUT, *rollout_args("v2", artifact, case.report + "-again"), timeout=400)
+    report = read_report(case.report + "-again")
     assert res.returncode == 0, report["reason"]
     assert report["decision"] == "promoted"
-    assert report["hosts"] == dict((h, "v2") for h in APPS)
     assert [version_of(h) for h in APPS] == ["v2"] * len(APPS)
     assert all(service_active(h) for h in APPS)
     assert_clean_balancers()
     assert not lock_present("flt-lb1")
+    assert SECRET not in res.stdout + res.stderr
     return res.seconds, report
 
 
-def hosts_on_v2():
-    return [h for h in APPS if version_of(h) == "v2"]
-
-
-def test_balancer_lost_mid_rollout_under_mixed_load(artifact, report_dir):
-    # Pause flt-lb2 once the second batch has switched (a host besides the
-    # canary runs v2): no task is running on the balancers then, and the
-    # next one there (ready) finds flt-lb2 unreachable.
-    rc, report, summary, lb1, figures = lose_host_mid_rollout(
-        "balancer-lost", "flt-lb2", lambda: len(hosts_on_v2()) >= 2, artifact, report_dir)
+def test_app_host_lost_mid_batch(report_dir, artifact):
+    # Pause flt-app4 while its batch drains it: the switch that follows
+    # finds it unreachable.
+    case = Case("app host unreachable mid-batch", report_dir)
+    rc, report, t_fault, detect = pause_mid_rollout(
+        case, "flt-app4", lambda: "flt-app4" in drained_on("flt-lb1"), artifact)
     try:
-        assert rc != 0
-        assert report["decision"] == "failed", report["reason"]
+        assert rc != 0 and report["decision"] == "failed", report["reason"]
+        assert list(report["lost"]) == ["flt-app4"], report["lost"]
+        versions = dict((h, version_of(h)) for h in APPS)
+        # flt-app4 was paused before its switch: still on v1. It cannot
+        # serve, and canary_max_unavailable is 1: no serving host is drained
+        # to go back. The switched ones stay on v2, serving, and the report
+        # says so; the re-run below finishes the job.
+        assert versions["flt-app4"] == "v1", versions
+        assert all(service_active(h) for h in APPS)
+        assert report["rolled_back"] in ([], ["flt-app4"]), report["rolled_back"]
+        assert any("canary_max_unavailable" in e and "flt-app4 cannot serve" in e for e in report["rollback_errors"]), \
+            report["rollback_errors"]
+        assert not lock_present("flt-lb1")
+        # Only requests in flight on the frozen host itself may fail (slow
+        # ones never answered); nothing new is sent to it. The drain says
+        # how many sessions were frozen there ("flt-app4: N").
+        frozen = re.search(r"flt-app4: (\d+)\)", report["reason"])
+        assert case.summary["fast"]["failed"] == 0, case.summary
+        assert case.summary["slow"]["failed"] <= (int(frozen.group(1)) if frozen else 2), case.summary
+        for balancer, capacity in case.capacity.items():
+            assert capacity["max_out"] <= MAX_UNAVAILABLE, (balancer, capacity)
+            assert capacity["final_out"] in ([], ["flt-app4"]), (balancer, capacity)
+        case.assert_no_secret()
+    finally:
+        case.record(rc, report, "halted; the lost host left out, reported", detect,
+                    round(case.run.ended - t_fault, 1))
+    rerun_seconds, again = rerun_promotes(case, artifact)
+    record("app host unreachable: re-run after it is back", outcome=again["decision"], rerun_s=rerun_seconds,
+           repaired=again["repaired"], detect_s=None, restore_s=rerun_seconds)
+
+
+def test_balancer_lost_mid_rollout(report_dir, artifact):
+    # Pause flt-lb2 once a host besides the canary runs v2: the next task
+    # there finds it unreachable.
+    case = Case("balancer unreachable mid-rollout", report_dir)
+    rc, report, t_fault, detect = pause_mid_rollout(case, "flt-lb2", lambda: len(hosts_on("v2")) >= 2, artifact)
+    try:
+        assert rc != 0 and report["decision"] == "failed", report["reason"]
         assert list(report["lost"]) == ["flt-lb2"], report["lost"]
-        # Nothing half-switched: flt-lb1 still reaches every app host, so the
-        # rollback put every switched host back on v1.
+        assert any("flt-lb2" in line for line in report["lost_may_hold"]), report["lost_may_hold"]
+        # Nothing half-switched: flt-lb1 still reaches every app host, so
+        # the rollback put every switched host back on v1.
         versions = dict((h, version_of(h)) for h in APPS)
         assert versions == dict((h, "v1") for h in APPS), versions
         assert all(service_active(h) for h in APPS)
         assert report["hosts"] == versions
         assert len(report["rolled_back"]) >= 2 and report["rollback_errors"] == []
         assert not lock_present("flt-lb1")
-        # Through flt-lb1: nothing failed, and never more than
-        # canary_max_unavailable servers out of rotation.
-        assert summary["failed"] == 0 and summary["fast"]["failed"] == 0 and summary["slow"]["failed"] == 0, summary
-        assert summary["slow"]["requests"] > 0
-        assert lb1["samples"] > 100 and lb1["max_out"] <= 1, lb1
-        assert lb1["final_out"] == [], lb1
+        # Through flt-lb1: nothing failed, never more than
+        # canary_max_unavailable out, nothing left out.
+        assert case.summary["failed"] == 0, case.summary
+        lb1 = case.capacity["flt-lb1"]
+        assert lb1["samples"] > 50 and lb1["max_out"] <= MAX_UNAVAILABLE and lb1["final_out"] == [], lb1
+        # flt-lb2 kept what it had when it froze (one drained server at most).
+        assert case.capacity["flt-lb2"]["max_out"] <= MAX_UNAVAILABLE, case.capacity["flt-lb2"]
+        case.assert_no_secret()
     finally:
-        record("balancer unreachable mid-rollout under mixed load", **figures)
-    figures["rerun_seconds"], again = rerun_promotes("balancer-lost", artifact, report_dir)
-    record("balancer unreachable mid-rollout: rerun after unpause", rerun_seconds=figures["rerun_seconds"],
-           decision=again["decision"], repaired=again["repaired"])
+        case.record(rc, report, "halted, rolled back through flt-lb1", detect, round(case.run.ended - t_fault, 1))
+    rerun_seconds, again = rerun_promotes(case, artifact)
+    record("balancer unreachable: re-run after it is back", outcome=again["decision"], rerun_s=rerun_seconds,
+           repaired=again["repaired"], detect_s=None, restore_s=rerun_seconds)
 
 
-def test_app_host_lost_mid_batch(artifact, report_dir):
-    # Pause flt-app4 while its batch drains it (flt-lb1 shows it draining):
-    # the switch that follows finds it unreachable.
-    def app4_draining():
-        return haproxy_state("flt-lb1")["flt-app4"]["admin_state"] == "drain"
+# ------------------------------------------------------------------ the controller and the lock
 
-    rc, report, summary, lb1, figures = lose_host_mid_rollout(
-        "app-lost", "flt-app4", app4_draining, artifact, report_dir)
+def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, artifact):
+    # Run A is killed (SIGKILL to its process group) in the middle of a
+    # batch after the canary. Run C, started plainly, proves A gone (its pid
+    # on this controller has ended), takes the lock over, repairs what A
+    # left drained and finishes. While C runs, run B (same user, same
+    # controller, same version: a double launch) is refused within seconds
+    # naming C as the holder, and changes nothing.
+    case = Case("controller killed then re-run", report_dir)
+    run_a = case.start("v2", artifact)
+    wait_for_moment(run_a, "a switched host drained on flt-lb1",
+                    lambda: len(hosts_on("v2")) >= 1 and drained_on("flt-lb1"))
+    left_drained = drained_on("flt-lb1")
+    run_a.kill()
+    t_kill = time.monotonic()
+    assert lock_present("flt-lb1"), "the killed run's lock is what the re-run has to get past"
+    run_c = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-rerun"))
+    took_over = wait_for("the re-run taking the lock over", lambda: run_c.first_line_after(t_kill, "took over")[0],
+                         timeout=180)
+    t_b = time.monotonic()
+    run_b = run_playbook(ROLLOUT, *rollout_args("v2", artifact, case.report + "-second"), timeout=120)
+    b_seconds = round(time.monotonic() - t_b, 1)
+    b_report = read_report(case.report + "-second")
+    rc_c = run_c.wait(timeout=400)
+    # From here on the case is C's: its output, its report.
+    case.run, case.report = run_c, case.report + "-rerun"
+    case.stop()
+    report = read_report(case.report)
     try:
-        assert rc != 0
-        assert report["decision"] == "failed", report["reason"]
-        assert list(report["lost"]) == ["flt-app4"], report["lost"]
-        versions = dict((h, version_of(h)) for h in APPS)
-        # flt-app4 was paused before its switch: still on v1 after unpause.
-        # It cannot serve, and canary_max_unavailable is 1: no serving host is
-        # drained to go back. The switched ones stay on v2, serving, and the
-        # report says so; the re-run below finishes the job.
-        assert versions["flt-app4"] == "v1", versions
-        assert all(v in ("v1", "v2") for v in versions.values()), versions
-        assert all(service_active(h) for h in APPS)
-        assert report["rolled_back"] == [] or report["rolled_back"] == ["flt-app4"], report["rolled_back"]
-        assert any("canary_max_unavailable" in e and "flt-app4 cannot serve" in e for e in report["rollback_errors"]), \
-            report["rollback_errors"]
-        assert not lock_present("flt-lb1")
-        # Only requests in flight on the frozen host itself may fail (a slow
-        # one that was never answered); nothing new is sent to it.
-        # The drain says how many sessions were frozen on it ("flt-app4: N").
-        frozen = re.search(r"flt-app4: (\d+)\)", report["reason"])
-        assert summary["fast"]["failed"] == 0, summary
-        assert summary["slow"]["failed"] <= (int(frozen.group(1)) if frozen else 2), (summary, report["reason"])
-        # Never more than canary_max_unavailable out: the lost host itself.
-        assert lb1["max_out"] <= 1, lb1
-        assert lb1["final_out"] in ([], ["flt-app4"]), lb1
+        # B: refused quickly, naming the live holder and how to take over; nothing touched.
+        assert run_b.returncode != 0 and b_report["decision"] == "failed", b_report["reason"]
+        assert "held by" in b_report["reason"] and "canary_lock_takeover" in b_report["reason"], b_report["reason"]
+        assert str(run_c.proc.pid) in b_report["reason"] and "v2" in b_report["reason"], b_report["reason"]
+        assert b_report["steps"] == [] and b_report["rolled_back"] == [] and b_report["repaired"] == []
+        assert b_seconds < 30, b_seconds
+        assert SECRET not in run_b.stdout + run_b.stderr
+        # C: resumed without manual steps, promoted, clean.
+        assert rc_c == 0 and report["decision"] == "promoted", report["reason"]
+        assert any("took over the lock" in n for n in report["notes"]), report["notes"]
+        assert set(left_drained) <= set(report["repaired"]) | set(h for s in report["steps"] for h in s["hosts"]), \
+            (left_drained, report["repaired"])
+        case.assert_safe(report, versions="v2")
     finally:
-        record("app host unreachable mid-batch under mixed load", **figures)
-    figures["rerun_seconds"], again = rerun_promotes("app-lost", artifact, report_dir)
-    record("app host unreachable mid-batch: rerun after unpause", rerun_seconds=figures["rerun_seconds"],
-           decision=again["decision"], repaired=again["repaired"])
+        case.record(rc_c, report, "killed run taken over, re-run promoted", round(took_over - t_kill, 1),
+                    round(run_c.ended - t_kill, 1), left_drained=left_drained)
+        record("lock held by a live run", outcome="second run refused, first unaffected (%s)" % report["decision"],
+               rc=run_b.returncode, decision=b_report["decision"], reason=b_report["reason"][:300],
+               detect_s=b_seconds, restore_s=None, failed_fast=case.summary["fast"]["failed"],
+               failed_slow=case.summary["slow"]["failed"], max_out=case.max_out(), allowed_out=MAX_UNAVAILABLE)

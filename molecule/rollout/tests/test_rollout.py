@@ -165,6 +165,19 @@ def test_rollback_playbook_returns_the_fleet_to_the_previous_release():
     (["-e", "canary_version=../x", "-e", "canary_artifact=/nonexistent"], "../x"),
     (["-e", "canary_version=v9", "-e", "canary_artifact=/nonexistent.tar.gz"], "/nonexistent.tar.gz"),
     (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_traffic_percent=0"], "canary_traffic_percent=0"),
+    # A runtime API command smuggled in through a name, and a lock path that
+    # would leave the lock directory: refused by name before anything runs.
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null",
+      "-e", '{"canary_backend": "demoapp\\nshutdown sessions server demoapp/app1"}'], "canary_backend="),
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_backend=../../tmp/x"],
+     "canary_backend='../../tmp/x'"),
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null",
+      "-e", '{"canary_server": "app1; disable server demoapp/app2"}'], "canary_server='app1; disable server"),
+    # Bad plan and judge input, and a missing variable.
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_steps=50%,1"], "non-decreasing"),
+    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_on_marginal=maybe"],
+     "canary_on_marginal='maybe'"),
+    (["-e", "canary_artifact=/dev/null"], "canary_version is not set"),
 ])
 def test_bad_input_fails_clearly_and_changes_nothing(report_dir, bad, needle):
     before = {h: (version_of(h), releases_on(h)) for h in APPS}
@@ -244,6 +257,26 @@ def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report
             haproxy_command(lb, "set server demoapp/app6 state ready")
 
 
+def unsafe_archive(directory, name, member, link_to=None):
+    """A .tar.gz holding app.py plus one member that must never be unpacked."""
+    import io
+    import tarfile
+    path = directory / ("%s.tar.gz" % name)
+    with tarfile.open(str(path), "w:gz") as tar:
+        body = b"print('hello')\n"
+        info = tarfile.TarInfo("v10/app.py")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+        info = tarfile.TarInfo(member)
+        if link_to:
+            info.type, info.linkname = tarfile.SYMTYPE, link_to
+            tar.addfile(info)
+        else:
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
 def test_corrupt_unsafe_or_mismatching_artifact_is_refused_before_any_host_is_touched(report_dir, tmp_path):
     good = build_release("v10")
     junk = tmp_path / "junk.tar.gz"
@@ -252,7 +285,13 @@ def test_corrupt_unsafe_or_mismatching_artifact_is_refused_before_any_host_is_to
     for name, args, needle in [
             ("junk", ["-e", "canary_artifact=%s" % junk], "not a readable tar archive"),
             ("checksum", ["-e", "canary_artifact=%s" % good, "-e", "canary_artifact_checksum=" + "0" * 64],
-             "checksum mismatch")]:
+             "checksum mismatch"),
+            ("dotdot", ["-e", "canary_artifact=%s" % unsafe_archive(tmp_path, "dotdot", "../evil")],
+             "has a '..' component"),
+            ("absolute", ["-e", "canary_artifact=%s" % unsafe_archive(tmp_path, "absolute", "/etc/evil")],
+             "has an absolute path"),
+            ("symlink", ["-e", "canary_artifact=%s" % unsafe_archive(tmp_path, "symlink", "v10/link", "/etc/passwd")],
+             "outside the release")]:
         res = run_playbook("rollout", "-e", "canary_version=v10", "-e", "canary_report_dir=%s/%s" % (report_dir, name),
                            *args)
         assert res.returncode != 0

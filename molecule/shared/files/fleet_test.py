@@ -50,3 +50,37 @@ def run_timed(cmd, timeout, stdout_tail=6000, stderr_tail=3000):
     print(res.stdout[-stdout_tail:])
     print(res.stderr[-stderr_tail:])
     return res
+
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+
+def build_release(version, *flags):
+    """dist/demoapp-VERSION.tar.gz built by scripts/build-release.sh (reproducible)."""
+    subprocess.run([os.path.join(REPO, "scripts", "build-release.sh"), version, "--out", os.path.join(REPO, "dist")]
+                   + list(flags), check=True, capture_output=True, text=True, timeout=120)
+    return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
+
+
+class Load(object):
+    """scripts/load.py inside a balancer container against its own HAProxy,
+    detached, bounded by ``duration``; stop() ends it and returns its summary."""
+
+    def __init__(self, container, rate=30, duration=600, name="load"):
+        self.container, self.stop_file, self.out = container, "/tmp/%s.stop" % name, "/tmp/%s.json" % name
+        with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as handle:
+            docker("exec", "-i", container, "sh", "-c", "cat > /tmp/load.py", input_text=handle.read())
+        docker("exec", container, "rm", "-f", self.out, self.stop_file)
+        docker("exec", "-d", container, "python3", "/tmp/load.py", "--url", "http://127.0.0.1/", "--rate", str(rate),
+               "--duration", str(duration), "--stop-file", self.stop_file, "--out", self.out)
+
+    def stop(self, wait=30):
+        docker("exec", self.container, "touch", self.stop_file)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            res = docker("exec", self.container, "cat", self.out, check=False)
+            if res.returncode == 0 and res.stdout.strip():
+                docker("exec", self.container, "rm", "-f", self.out, self.stop_file)
+                return json.loads(res.stdout)
+            time.sleep(0.5)
+        raise AssertionError("load client in %s did not report within %s s" % (self.container, wait))

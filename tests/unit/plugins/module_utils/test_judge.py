@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
     JudgeError,
+    format_p,
     judge,
     mann_whitney_p,
     two_proportion_p,
@@ -211,6 +212,13 @@ def test_score_weights_and_verdicts():
     (dict(name='m', kind='ratio', baseline={'errors': 1}, canary={'errors': 0, 'total': 5}), "'total'"),
     (dict(name='m', kind='ratio', baseline=[1, 2], canary={'errors': 0, 'total': 5}), '[1, 2]'),
     (dict(name='m', kind='ratio', baseline={'errors': 0, 'total': 5, 'x': 1}, canary={'errors': 0, 'total': 5}), "'x'"),
+    (dict(name='m', kind='samples', baseline=[1], canary=[1], critical_difference=0.1), 'critical_difference'),
+    (dict(name='m', kind='ratio', baseline={'errors': 0, 'total': 5}, canary={'errors': 0, 'total': 5},
+          critical_ratio=2), 'critical_ratio applies to the samples kind'),
+    (dict(name='m', kind='samples', baseline=[1], canary=[1], critical_ratio=1), 'critical_ratio 1 must'),
+    (dict(name='m', kind='samples', baseline=[1], canary=[1], critical_ratio=-2), 'critical_ratio -2'),
+    (dict(name='m', kind='ratio', baseline={'errors': 0, 'total': 5}, canary={'errors': 0, 'total': 5},
+          critical_difference=1.5), 'critical_difference 1.5'),
 ])
 def test_bad_metric_is_named(metric, needle):
     with pytest.raises(JudgeError) as info:
@@ -236,3 +244,136 @@ def test_all_metrics_nodata_or_equal_never_crash():
     assert res['metrics']['b']['classification'] == 'nodata'
     assert res['metrics']['b']['baseline'] is None
     assert not math.isnan(res['score'])
+
+
+# ---------------------------------------------------------------- critical thresholds
+
+def _regression_300ms(**judge_options):
+    """The issue's case: every request 300 ms slower, errors unchanged, the
+    three metrics the rollout builds (canary_metrics) with their weights."""
+    rng = random.Random(300)
+    baseline = [round(rng.gauss(24, 3), 3) for dummy in range(300)]
+    canary = [round(rng.gauss(24, 3) + 300, 3) for dummy in range(60)]
+    metrics = [
+        _ratio('http_5xx_ratio', 0, 1080, 0, 120, weight=2),
+        _ratio('probe_error_ratio', 0, 300, 0, 60, critical=True),
+        _samples('probe_latency_ms', baseline, canary, tolerance=0.5),
+    ]
+    return judge(metrics, **judge_options), baseline, canary
+
+
+def test_300ms_regression_fails_outright():
+    res, baseline, canary = _regression_300ms()
+    m = res['metrics']['probe_latency_ms']
+    assert m['effect'] == pytest.approx(statistics.median(canary) / statistics.median(baseline))
+    assert m['effect'] > 10
+    assert m['p_value'] == pytest.approx(_scipy_mwu(canary, baseline), abs=1e-6)
+    assert m['critical_breach'] is True and m['classification'] == 'high'
+    assert m['rule'] == 'critical: median %.3gx >= 2x and p<0.001 < 0.02' % m['effect']
+    # Two of three metrics pass (score 75, once only 'marginal'); the breach decides.
+    assert res['score'] == 75.0
+    assert res['verdict'] == 'fail' and res['decided_by'] == 'critical_threshold'
+    assert res['critical_breached'] == ['probe_latency_ms']
+    assert 'probe_latency_ms (critical: median' in res['reason']
+    # Switched off globally it is the old 'marginal'.
+    off, dummy, dummy = _regression_300ms(critical_ratio=0)
+    assert off['verdict'] == 'marginal' and off['decided_by'] == 'score' and off['critical_breached'] == []
+
+
+def test_error_rate_five_points_above_fails_outright():
+    heavy = _samples('lat', BASE, list(BASE), weight=100)
+    # 1% vs 6.2%: 5.2 points, in a metric worth 1% of the score.
+    res = judge([heavy, _ratio('err', 10, 1000, 62, 1000)])
+    m = res['metrics']['err']
+    assert m['effect'] == pytest.approx(0.052) and m['critical_breach']
+    assert m['rule'].startswith('critical: rate +5.2 points >= +5 points and p<0.001')
+    assert res['score'] > 99 and res['verdict'] == 'fail'
+    # 4.5 points: failed metric but no breach, so the score decides (pass).
+    res = judge([heavy, _ratio('err', 10, 1000, 55, 1000)])
+    assert res['metrics']['err']['failed'] and not res['metrics']['err']['critical_breach']
+    assert res['verdict'] == 'pass'
+    # Per metric and global overrides.
+    assert judge([heavy, _ratio('err', 10, 1000, 62, 1000, critical_difference=0.1)])['verdict'] == 'pass'
+    assert judge([heavy, _ratio('err', 10, 1000, 55, 1000)], critical_difference=0.04)['verdict'] == 'fail'
+
+
+def test_critical_ratio_override_direction_and_significance():
+    base = [100 + (i % 9) for i in range(60)]
+    slow = [250 + (i % 9) for i in range(60)]           # 2.5x
+    heavy = _samples('other', BASE, list(BASE), weight=100)
+    assert judge([heavy, _samples('lat', base, slow)])['verdict'] == 'fail'
+    res = judge([heavy, _samples('lat', base, slow, critical_ratio=3)])
+    assert res['verdict'] == 'pass' and res['metrics']['lat']['thresholds']['critical_ratio'] == 3
+    assert judge([heavy, _samples('lat', base, slow)], critical_ratio=3)['verdict'] == 'pass'
+    # The metric's own value wins over the global one.
+    assert judge([heavy, _samples('lat', base, slow, critical_ratio=2)], critical_ratio=0)['verdict'] == 'fail'
+    # Throughput halved: a breach only for a metric whose bad direction is down.
+    fast = [40 + (i % 9) for i in range(60)]            # median 44 / 104 = 0.423x
+    assert judge([heavy, _samples('rps', base, fast)])['verdict'] == 'pass'
+    res = judge([heavy, _samples('rps', base, fast, direction='decrease')])
+    assert res['verdict'] == 'fail' and res['metrics']['rps']['rule'].startswith('critical: median 0.423x <= 1/2x')
+    # A large median ratio that is not significant is no evidence.
+    noisy = judge([heavy, _samples('lat', [1, 100] * 10, [1, 100, 300] * 7)])['metrics']['lat']
+    assert noisy['p_value'] >= 0.02 and not noisy['critical_breach']
+
+
+def test_breach_beats_a_critical_metric_without_data():
+    res = judge([_samples('lat', [10 + i % 3 for i in range(40)], [40 + i % 3 for i in range(40)]),
+                 _ratio('probe', 0, 5, 0, 5, critical=True)])
+    assert res['verdict'] == 'fail' and res['decided_by'] == 'critical_threshold'
+    res = judge([_samples('lat', BASE, list(BASE)), _ratio('probe', 0, 5, 0, 5, critical=True)])
+    assert res['verdict'] == 'inconclusive' and res['decided_by'] == 'critical_nodata'
+
+
+def test_bad_global_critical_thresholds_are_named():
+    with pytest.raises(JudgeError, match='critical_ratio 0.5'):
+        judge([_samples('a', [1], [1])], critical_ratio=0.5)
+    with pytest.raises(JudgeError, match="critical_difference 'x'"):
+        judge([_samples('a', [1], [1])], critical_difference='x')
+
+
+# ---------------------------------------------------------------- explanations
+
+@pytest.mark.parametrize('p_value, text', [
+    (None, '-'), (1.0, '1'), (0.41234, '0.412'), (0.0021, '0.0021'), (0.001, '0.001'), (0.000999, '<0.001'),
+    (0.0, '<0.001'),
+])
+def test_p_values_are_rounded_for_reading(p_value, text):
+    assert format_p(p_value) == text
+
+
+def test_every_metric_explains_itself():
+    base = [100 + (i % 11) for i in range(80)]
+    res = judge([
+        _samples('up38', base, [b * 1.38 for b in base]),
+        _samples('up10', base, [b * 1.1 for b in base]),
+        _samples('same', base, list(base)),
+        _samples('few', base, base[:5]),
+        _ratio('err', 5, 1000, 31, 1000),
+    ])
+    m = res['metrics']
+    assert m['up38']['rule'].startswith('significant increase p<0.001 < 0.02 and +38% > tolerance +25%')
+    assert m['up38']['effect_text'] == 'median 1.38x (+38%)' and m['up38']['effect'] == pytest.approx(1.38)
+    assert m['up10']['rule'].startswith('significant but median +10% within tolerance +/-25%')
+    assert m['same']['rule'] == 'no significant difference: p=1 >= 0.02' and m['same']['p_text'] == '1'
+    assert m['few']['rule'] == 'nodata: 5 canary values < min_samples 20'
+    assert m['few']['p_text'] == '-' and m['few']['effect'] is None
+    err = m['err']
+    assert err['rule'] == 'significant increase p<0.001 < 0.02 and rate 3.1% > allowed 1.62%'
+    assert err['effect'] == pytest.approx(0.026) and err['effect_text'] == 'rate +2.6 points (3.1% vs 0.5%)'
+    assert err['p_value'] == pytest.approx(
+        scipy_stats.chi2_contingency([[31, 969], [5, 995]], correction=False)[1], rel=1e-9)
+    assert err['thresholds'] == {'alpha': pytest.approx(0.02), 'tolerance': 0.25, 'min_samples': 20,
+                                 'critical_difference': 0.05, 'max_absolute': 0.01,
+                                 'allowed_low': pytest.approx(0.005 * 0.75 - 0.01),
+                                 'allowed_high': pytest.approx(0.005 * 1.25 + 0.01)}
+    for name, metric in m.items():
+        assert metric['baseline_count'] and metric['canary_count'], name
+        assert metric['rule'] in metric['reason']
+    assert res['thresholds']['confidence'] == 0.98 and res['thresholds']['critical_ratio'] == 2.0
+
+
+def test_a_decrease_allowed_by_direction_says_so():
+    m = judge([_samples('lat', BASE, LOW)])['metrics']['lat']
+    assert m['classification'] == 'low' and not m['failed'] and not m['critical_breach']
+    assert m['rule'].endswith('; allowed by direction increase')

@@ -54,3 +54,24 @@ def test_module_bad_input_fails_naming_the_value():
     bad_kind = {'metrics': [{'name': 'e', 'kind': 'histogram', 'baseline': [], 'canary': []}]}
     ok, result, raw = run_adhoc('grayrelease.canary.canary_judge', bad_kind)
     assert not ok and 'histogram' in result['msg']
+
+
+def test_module_critical_thresholds_and_explanations():
+    slow = [b * 3 for b in BASE]
+    args = {'metrics': [
+        {'name': 'latency', 'kind': 'samples', 'baseline': BASE, 'canary': slow},
+        {'name': 'other', 'kind': 'samples', 'baseline': BASE, 'canary': list(BASE), 'weight': 10},
+    ]}
+    ok, result, raw = run_adhoc('grayrelease.canary.canary_judge', args)
+    assert ok, raw
+    lat = result['metrics']['latency']
+    assert result['verdict'] == 'fail' and result['decided_by'] == 'critical_threshold'
+    assert result['critical_breached'] == ['latency'] and result['score'] == pytest.approx(100 * 10 / 11.0)
+    assert lat['rule'] == 'critical: median 3x >= 2x and p<0.001 < 0.02' and lat['effect'] == 3
+    assert lat['thresholds']['critical_ratio'] == 2 and lat['p_text'] == '<0.001'
+    # The global option, and the per-metric one on the wrong kind.
+    ok, result, raw = run_adhoc('grayrelease.canary.canary_judge', dict(args, critical_ratio=4))
+    assert ok and result['verdict'] == 'marginal' and result['decided_by'] == 'score', raw
+    wrong = {'metrics': [dict(args['metrics'][0], critical_difference=0.1)]}
+    ok, result, raw = run_adhoc('grayrelease.canary.canary_judge', wrong)
+    assert not ok and "metric 'latency': critical_difference applies to the ratio kind only" in result['msg']

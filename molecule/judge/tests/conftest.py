@@ -1,0 +1,93 @@
+"""Helpers for the judge scenario: rollouts against the jdg-* fleet
+(molecule/judge/inventory/hosts.yml) under bounded load, and its reports."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCENARIO = os.path.dirname(HERE)
+REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
+from fleet_test import docker, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
+
+INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
+# The faults scenario's reseed works on any fleet with groups app and balancers.
+RESEED = os.path.join(REPO, "molecule", "faults", "reseed.yml")
+APPS = ["jdg-app%d" % i for i in range(1, 4)]
+BALANCER = "jdg-lb1"
+MEASUREMENTS = os.path.join(REPO, ".build", "judge-measurements.jsonl")
+
+
+def run_playbook(playbook, *extra, timeout=300):
+    return run_timed(["ansible-playbook", "-i", INVENTORY, playbook] + list(extra), timeout)
+
+
+def reseed():
+    res = run_playbook(RESEED, timeout=180)
+    assert res.returncode == 0, "reseed failed"
+    for app in APPS:
+        assert version_of(app) == "v1", app
+    state = haproxy_state(BALANCER)
+    assert all(s["admin_state"] == "ready" and s["weight"] == s["initial_weight"] for s in state.values()), state
+
+
+def build_release(version, *flags):
+    subprocess.run([os.path.join(REPO, "scripts", "build-release.sh"), version, "--out",
+                    os.path.join(REPO, "dist")] + list(flags), check=True, capture_output=True, text=True,
+                   timeout=120)
+    return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
+
+
+class Load(object):
+    """scripts/load.py inside the balancer against its own HAProxy; stops by itself after `duration` s."""
+
+    def __init__(self, rate=40, duration=180):
+        with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as handle:
+            docker("exec", "-i", BALANCER, "sh", "-c", "cat > /tmp/judge-load.py", input_text=handle.read())
+        docker("exec", BALANCER, "rm", "-f", "/tmp/judge-load.json", "/tmp/judge-load.stop")
+        docker("exec", "-d", BALANCER, "python3", "/tmp/judge-load.py", "--url", "http://127.0.0.1/",
+               "--rate", str(rate), "--duration", str(duration), "--stop-file", "/tmp/judge-load.stop",
+               "--out", "/tmp/judge-load.json")
+
+    def stop(self, wait=30):
+        docker("exec", BALANCER, "touch", "/tmp/judge-load.stop")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            res = docker("exec", BALANCER, "cat", "/tmp/judge-load.json", check=False)
+            if res.returncode == 0 and res.stdout.strip():
+                return json.loads(res.stdout)
+            time.sleep(0.5)
+        raise AssertionError("load client did not report within %s s" % wait)
+
+
+def rollout(report_dir, version, artifact, settings, load_rate=40):
+    """Reseed, then roll `version` out under load; returns (exit code, report, seconds)."""
+    reseed()
+    load = Load(rate=load_rate)
+    try:
+        time.sleep(2)  # traffic on every server before the canary's window
+        res = run_playbook("grayrelease.canary.rollout", "-e", "canary_version=%s" % version,
+                           "-e", "canary_artifact=%s" % artifact, "-e", "canary_report_dir=%s" % report_dir,
+                           "-e", json.dumps(settings))
+    finally:
+        summary = load.stop()
+    print("load:", json.dumps(summary)[:400])
+    with open(os.path.join(str(report_dir), "report.json"), encoding="utf-8") as handle:
+        report = json.load(handle)
+    return res.returncode, report, res.seconds
+
+
+def record(case, **figures):
+    os.makedirs(os.path.dirname(MEASUREMENTS), exist_ok=True)
+    with open(MEASUREMENTS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(dict(figures, case=case, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+                                sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    return tmp_path / "reports"

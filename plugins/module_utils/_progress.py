@@ -1,0 +1,446 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a person watching a rollout reads: the progress view and the analysis record.
+
+Private to grayrelease.canary. Pure Python, no Ansible imports, so the
+callback plugin (plugins/callback/rollout_progress.py) stays thin and every
+line it prints is unit-tested from recorded engine states.
+
+Two parts:
+
+- record_analysis(): called by the engine when the canary analysis ends. It
+  stores, per analysis interval, canary vs baseline error rate and latency
+  (from the probe rounds the analysis already has) and, per step, the
+  traffic share set by the weights vs the share HAProxy actually sent
+  (from the before/after counters). The progress view, report.md and
+  report.html read them.
+- ProgressView: fed every rollout state the coordinator returns (the
+  grayrelease_rollout fact), every per-interval probe result and the final
+  report; returns the lines to print for what is new since the last state.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+# Batch phases in the order they run (restore: the canary's weights put back).
+PHASES = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore')
+# How a finished phase reads in a batch line.
+PHASE_WORDS = {'drain': 'drained', 'switch': 'switched', 'health': 'healthy', 'ready': 'ready',
+               'analysis': 'analysed', 'restore': 'weights restored'}
+
+
+def _round(value, digits=2):
+    return None if value is None else round(float(value), digits)
+
+
+def _rate(errors, total):
+    return round(float(errors) / total, 4) if total else None
+
+
+def group_stats(samples, urls):
+    """{requests, errors, error_rate, p50_ms, p95_ms} of the http_sample results for urls."""
+    latencies, errors, total = [], 0, 0
+    for url in urls:
+        result = samples.get(url) or {}
+        latencies.extend(result.get('latencies_ms') or [])
+        errors += int(result.get('errors') or 0)
+        total += int(result.get('total') or 0)
+    ordered = sorted(latencies)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))] if ordered else None
+    return {'requests': total, 'errors': errors, 'error_rate': _rate(errors, total),
+            'p50_ms': _round(statistics.median(ordered)) if ordered else None, 'p95_ms': _round(p95)}
+
+
+def interval_stats(samples, canary_urls, baseline_urls):
+    """Canary vs baseline for one analysis interval (one http_sample round)."""
+    return {'canary': group_stats(samples or {}, canary_urls), 'baseline': group_stats(samples or {}, baseline_urls)}
+
+
+def _counter(results, backend, servers, counter):
+    total = 0
+    for result in results.values():
+        table = ((result or {}).get('backends') or {}).get(backend) or {}
+        total += sum(int((table.get(s) or {}).get(counter) or 0) for s in servers)
+    return total
+
+
+def traffic_share(weights, canary_servers, before, after, backend, baseline_servers):
+    """The canary's share of traffic: set by the weights and measured by HAProxy between two snapshots."""
+    total_weight = sum(weights.values()) if weights else 0
+    set_share = 100.0 * sum(weights.get(s, 0) for s in canary_servers) / total_weight if total_weight else None
+    out = {'set_percent': _round(set_share)}
+    if set(before) != set(after) or not after:
+        return out
+    counts = {}
+    for group, servers in (('canary', canary_servers), ('baseline', baseline_servers)):
+        for key, counter in (('requests', 'req_tot'), ('errors', 'hrsp_5xx')):
+            delta = _counter(after, backend, servers, counter) - _counter(before, backend, servers, counter)
+            # A reload mid-analysis resets the counters: no measurement then.
+            counts['%s_%s' % (group, key)] = delta if delta >= 0 else None
+    out.update(counts)
+    if None not in counts.values():
+        requests = counts['canary_requests'] + counts['baseline_requests']
+        out['requests'] = requests
+        out['measured_percent'] = _round(100.0 * counts['canary_requests'] / requests) if requests else None
+    return out
+
+
+def record_analysis(state, step, batch, before, after, rounds, canary, baseline, now):
+    """Store step['intervals'] and step['traffic_share'] for the view and the reports.
+
+    Merged into what other metric sources already put in step['intervals']
+    (one dict per interval): this adds the `probe` source and the times.
+    Interval times are seconds since the run started; the probe rounds run
+    back to back, so the analysis time is split evenly between them.
+    """
+    identities = state['identities']
+    canary_urls = [identities[h]['sample_url'] for h in canary]
+    baseline_urls = [identities[h]['sample_url'] for h in baseline]
+    start = batch['timings'].get('analysis', {}).get('started', now)
+    width = (now - start) / len(rounds) if rounds else 0
+    intervals = step.get('intervals') if isinstance(step.get('intervals'), list) else []
+    for index, samples in enumerate(rounds):
+        while len(intervals) <= index:
+            intervals.append({})
+        intervals[index].update({
+            'interval': index + 1,
+            'start': _round(start + width * index - state['started']),
+            'end': _round(start + width * (index + 1) - state['started']),
+            'probe': interval_stats(samples, canary_urls, baseline_urls),
+        })
+    step['intervals'] = intervals
+    servers = dict((h, identities[h].get('server') or h) for h in canary + baseline)
+    share = traffic_share(step.get('weights') or {}, [servers[h] for h in canary], before or {}, after or {},
+                          state['settings'].get('backend'), [servers[h] for h in baseline])
+    step['traffic_share'] = dict(share, asked_percent=state['settings'].get('traffic_percent'))
+
+
+# ---------------------------------------------------------------- formatting
+
+def fmt_seconds(value):
+    if value is None:
+        return '-'
+    return '%.1f s' % value if value < 100 else '%d s' % round(value)
+
+
+def fmt_percent(value):
+    return '-' if value is None else '%.1f%%' % value
+
+
+def fmt_rate(value):
+    """An error rate (0..1) as a percentage a person reads at a glance."""
+    return '-' if value is None else '%.1f%%' % (100.0 * value) if value >= 0.001 or value == 0 \
+        else '%.2g%%' % (100.0 * value)
+
+
+def fmt_ms(value):
+    return '-' if value is None else '%.1f ms' % value
+
+
+def fmt_number(value):
+    """A metric value: 3 significant digits, no float noise (0.0045763489536144635 -> 0.00458)."""
+    if value is None:
+        return '-'
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return '%d' % value
+    return '%.3g' % value
+
+
+# A decimal with more digits than a person reads (0.333333, 7.557499999999999).
+LONG_DECIMAL_RE = re.compile(r'(?<!\w)(?<!\d\.)\d+\.\d{4,}(?:e[-+]?\d+)?(?!\w)(?!\.\d)')
+
+
+def readable(text):
+    """Free text (a judge's reason) with its long decimals at 3 significant digits."""
+    return LONG_DECIMAL_RE.sub(lambda match: fmt_number(float(match.group())), str(text))
+
+
+def _short(text, limit):
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def _hosts(names, limit=6):
+    names = list(names)
+    if len(names) <= limit:
+        return ', '.join(names)
+    return '%s and %d more' % (', '.join(names[:limit]), len(names) - limit)
+
+
+def _weights_text(weights, canary_servers):
+    """app1=5, the other 5 servers 9 each: the canary's weights, then the others grouped by weight."""
+    canary = ', '.join('%s=%s' % (s, weights[s]) for s in canary_servers if s in weights)
+    others = {}
+    for server in sorted(weights):
+        if server not in canary_servers:
+            others.setdefault(weights[server], []).append(server)
+    if len(others) == 1:
+        weight, servers = list(others.items())[0]
+        return '%s, the other %d servers %s each' % (canary, len(servers), weight)
+    return '%s; %s' % (canary, ', '.join('%s=%s' % (s, w) for w, servers in sorted(others.items())
+                                         for s in servers) or 'no other servers')
+
+
+def batch_line(state, step, batch):
+    """step 2/4, batch 3/6: app3 -> v2: drained 0.7 s, switched 1.4 s, healthy 0.8 s, ready 0.6 s (3.5 s)."""
+    parts = []
+    for phase in PHASES:
+        timing = batch['timings'].get(phase)
+        if not timing:
+            continue
+        seconds = timing.get('seconds') if isinstance(timing, dict) else timing
+        if seconds is None:
+            parts.append('%s FAILED' % phase)
+            continue
+        text = '%s %s' % (PHASE_WORDS[phase], fmt_seconds(seconds))
+        if phase == 'drain':
+            text += _drain_detail(batch)
+        parts.append(text)
+    if batch['outcome'] == 'failed':
+        # The whole reason follows in the halt line; here only its start.
+        parts.append('FAILED: %s' % _short(readable('; '.join(batch['errors'])), 100))
+    return '%s: %s -> %s: %s (%s)' % (_position(state, step, batch), ', '.join(batch['hosts']),
+                                      state['settings']['version'], ', '.join(parts), fmt_seconds(batch['seconds']))
+
+
+def _position(state, step, batch):
+    return 'step %d/%d, batch %d/%d' % (step['step'], len(state['plan_steps']), batch['batch'], len(state['plan']))
+
+
+def _drain_detail(batch):
+    """What the slowest balancer's drain found: sessions it waited for or cut."""
+    views = [v.get('drain') or {} for v in (batch.get('drain') or {}).values() if isinstance(v, dict)]
+    timed_out = [v for v in views if v.get('timed_out')]
+    if timed_out:
+        return ' (timed out, %d sessions left)' % max(int(v.get('sessions_left') or 0) for v in timed_out)
+    return ''
+
+
+def interval_line(index, count, stats):
+    canary, baseline = stats['canary'], stats['baseline']
+    return 'analysis interval %d/%d: canary %d/%d errors (%s), p50 %s | baseline %d/%d errors (%s), p50 %s' % (
+        index, count, canary['errors'], canary['requests'], fmt_rate(canary['error_rate']), fmt_ms(canary['p50_ms']),
+        baseline['errors'], baseline['requests'], fmt_rate(baseline['error_rate']), fmt_ms(baseline['p50_ms']))
+
+
+def traffic_line(traffic):
+    measured = traffic.get('measured_percent')
+    text = 'traffic share of the canary: set %s' % fmt_percent(traffic.get('set_percent'))
+    if traffic.get('asked_percent') is not None:
+        text += ' (asked %s%%)' % fmt_number(traffic['asked_percent'])
+    if measured is None:
+        return text + ', measured: no requests through HAProxy'
+    return text + ', measured %s (%d of %d requests through HAProxy, %d vs %d 5xx)' % (
+        fmt_percent(measured), traffic['canary_requests'], traffic['requests'], traffic['canary_errors'],
+        traffic['baseline_errors'])
+
+
+def verdict_lines(verdict):
+    lines = ['verdict: %s, score %s (%s)' % (verdict.get('verdict'), fmt_number(verdict.get('score')),
+                                             readable(verdict.get('reason', '')))]
+    for name, metric in sorted((verdict.get('metrics') or {}).items()):
+        if metric.get('failed'):
+            lines.append('  failing metric %s: canary %s vs baseline %s (p=%s)%s' % (
+                name, fmt_number(metric.get('canary')), fmt_number(metric.get('baseline')),
+                fmt_number(metric.get('p_value')), ', critical' if metric.get('critical') else ''))
+    return lines
+
+
+def _canary_groups(state):
+    """(canary hosts, baseline hosts) of the analysis, as the engine splits them."""
+    from ansible_collections.grayrelease.canary.plugins.module_utils._engine import _canary_hosts
+    canary = _canary_hosts(state)
+    return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+
+
+# ---------------------------------------------------------------- the view
+
+class ProgressView(object):
+    """Lines for what is new in each rollout state; remembers what it said."""
+
+    def __init__(self):
+        self.state = None
+        self._said = set()
+        self.live_intervals = 0
+        self.finished = False
+
+    def _once(self, key, lines):
+        if key in self._said:
+            return []
+        self._said.add(key)
+        return lines
+
+    def update(self, state):
+        """Lines for everything the new state adds: plan, steps, batches, analysis, halt, rollback, notes."""
+        self.state = state
+        lines = []
+        if (state.get('act') or {}).get('phase') == 'analysis' and ('analysis', len(state['steps'])) not in self._said:
+            # A new analysis: its intervals are counted from 1 as they arrive.
+            self._said.add(('analysis', len(state['steps'])))
+            self.live_intervals = 0
+        if state.get('plan_lines'):
+            lines += self._once('plan', list(state['plan_lines']))
+        if state.get('staged'):
+            lines += self._once('staged', ['pre-staged %s on %s (nothing switched)' % (
+                state['settings']['version'], _hosts(state['staged']))])
+        for step in state.get('steps', []):
+            lines += self._step(state, step)
+        for host, why in sorted(state.get('lost', {}).items()):
+            lines += self._once(('lost', host), ['LOST %s: %s' % (host, why)])
+        if state.get('halt'):
+            halt = state['halt']
+            word = 'paused' if halt['kind'] == 'paused' else 'HALTED'
+            lines += self._once('halt', ['%s (%s): %s' % (word, halt['phase'], readable(halt['reason']))])
+        rollback = state.get('rollback') or {}
+        groups = rollback.get('groups') or []
+        for record in rollback.get('records', []):
+            lines += self._once(('rollback', record['group']), ['rollback %d/%d: %s -> %s' % (
+                record['group'], len(groups), ', '.join(record['hosts']) or 'nothing', state['previous_version'])])
+            for number, error in enumerate(record['errors']):
+                lines += self._once(('rollback error', record['group'], number), ['  rollback problem: %s' % error])
+        for number, note in enumerate(state.get('notes', [])):
+            lines += self._once(('note', number), ['note: %s' % note])
+        return lines
+
+    def _step(self, state, step):
+        lines = []
+        hosts = ', '.join(step['hosts'])
+        if step['canary']:
+            canary, dummy = _canary_groups(state)
+            servers = [state['identities'][h].get('server') or h for h in canary]
+            share = traffic_share(step.get('weights') or {}, servers, {}, {}, None, [])['set_percent']
+            lines += self._once(('step', step['step']), [
+                'step %d/%d (canary): %s, %s of the traffic at weights %s' % (
+                    step['step'], len(state['plan_steps']), hosts, fmt_percent(share),
+                    _weights_text(step.get('weights') or {}, servers))])
+        else:
+            lines += self._once(('step', step['step']), ['step %d/%d: %s' % (
+                step['step'], len(state['plan_steps']), hosts)])
+        for batch in step['batches']:
+            done = [p for p in PHASES if (batch['timings'].get(p) or {}).get('seconds') is not None]
+            if step['canary'] and 'ready' in done:
+                lines += self._once(('canary ready', batch['batch']), [
+                    '%s: %s -> %s ready at the canary weights; analysis: %s x %s' % (
+                        _position(state, step, batch), ', '.join(batch['hosts']), state['settings']['version'],
+                        state['settings']['analysis_count'], fmt_seconds(state['settings']['analysis_interval']))])
+        # Intervals not already printed as they completed (the analysis was not a loop).
+        for number, interval in enumerate(step.get('intervals') or [], 1):
+            if number > self.live_intervals and interval.get('probe'):
+                lines += self._once(('interval', step['step'], number), [
+                    interval_line(number, len(step['intervals']), interval['probe'])])
+        if step.get('traffic_share'):
+            lines += self._once(('traffic', step['step']), [traffic_line(step['traffic_share'])])
+        if step.get('judge'):
+            lines += self._once(('verdict', step['step']), verdict_lines(step['judge']))
+        # A batch's line once it is over: after its analysis, which explains its end.
+        for batch in step['batches']:
+            if batch['outcome'] != 'running':
+                lines += self._once(('batch', batch['batch']), [batch_line(state, step, batch)])
+        return lines
+
+    def interval(self, samples):
+        """A line for one probe round (one analysis interval) as it completes."""
+        state = self.state
+        if not state or (state.get('act') or {}).get('phase') != 'analysis' or not isinstance(samples, dict):
+            return []
+        canary, baseline = _canary_groups(state)
+        urls = dict((h, state['identities'][h]['sample_url']) for h in canary + baseline)
+        if not set(urls.values()) & set(samples):
+            return []
+        self.live_intervals += 1
+        stats = interval_stats(samples, [urls[h] for h in canary], [urls[h] for h in baseline])
+        return [interval_line(self.live_intervals, state['act'].get('count') or self.live_intervals, stats)]
+
+    def waiting(self, coordinator=False):
+        """(what the running task waits for, its bound in seconds or None), or None.
+
+        coordinator: the task is the coordinator's own (rollout_state), which
+        only takes long when it sleeps canary_pause seconds after a step.
+        """
+        state = self.state
+        if not state:
+            return None
+        act = state.get('act') or {}
+        settings = state['settings']
+        phase = act.get('phase')
+        if coordinator:
+            if _pause_follows(state):
+                return 'pause after step %d of %d' % (len(state['steps']), len(state['plan_steps'])), \
+                    float(settings['pause'])
+            return None
+        servers = ', '.join(act.get('servers') or act.get('apps') or [])
+        if phase in ('drain', 'rollback_drain'):
+            return 'drain %s' % servers, settings.get('drain_timeout')
+        if phase in ('health', 'rollback_health'):
+            return 'health check %s' % ', '.join(act.get('hosts') or _batch_hosts(state)), \
+                act.get('deadline') or settings.get('health_deadline')
+        if phase in ('ready', 'rollback_ready', 'repair'):
+            return 'ready %s (HAProxy health checks)' % servers, settings.get('health_deadline')
+        if phase in ('switch', 'rollback_switch'):
+            return 'switch %s to %s and restart' % (servers, act.get('version') or settings['version']), None
+        if phase == 'analysis':
+            count = int(act.get('count') or 1)
+            return 'analysis interval %d/%d (%s s each)' % (
+                min(self.live_intervals + 1, count), count, fmt_number(act.get('interval'))), None
+        if phase in ('stage', 'unstage'):
+            return '%s %s on %d hosts' % ('pre-staging' if phase == 'stage' else 'removing the staged',
+                                          settings['version'], len(act.get('apps') or [])), None
+        return None
+
+    def summary(self, result):
+        """The final summary from the finish task's result (report, paths, verdict)."""
+        self.finished = True
+        doc = result.get('report') or {}
+        decision = str(doc.get('decision'))
+        versions = '%s -> %s' % (doc.get('previous_version') or '?', doc.get('version') or '?')
+        if decision != 'promoted':
+            versions = '%s, previous %s' % (doc.get('version') or '?', doc.get('previous_version') or '?')
+        lines = ['decision: %s (%s) after %s' % (
+            decision.replace('_', ' ').upper(), versions, fmt_seconds(doc.get('seconds')))]
+        if doc.get('reason'):
+            lines.append('reason: %s' % readable(doc['reason']))
+        steps = doc.get('steps') or []
+        batches = sum(len(s.get('batches') or []) for s in steps)
+        judged = [s['judge'] for s in steps if s.get('judge')]
+        line = 'steps: %d of %d, batches %d of %d' % (
+            len([s for s in steps if s.get('outcome') == 'ok']), len(doc.get('plan_steps') or []),
+            len([b for s in steps for b in s.get('batches') or [] if b.get('outcome') == 'ok']),
+            len(doc.get('plan') or [])) if batches or doc.get('plan') else 'steps: none run'
+        if judged:
+            line += '; canary verdict %s, score %s' % (judged[0].get('verdict'), fmt_number(judged[0].get('score')))
+        lines.append(line)
+        if doc.get('rolled_back'):
+            lines.append('rolled back: %s' % ', '.join(doc['rolled_back']))
+        by_version = {}
+        for host, version in sorted((doc.get('hosts') or {}).items()):
+            by_version.setdefault(version, []).append(host)
+        if by_version:
+            lines.append('hosts: %s' % '; '.join('%s on %s' % (_hosts(h), v) for v, h in sorted(by_version.items())))
+        for problem in doc.get('rollback_errors') or []:
+            lines.append('rollback problem: %s' % problem)
+        if result.get('report_error'):
+            lines.append(result['report_error'])
+        paths = [p for p in (result.get('report_html'), result.get('report_path')) if p]
+        if paths:
+            lines.append('report: %s' % ' and '.join(paths))
+        return lines
+
+
+def _batch_hosts(state):
+    steps = state.get('steps') or []
+    return steps[-1]['batches'][-1]['hosts'] if steps and steps[-1]['batches'] else []
+
+
+def _pause_follows(state):
+    """Does recording the pending act end a step that canary_pause seconds follow?"""
+    pause = state['settings'].get('pause')
+    act = (state.get('act') or {}).get('phase')
+    if isinstance(pause, bool) or not isinstance(pause, (int, float)) or pause <= 0 or not state.get('steps'):
+        return False
+    step = state['steps'][-1]
+    last_of_step = len(step['batches']) == len(state['plan_steps'][step['step'] - 1])
+    more = step['step'] < len(state['plan_steps'])
+    return last_of_step and more and act == ('restore' if step['canary'] else 'ready')

@@ -1,0 +1,416 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""report.html: the rollout report as one self-contained page with an SVG timeline.
+
+Private to grayrelease.canary. Pure Python: report_html(doc) takes the
+report.json document (plugins/module_utils/_engine.py report()) and returns
+the page. Inline CSS and SVG only (no script, no external asset), so it opens
+anywhere: from an AWX job's artifacts, a mail, a CI artifact store.
+
+The timeline shares one time axis (seconds since the run started) between
+the batches (one row each, split into their phases), the canary's traffic
+share (set by the weights, measured by HAProxy), canary vs baseline error
+rate and latency per analysis interval, the verdict and the decision.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._progress import (
+    PHASES,
+    fmt_ms,
+    fmt_number,
+    fmt_percent,
+    fmt_rate,
+    fmt_seconds,
+    readable,
+)
+
+PHASE_COLOURS = {'drain': '#f0a030', 'switch': '#4a7bd0', 'health': '#3fb0a0', 'ready': '#6cbf4a',
+                 'analysis': '#9b6fd0', 'restore': '#b0b0b0'}
+DECISION_COLOURS = {'promoted': '#2e8b3a', 'rolled_back': '#c07000', 'paused': '#4a7bd0', 'failed': '#c0302a'}
+CANARY, BASELINE = '#d04040', '#3060c0'
+WIDTH, LEFT, RIGHT = 1000, 150, 30
+ROW, GAP = 20, 6
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+.badge{display:inline-block;padding:3px 10px;border-radius:4px;color:#fff;font-weight:bold}
+table{border-collapse:collapse;margin:6px 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.failed{color:#c0302a;font-weight:bold}.muted{color:#777}
+svg{background:#fcfcfc;border:1px solid #ddd}
+svg text{font-size:11px;fill:#333}svg .title{font-size:12px;font-weight:bold}
+"""
+
+
+def _e(value):
+    return escape('' if value is None else str(value), quote=True)
+
+
+def _num(value, digits=2):
+    return '%.*f' % (digits, value)
+
+
+class _Scale(object):
+    """Seconds since the start -> x pixels."""
+
+    def __init__(self, seconds):
+        self.seconds = max(float(seconds or 0), 1.0)
+        self.span = WIDTH - LEFT - RIGHT
+
+    def x(self, seconds):
+        return LEFT + self.span * min(max(float(seconds), 0.0), self.seconds) / self.seconds
+
+
+def _batches(doc):
+    """(step, batch, start offset) for every batch, in order."""
+    rows = []
+    for step in doc.get('steps') or []:
+        for batch in step.get('batches') or []:
+            rows.append((step, batch, float(batch.get('offset') or 0)))
+    return rows
+
+
+def _ticks(seconds):
+    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600):
+        if seconds / step <= 10:
+            return step
+    return 7200
+
+
+def _axis(scale, top, bottom):
+    parts = []
+    tick = _ticks(scale.seconds)
+    value = 0
+    while value <= scale.seconds + 1e-9:
+        x = scale.x(value)
+        parts.append('<line x1="%s" y1="%d" x2="%s" y2="%d" stroke="#e4e4e4"/>' % (_num(x), top, _num(x), bottom))
+        parts.append('<text x="%s" y="%d" text-anchor="middle">%d s</text>' % (_num(x), bottom + 14, value))
+        value += tick
+    return parts
+
+
+def _batch_rows(doc, scale, top):
+    parts, y = [], top
+    parts.append('<text class="title" x="8" y="%d">batches</text>' % (y - 6))
+    for step, batch, start in _batches(doc):
+        label = 'step %s, batch %s: %s' % (step['step'], batch['batch'], ', '.join(batch['hosts']))
+        parts.append('<text x="8" y="%d">%s</text>' % (y + 14, _e(_short(label, 24))))
+        cursor = start
+        for phase in PHASES:
+            seconds = (batch.get('timings') or {}).get(phase)
+            if seconds is None:
+                continue
+            x0, x1 = scale.x(cursor), scale.x(cursor + float(seconds))
+            parts.append('<rect class="phase phase-%s" x="%s" y="%d" width="%s" height="%d" fill="%s">'
+                         '<title>%s: %s %s</title></rect>' % (
+                             phase, _num(x0), y, _num(max(x1 - x0, 1.0)), ROW, PHASE_COLOURS[phase], _e(label), phase,
+                             fmt_seconds(seconds)))
+            cursor += float(seconds)
+        end = start + float(batch.get('seconds') or (cursor - start))
+        failed = batch.get('outcome') == 'failed'
+        parts.append('<rect class="batch batch-%s" data-batch="%s" x="%s" y="%d" width="%s" height="%d" fill="none" '
+                     'stroke="%s" stroke-width="%s"><title>%s: %s, %s</title></rect>' % (
+                         _e(batch.get('outcome')), batch['batch'], _num(scale.x(start)), y,
+                         _num(max(scale.x(end) - scale.x(start), 1.0)), ROW, '#c0302a' if failed else '#555',
+                         2 if failed else 0.6, _e(label), _e(batch.get('outcome')), fmt_seconds(batch.get('seconds'))))
+        y += ROW + GAP
+    records = doc.get('rollback') or []
+    for number, record in enumerate(records):
+        start = float(record.get('offset') or 0)
+        end = float(records[number + 1].get('offset') or 0) if number + 1 < len(records) else float(doc['seconds'])
+        label = 'rollback %s: %s' % (record.get('group'), ', '.join(record.get('hosts') or []))
+        parts.append('<text x="8" y="%d">%s</text>' % (y + 14, _e(_short(label, 24))))
+        parts.append('<rect class="rollback" x="%s" y="%d" width="%s" height="%d" fill="#e8a0a0" stroke="#c0302a">'
+                     '<title>%s</title></rect>' % (_num(scale.x(start)), y, _num(max(scale.x(end) - scale.x(start), 2)),
+                                                   ROW, _e(label)))
+        y += ROW + GAP
+    return parts, y
+
+
+def _short(text, limit):
+    return text if len(text) <= limit else text[:limit - 1] + '\u2026'
+
+
+def _canary_step(doc):
+    for step in doc.get('steps') or []:
+        if step.get('canary'):
+            return step
+    return None
+
+
+def _traffic_lane(step, scale, top, height=50):
+    """The canary's share: set (a band over the canary step) and measured (a mark at the analysis end)."""
+    traffic = (step or {}).get('traffic_share') or {}
+    set_share, measured = traffic.get('set_percent'), traffic.get('measured_percent')
+    parts = ['<text class="title" x="8" y="%d">canary traffic share</text>' % (top + 12)]
+    if set_share is None:
+        parts.append('<text x="%d" y="%d" class="muted">not a canary run</text>' % (LEFT + 4, top + 30))
+        return parts, top + 40
+    top += 18
+    top_share = max(20.0, 2 * set_share, (measured or 0) * 1.3)
+    top_share = min(100.0, top_share)
+
+    def y(share):
+        return top + height - height * min(share, top_share) / top_share
+
+    start = float(step.get('offset') or 0)
+    end = start + float(step.get('seconds') or 0)
+    parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (LEFT, top + height, WIDTH - RIGHT,
+                                                                            top + height))
+    parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (LEFT - 6, top + 12, fmt_percent(top_share)))
+    parts.append('<line class="traffic-set" x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="3">'
+                 '<title>set by the weights: %s</title></line>' % (
+                     _num(scale.x(start)), _num(y(set_share)), _num(scale.x(end)), _num(y(set_share)), CANARY,
+                     fmt_percent(set_share)))
+    parts.append('<text x="%s" y="%s">set %s</text>' % (_num(scale.x(start) + 4), _num(y(set_share) - 5),
+                                                        fmt_percent(set_share)))
+    if measured is not None:
+        intervals = step.get('intervals') or []
+        at = float(intervals[-1].get('end')) if intervals and intervals[-1].get('end') is not None else end
+        parts.append('<circle class="traffic-measured" cx="%s" cy="%s" r="5" fill="#222"><title>measured by '
+                     'HAProxy: %s (%s of %s requests)</title></circle>' % (
+                         _num(scale.x(at)), _num(y(measured)), fmt_percent(measured), traffic.get('canary_requests'),
+                         traffic.get('requests')))
+        parts.append('<text x="%s" y="%s">measured %s</text>' % (_num(scale.x(at) + 8), _num(y(measured) + 4),
+                                                                 fmt_percent(measured)))
+    return parts, top + height
+
+
+def _series(intervals, source, field):
+    """(end offset, canary value, baseline value) per interval that has the field."""
+    points = []
+    for interval in intervals:
+        data = interval.get(source) if isinstance(interval.get(source), dict) else {}
+        canary, baseline = data.get('canary') or {}, data.get('baseline') or {}
+        if interval.get('end') is None or (canary.get(field) is None and baseline.get(field) is None):
+            continue
+        points.append((float(interval['end']), interval.get('interval'), canary.get(field), baseline.get(field)))
+    return points
+
+
+def _chart(points, bands, scale, top, title, kind, fmt, floor, height=80):
+    parts = ['<text class="title" x="8" y="%d">%s</text>' % (top + 12, _e(title))]
+    if not points:
+        parts.append('<text x="%d" y="%d" class="muted">no analysis interval</text>' % (LEFT + 4, top + 30))
+        return parts, top + 40
+    # The plot starts below its title, so the title never overlaps the scale.
+    top += 18
+    high = max([floor] + [v for p in points for v in p[2:] if v is not None]) * 1.15
+
+    def y(value):
+        return top + height - height * value / high
+
+    for start, end, number in bands:
+        # Each analysis interval as a shaded band, its point at the band's end.
+        parts.append('<rect class="interval-band" x="%s" y="%d" width="%s" height="%d" fill="%s"/>' % (
+            _num(scale.x(start)), top, _num(max(scale.x(end) - scale.x(start), 1.0)), height,
+            '#efeaf7' if number % 2 else '#f6f2fb'))
+    parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>' % (LEFT, top + height, WIDTH - RIGHT,
+                                                                            top + height))
+    parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (LEFT - 6, top + 10, _e(fmt(high))))
+    parts.append('<text x="%d" y="%d" text-anchor="end">0</text>' % (LEFT - 6, top + height))
+    for index, (group, colour) in enumerate((('canary', CANARY), ('baseline', BASELINE))):
+        values = [(scale.x(p[0]), p[1], p[2 + index]) for p in points if p[2 + index] is not None]
+        if len(values) > 1:
+            parts.append('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>' % (
+                colour, ' '.join('%s,%s' % (_num(x), _num(y(v))) for x, dummy, v in values)))
+        for x, number, value in values:
+            # Canary hollow and larger, baseline filled: both show where they coincide.
+            style = 'r="5.5" fill="none" stroke="%s" stroke-width="2"' % colour if group == 'canary' \
+                else 'r="3.5" fill="%s"' % colour
+            parts.append('<circle class="interval-point %s %s" data-interval="%s" cx="%s" cy="%s" %s>'
+                         '<title>interval %s, %s: %s</title></circle>' % (
+                             kind, group, number, _num(x), _num(y(value)), style, number, group, _e(fmt(value))))
+        parts.append('<text x="%d" y="%d" fill="%s" style="fill:%s">%s</text>' % (
+            WIDTH - RIGHT - 140 + 70 * index, top - 6, colour, colour, group))
+    return parts, top + height
+
+
+def _decision_marks(doc, scale, top, bottom):
+    parts = []
+    for step in doc.get('steps') or []:
+        verdict = step.get('judge') or {}
+        if verdict.get('seconds_to_verdict') is None:
+            continue
+        at = float(step.get('offset') or 0) + float(verdict['seconds_to_verdict'])
+        colour = '#2e8b3a' if verdict.get('verdict') == 'pass' else '#c0302a'
+        x = scale.x(at)
+        # The label goes on the side with room for it.
+        anchor, text_x = ('end', x - 4) if x > LEFT + 0.7 * scale.span else ('start', x + 4)
+        parts.append('<g id="verdict" class="verdict-marker"><line x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" '
+                     'stroke-width="2" stroke-dasharray="6,3"/><text x="%s" y="%d" text-anchor="%s" fill="%s" '
+                     'style="fill:%s">verdict: %s, score %s</text></g>' % (
+                         _num(x), top, _num(x), bottom, colour, _num(text_x), top + 12, anchor, colour, colour,
+                         _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score')))))
+    colour = DECISION_COLOURS.get(doc.get('decision'), '#555')
+    x = scale.x(doc.get('seconds') or 0)
+    parts.append('<g id="decision" class="decision-marker"><line x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" '
+                 'stroke-width="3"/><text x="%s" y="%d" text-anchor="end" fill="%s" style="fill:%s;font-weight:bold">'
+                 '%s</text></g>' % (_num(x), top, _num(x), bottom, colour, _num(x - 4), bottom - 4, colour, colour,
+                                    _e(str(doc.get('decision')).replace('_', ' '))))
+    return parts
+
+
+def timeline_svg(doc):
+    """The SVG timeline of one report."""
+    scale = _Scale(doc.get('seconds'))
+    top = 30
+    rows, y = _batch_rows(doc, scale, top)
+    step = _canary_step(doc)
+    traffic, y = _traffic_lane(step, scale, y + 14)
+    intervals = (step or {}).get('intervals') or []
+    bands = [(float(i['start']), float(i['end']), n) for n, i in enumerate(intervals, 1)
+             if i.get('start') is not None and i.get('end') is not None]
+    errors, y = _chart(_series(intervals, 'probe', 'error_rate'), bands, scale, y + 20, 'error rate per interval',
+                       'errors', fmt_rate, 0.01)
+    latency, y = _chart(_series(intervals, 'probe', 'p50_ms'), bands, scale, y + 20, 'latency p50 per interval',
+                        'latency', fmt_ms, 1.0)
+    bottom = y + 6
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" id="timeline" width="%d" height="%d" viewBox="0 0 %d %d" '
+             'role="img" aria-label="rollout timeline">' % (WIDTH, bottom + 24, WIDTH, bottom + 24)]
+    parts += _axis(scale, top - 10, bottom)
+    legend_x = LEFT
+    for phase in PHASES:
+        parts.append('<rect x="%d" y="6" width="10" height="10" fill="%s"/><text x="%d" y="15">%s</text>' % (
+            legend_x, PHASE_COLOURS[phase], legend_x + 14, phase))
+        legend_x += 80
+    parts += rows + traffic + errors + latency + _decision_marks(doc, scale, top - 10, bottom)
+    parts.append('</svg>')
+    return '\n'.join(parts)
+
+
+def _table(headers, rows, numeric=()):
+    out = ['<table>']
+    if headers:
+        out.append('<tr>%s</tr>' % ''.join('<th>%s</th>' % _e(h) for h in headers))
+    for row in rows:
+        out.append('<tr>%s</tr>' % ''.join('<td%s>%s</td>' % (' class="num"' if i in numeric else '', cell)
+                                           for i, cell in enumerate(row)))
+    out.append('</table>')
+    return '\n'.join(out)
+
+
+def _interval_table(step):
+    intervals = step.get('intervals') or []
+    sources = []
+    for interval in intervals:
+        for key, value in sorted(interval.items()):
+            if isinstance(value, dict) and isinstance(value.get('canary'), dict) and key not in sources:
+                sources.append(key)
+    headers, rows = ['interval', 'seconds'], []
+    fields = []
+    for source in sources:
+        names = []
+        for interval in intervals:
+            for group in ('canary', 'baseline'):
+                for name in sorted(((interval.get(source) or {}).get(group) or {})):
+                    if name not in names:
+                        names.append(name)
+        for name in names:
+            for group in ('canary', 'baseline'):
+                fields.append((source, group, name))
+                headers.append('%s %s %s' % (source, group, name.replace('_', ' ')))
+    for interval in intervals:
+        row = [_e(interval.get('interval')), '%s-%s' % (fmt_number(interval.get('start')),
+                                                        fmt_number(interval.get('end')))]
+        for source, group, name in fields:
+            value = ((interval.get(source) or {}).get(group) or {}).get(name)
+            row.append(_e(fmt_rate(value) if name.endswith('rate') and value is not None else fmt_number(value)))
+        rows.append(row)
+    return _table(headers, rows, numeric=range(1, len(headers)))
+
+
+def _flat_table(rows_by_name, first):
+    """A table of name -> {field: number, or {sub: number}}: what other metric sources recorded per server."""
+    fields, rows = [], []
+    for name, data in sorted(rows_by_name.items()):
+        flat = {}
+        for key, value in sorted(data.items()):
+            if isinstance(value, dict):
+                flat.update(('%s %s' % (key, sub), v) for sub, v in sorted(value.items())
+                            if not isinstance(v, (dict, list)))
+            elif not isinstance(value, list):
+                flat[key] = value
+        fields += [f for f in flat if f not in fields]
+        rows.append((name, flat))
+    return _table([first] + [f.replace('_', ' ') for f in fields],
+                  [[_e(name)] + [_e(fmt_number(flat.get(f))) for f in fields] for name, flat in rows],
+                  numeric=range(1, len(fields) + 1))
+
+
+def report_html(doc):
+    """The whole page for one report.json document."""
+    decision = str(doc.get('decision'))
+    colour = DECISION_COLOURS.get(decision, '#555')
+    title = 'Canary rollout of %s: %s' % (doc.get('backend'), decision.replace('_', ' '))
+    body = ['<h1>%s <span class="badge" id="decision-badge" style="background:%s">%s</span></h1>' % (
+        _e('Canary rollout of %s' % doc.get('backend')), colour, _e(decision.replace('_', ' ').upper()))]
+    times = '%s / %s (%s)' % (_e(doc.get('started')), _e(doc.get('finished')), fmt_seconds(doc.get('seconds')))
+    summary = [('version', '%s &rarr; %s' % (_e(doc.get('previous_version')), _e(doc.get('version')))),
+               ('started / finished (UTC)', times)]
+    if doc.get('reason'):
+        summary.append(('reason', '<span class="failed">%s</span>' % _e(readable(doc['reason']))))
+    step = _canary_step(doc)
+    if step:
+        verdict = step.get('judge') or {}
+        if verdict:
+            summary.append(('canary verdict', '%s, score %s (%s)' % (
+                _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score'))), _e(readable(verdict.get('reason'))))))
+        traffic = step.get('traffic_share') or {}
+        if traffic:
+            summary.append(('canary traffic share', 'set %s, measured %s' % (
+                fmt_percent(traffic.get('set_percent')), fmt_percent(traffic.get('measured_percent')))))
+    summary += [('rolled back', _e(', '.join(doc.get('rolled_back') or []) or 'nothing')),
+                ('repaired before start', _e(', '.join(doc.get('repaired') or []) or 'nothing'))]
+    if doc.get('lost'):
+        summary.append(('lost', _e('; '.join(doc.get('lost_may_hold') or []) or ', '.join(doc['lost']))))
+    body.append(_table([], [('<b>%s</b>' % _e(k), v) for k, v in summary]))
+    body += ['<h2>Timeline</h2>', timeline_svg(doc)]
+    batch_rows = []
+    for s, batch, dummy in _batches(doc):
+        timings = batch.get('timings') or {}
+        batch_rows.append([_e(s['step']), _e(batch['batch']), _e(', '.join(batch['hosts'])),
+                           'yes' if s.get('canary') else '',
+                           '<span class="failed">failed</span>' if batch.get('outcome') == 'failed'
+                           else _e(batch.get('outcome')), fmt_seconds(batch.get('seconds'))]
+                          + [fmt_seconds(timings.get(p)) if timings.get(p) is not None else '-' for p in PHASES])
+    body += ['<h2>Batches</h2>', _table(['step', 'batch', 'hosts', 'canary', 'outcome', 'seconds'] + list(PHASES),
+                                        batch_rows, numeric=range(5, 6 + len(PHASES)))]
+    for s in doc.get('steps') or []:
+        verdict = s.get('judge') or {}
+        if s.get('intervals'):
+            body += ['<h2>Analysis intervals (step %s)</h2>' % _e(s['step']), _interval_table(s)]
+        servers = s.get('traffic') if isinstance(s.get('traffic'), dict) else {}
+        servers = dict((k, v) for k, v in servers.items() if isinstance(v, dict))
+        if servers:
+            body += ['<h2>Requests per server during the analysis (step %s)</h2>' % _e(s['step']),
+                     _flat_table(servers, 'server')]
+        if verdict.get('metrics'):
+            body.append('<h2>Canary judgement (step %s): %s, score %s</h2>' % (
+                _e(s['step']), _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score')))))
+            rows = []
+            for name, metric in sorted(verdict['metrics'].items()):
+                rows.append([_e(name), ('<span class="failed">%s</span>' if metric.get('failed') else '%s')
+                             % _e(metric.get('classification')),
+                             _e(metric.get('p_text') or fmt_number(metric.get('p_value'))),
+                             _e(fmt_number(metric.get('baseline'))), _e(fmt_number(metric.get('canary'))),
+                             _e(readable(metric.get('effect_text', '-'))),
+                             _e('%s / %s' % (metric.get('baseline_count', '-'), metric.get('canary_count', '-'))),
+                             _e(readable(metric.get('reason', '')))])
+            body.append(_table(['metric', 'classification', 'p-value', 'baseline', 'canary', 'effect',
+                                'samples (b/c)', 'reason'], rows, numeric=(2, 3, 4)))
+    errors = [e for s in doc.get('steps') or [] for e in s.get('errors') or []]
+    for heading, items in (('Errors', errors), ('Rollback errors', doc.get('rollback_errors') or []),
+                           ('Notes', doc.get('notes') or [])):
+        if items:
+            body += ['<h2>%s</h2>' % heading, '<ul>%s</ul>' % ''.join('<li>%s</li>' % _e(readable(i)) for i in items)]
+    hosts = sorted((doc.get('hosts') or {}).items())
+    body += ['<h2>Hosts</h2>', _table(['host', 'version'], [(_e(h), _e(v)) for h, v in hosts])]
+    return '\n'.join(['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
+                      '<title>%s</title>' % _e(title), '<style>%s</style></head><body>' % CSS] + body
+                     + ['</body></html>']) + '\n'
