@@ -28,10 +28,10 @@ case " $filters " in *" grayrelease.canary.rollout_plan "*) ;; *) echo "build-co
 for r in release balancer verify rollback; do
   test -f "$installed/roles/$r/tasks/main.yml" || { echo "build-collection: role $r missing" >&2; exit 1; }
 done
-for p in rollout rollback status; do
+for p in rollout rollback status adopt; do
   test -f "$installed/playbooks/$p.yml" || { echo "build-collection: playbook $p missing" >&2; exit 1; }
 done
-for p in rollout rollback status; do
+for p in rollout rollback status adopt; do
   ANSIBLE_COLLECTIONS_PATH=$tmp ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false PYTHONPATH='' \
     ansible-playbook --syntax-check -i localhost, "grayrelease.canary.$p" >/dev/null \
     || { echo "build-collection: playbook grayrelease.canary.$p does not load from the installed copy" >&2; exit 1; }

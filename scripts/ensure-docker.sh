@@ -3,6 +3,14 @@
 # Debian's packages where missing, start dockerd in the background if no engine
 # runs. Idempotent and quiet when everything is already there.
 set -euo pipefail
+# Every systemd container holds several inotify instances of the host's root
+# user; at the kernel's default of 128 the fleets of two test lanes exhaust
+# them and a container's boot hangs forever ("Failed to create inotify object:
+# Too many open files", measured 2026-11-28 with 4 fleets up). Raise it, never lower it.
+limit=/proc/sys/fs/inotify/max_user_instances
+if [ -w "$limit" ] && [ "$(cat "$limit")" -lt 1024 ]; then
+  echo 1024 > "$limit" || echo "ensure-docker: could not raise $limit; systemd containers may hang at boot" >&2
+fi
 if docker info >/dev/null 2>&1; then
   exit 0
 fi

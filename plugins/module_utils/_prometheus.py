@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Prometheus as a source of canary metrics (module prometheus_query).
 
-Private to grayrelease.canary. Pure stdlib: PromQL templates with
+Private to grayrelease.canary. Stdlib plus Ansible's open_url (proxies and
+TLS as every Ansible HTTP module has them): PromQL templates with
 placeholders for one side (canary or baseline), and the HTTP API's
 query / query_range calls and answers.
 
@@ -21,7 +22,9 @@ import math
 import re
 import urllib.error
 import urllib.parse
-import urllib.request
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import open_url
 
 PLACEHOLDERS = ('instances', 'servers', 'backend', 'window', 'interval')
 PLACEHOLDER_RE = re.compile(r'\$(?:\$|\{(\w+)\}|([A-Za-z_]\w*))')
@@ -134,11 +137,10 @@ def parse_response(body):
     raise PrometheusError('unexpected result type %r' % (kind,))
 
 
-def fetch(url, timeout=10.0, headers=None, opener=urllib.request.urlopen):
+def fetch(url, timeout=10.0, headers=None, opener=open_url):
     """GET the URL; returns the body text. Prometheus's own error answers are parsed, not raised."""
-    request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
-        with opener(request, timeout=timeout) as answer:
+        with opener(url, headers=dict(headers or {}), timeout=timeout) as answer:
             return answer.read().decode('utf-8', 'replace')
     except urllib.error.HTTPError as exc:
         # 400 / 422 / 503 carry a JSON body that says what is wrong with the query.
@@ -146,11 +148,11 @@ def fetch(url, timeout=10.0, headers=None, opener=urllib.request.urlopen):
         if body.lstrip().startswith('{'):
             return body
         raise PrometheusError('HTTP %s from %s' % (exc.code, url.split('?')[0]))
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, UrlsConnectionError, OSError) as exc:
         raise PrometheusError('cannot reach %s: %s' % (url.split('?')[0], getattr(exc, 'reason', exc)))
 
 
-def run_queries(base, queries, end, window, timeout=10.0, headers=None, opener=urllib.request.urlopen):
+def run_queries(base, queries, end, window, timeout=10.0, headers=None, opener=open_url):
     """Evaluate each query over [end - window, end]; returns name -> result.
 
     queries: list of {name, query, type: 'range' (every point, `step`

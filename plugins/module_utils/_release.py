@@ -31,14 +31,14 @@ import posixpath
 import pwd
 import re
 import shutil
-import ssl
 import tarfile
 import time
 import zlib
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit, urlunsplit
-from urllib.request import Request, urlopen
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
 
@@ -107,7 +107,7 @@ def redact_url(url):
     return CREDENTIALS_RE.sub('***@', url)
 
 
-def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=urlopen):
+def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=open_url):
     """Stream ``url`` into the new file ``dest``, hashing on the way; returns its sha256.
 
     ``user:password@`` in the URL becomes a Basic Authorization header and is
@@ -121,13 +121,10 @@ def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=
         secret = '%s:%s' % (unquote(parts.username), unquote(parts.password or ''))
         headers['Authorization'] = 'Basic ' + base64.b64encode(secret.encode('utf-8')).decode('ascii')
         parts = parts._replace(netloc=parts.netloc.rpartition('@')[2])
-    context = ssl.create_default_context()
-    if not validate_certs:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     digest = hashlib.sha256()
     try:
-        with opener(Request(urlunsplit(parts), headers=headers), timeout=timeout, context=context) as response:
+        with opener(urlunsplit(parts), headers=headers, timeout=timeout, validate_certs=validate_certs,
+                    follow_redirects='safe') as response:
             with open(dest, 'xb') as handle:
                 for block in iter(lambda: response.read(CHUNK), b''):
                     digest.update(block)
@@ -135,7 +132,7 @@ def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=
     except HTTPError as exc:
         _remove(dest)
         raise ReleaseError('cannot download %s: HTTP %s %s' % (shown, exc.code, exc.reason), url=shown)
-    except (URLError, HTTPException, OSError, ValueError) as exc:
+    except (URLError, UrlConnectionError, HTTPException, OSError, ValueError) as exc:
         _remove(dest)
         reason = getattr(exc, 'reason', None) or exc
         raise ReleaseError('cannot download %s: %s' % (shown, redact_url(str(reason))), url=shown)
@@ -918,6 +915,11 @@ class Release(object):
 
 def apply(params, check_mode=False, run=None, clock=time.time, sleep=time.sleep, diff=False):
     """Run the module's logic; returns the result dict or raises ReleaseError."""
+    src = params.get('src')
+    if src and not is_url(src):
+        # src is a path or a URL, so the argument spec cannot say type=path;
+        # a path gets the same expansion type=path would give it.
+        params = dict(params, src=os.path.expanduser(os.path.expandvars(src)))
     release = Release(params, check_mode=check_mode, run=run, clock=clock, sleep=sleep)
     result = release.execute()
     if diff:

@@ -12,7 +12,7 @@ description:
   - Runs each query against Prometheus's HTTP API, as a range query (every point over the
     window, for a samples metric of M(grayrelease.canary.canary_judge)) or as an instant query
     at the window's end (for example C(increase(...[30s])) counts of a ratio metric).
-  - The rollout runs it on the probe host (O(canary_probe_from)) after the canary analysis
+  - The rollout runs it on the probe host (C(canary_probe_from)) after the canary analysis
     window, with the placeholders of C(canary_prometheus_metrics) already filled in per side.
   - A query that fails (Prometheus unreachable, bad PromQL) returns its error and no values
     instead of failing the task, unless O(fail_on_error); what a metric without data means is

@@ -273,11 +273,10 @@ msg:
   sample: "installed v2 from demoapp-v2.tar.gz; current v1 -> v2; restarted demoapp"
 '''
 
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply, is_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply
 
 
 def main():
@@ -306,9 +305,6 @@ def main():
                      ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
         supports_check_mode=True,
     )
-    src = module.params['src']
-    if src and not is_url(src):
-        module.params['src'] = os.path.expanduser(os.path.expandvars(src))
     try:
         result = apply(module.params, check_mode=module.check_mode, diff=module._diff,
                        run=module.run_command)

@@ -146,6 +146,7 @@ def main():
             app_group=dict(type='str', default='app'),
             balancer_group=dict(type='str', default='balancers'),
             owner=dict(type='str'),
+            metrics=dict(type='list', elements='dict'),
         ),
         supports_check_mode=True,
     )

@@ -274,8 +274,11 @@ def test_health_check_headers_stay_out_of_the_output():
 
 
 @pytest.mark.parametrize("knob,case_name,failed_metric", [
-    ("errors", "5xx on real traffic, health checks healthy", "http_5xx_ratio"),
-    ("slow", "latency regression", "latency"),
+    # The judge sees the errors in HAProxy's counters of real traffic when
+    # the canary got enough of it in the window (http_5xx_ratio), and in its
+    # own probes of the canary (probe_error_ratio) in any case.
+    ("errors", "5xx on real traffic, health checks healthy", ("http_5xx_ratio", "probe_error_ratio")),
+    ("slow", "latency regression", ("latency",)),
 ])
 def test_canary_judged_bad_is_rolled_back(report_dir, faulty, knob, case_name, failed_metric):
     version, archive = faulty[knob]
@@ -292,14 +295,15 @@ def test_canary_judged_bad_is_rolled_back(report_dir, faulty, knob, case_name, f
     try:
         assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
         assert canary_step["judge"]["verdict"] in ("fail", "marginal"), canary_step["judge"]
-        assert any(failed_metric in m for m in canary_step["judge"]["failed_metrics"]), canary_step["judge"]
+        assert any(w in m for w in failed_metric for m in canary_step["judge"]["failed_metrics"]), \
+            canary_step["judge"]
         assert len(report["steps"]) == 1, "nothing beyond the canary may switch"
         # Real clients only ever met the bad release on the canary, at its
         # traffic share: the errors they saw are bounded by what HAProxy sent it.
         case.assert_safe(report, fast_failed=exposed)
     finally:
         case.record(rc, report, "halted by the judge, canary rolled back", detect, restore,
-                    canary_requests=exposed)
+                    canary_requests=exposed, failed_metrics=canary_step["judge"].get("failed_metrics"))
 
 
 def test_crash_in_a_later_batch(report_dir, faulty):
@@ -474,9 +478,10 @@ def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, 
     run_c = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-rerun"))
     took_over = wait_for("the re-run taking the lock over", lambda: run_c.first_line_after(t_kill, "took over")[0],
                          timeout=180)
-    t_b = time.monotonic()
-    run_b = run_playbook(ROLLOUT, *rollout_args("v2", artifact, case.report + "-second"), timeout=120)
-    b_seconds = round(time.monotonic() - t_b, 1)
+    run_b = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-second"))
+    rc_b = run_b.wait(timeout=180, tail=40)
+    refused_at, refusal = run_b.first_line_after(run_b.started, "HALTED")
+    b_refused = round(refused_at - run_b.started, 1) if refused_at else None
     b_report = read_report(case.report + "-second")
     rc_c = run_c.wait(timeout=400)
     # From here on the case is C's: its output, its report.
@@ -485,12 +490,14 @@ def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, 
     report = read_report(case.report)
     try:
         # B: refused quickly, naming the live holder and how to take over; nothing touched.
-        assert run_b.returncode != 0 and b_report["decision"] == "failed", b_report["reason"]
+        assert rc_b != 0 and b_report["decision"] == "failed", b_report["reason"]
         assert "held by" in b_report["reason"] and "canary_lock_takeover" in b_report["reason"], b_report["reason"]
         assert str(run_c.proc.pid) in b_report["reason"] and "v2" in b_report["reason"], b_report["reason"]
         assert b_report["steps"] == [] and b_report["rolled_back"] == [] and b_report["repaired"] == []
-        assert b_seconds < 30, b_seconds
-        assert SECRET not in run_b.stdout + run_b.stderr
+        # Refused at its first step after the inputs: seconds on an idle
+        # machine, bounded generously for a busy one.
+        assert b_refused is not None and b_refused < 60, (b_refused, refusal)
+        assert SECRET not in run_b.text()
         # C: resumed without manual steps, promoted, clean.
         assert rc_c == 0 and report["decision"] == "promoted", report["reason"]
         assert any("took over the lock" in n for n in report["notes"]), report["notes"]
@@ -501,6 +508,7 @@ def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, 
         case.record(rc_c, report, "killed run taken over, re-run promoted", round(took_over - t_kill, 1),
                     round(run_c.ended - t_kill, 1), left_drained=left_drained)
         record("lock held by a live run", outcome="second run refused, first unaffected (%s)" % report["decision"],
-               rc=run_b.returncode, decision=b_report["decision"], reason=b_report["reason"][:300],
-               detect_s=b_seconds, restore_s=None, failed_fast=case.summary["fast"]["failed"],
-               failed_slow=case.summary["slow"]["failed"], max_out=case.max_out(), allowed_out=MAX_UNAVAILABLE)
+               rc=rc_b, decision=b_report["decision"], reason=b_report["reason"][:300],
+               detect_s=b_refused, restore_s=None, second_run_s=round(run_b.ended - run_b.started, 1),
+               failed_fast=case.summary["fast"]["failed"], failed_slow=case.summary["slow"]["failed"],
+               max_out=case.max_out(), allowed_out=MAX_UNAVAILABLE)

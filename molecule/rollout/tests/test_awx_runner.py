@@ -35,7 +35,7 @@ AWX = os.path.join(REPO, "awx")
 with open(os.path.join(AWX, "survey.json"), encoding="utf-8") as _handle:
     SURVEY = json.load(_handle)
 STATS_KEYS = {"canary_decision", "canary_version", "canary_previous_version", "canary_reason", "canary_verdict",
-              "canary_score", "canary_summary", "canary_report"}
+              "canary_score", "canary_summary", "canary_report", "canary_report_html"}
 # One canary host, then the other five at most three at a time; short analysis.
 FAST = {"canary_steps": "1,100%", "canary_max_unavailable": "3", "canary_traffic_percent": "20",
         "canary_analysis_interval": "3", "canary_analysis_count": "2"}
@@ -155,6 +155,8 @@ def published(runner, report_parent):
     assert STATS_KEYS <= set(data), data
     report = read_report(report_parent)
     assert data["canary_report"] == str(report_parent / "report.json")
+    assert data["canary_report_html"] == str(report_parent / "report.html")
+    assert "<svg" in (report_parent / "report.html").read_text(encoding="utf-8")
     assert (data["canary_decision"], data["canary_version"], data["canary_previous_version"],
             data["canary_reason"]) == (report["decision"], report["version"], report["previous_version"],
                                        report["reason"])

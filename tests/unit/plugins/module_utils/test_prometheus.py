@@ -1,13 +1,17 @@
 """Unit tests for _prometheus: PromQL placeholders, API answers, and queries
 against a fake Prometheus HTTP API on loopback."""
 import json
-import threading
+import os
+import sys
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _prometheus as prom
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _prometheus_fake import FakePrometheus, fake_prometheus_url  # noqa: E402
 
 
 def test_alternation_matches_exactly_the_values_without_backslashes():
@@ -64,48 +68,10 @@ def test_parse_errors_say_why(body, word):
         prom.parse_response(body)
 
 
-class FakePrometheus(BaseHTTPRequestHandler):
-    """Answers like Prometheus: a range query gives one point per step, an
-    instant query the value of `time`, bad PromQL a 400 with a JSON error."""
-
-    seen = []
-
-    def log_message(self, *args):  # pylint: disable=arguments-differ
-        return
-
-    def do_GET(self):  # pylint: disable=invalid-name
-        path, _sep, raw = self.path.partition("?")
-        params = dict((k, v[0]) for k, v in urllib.parse.parse_qs(raw).items())
-        self.seen.append((path, params))
-        if "bad" in params["query"]:
-            self.answer(400, {"status": "error", "errorType": "bad_data", "error": "unexpected identifier"})
-        elif path == "/api/v1/query_range":
-            start, end, step = float(params["start"]), float(params["end"]), float(params["step"].rstrip("s"))
-            points = [[start + i * step, str(i)] for i in range(int((end - start) / step) + 1)]
-            self.answer(200, {"status": "success", "data": {"resultType": "matrix",
-                                                            "result": [{"metric": {}, "values": points}]}})
-        else:
-            self.answer(200, {"status": "success", "data": {"resultType": "vector", "result": [
-                {"metric": {}, "value": [float(params["time"]), params["time"]]}]}})
-
-    def answer(self, code, doc):
-        body = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def fake_prometheus():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    FakePrometheus.seen = []
-    yield "http://127.0.0.1:%d" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with fake_prometheus_url() as url:
+        yield url
 
 
 def test_run_queries_range_instant_and_a_failing_one(fake_prometheus):
