@@ -126,9 +126,6 @@ class HAProxyLab(object):
         self.tmp = tempfile.mkdtemp(prefix="gr-haproxy-")
         self.admin = os.path.join(self.tmp, "admin.sock")
         self.user = os.path.join(self.tmp, "user.sock")
-        self.tcp_port = closed_port()
-        self.tcp = "tcp:127.0.0.1:%d" % self.tcp_port
-        self.fe_port = closed_port()
         self.apps = {}
         lines = []
         for name, weight in self.SERVERS:
@@ -138,12 +135,25 @@ class HAProxyLab(object):
                          % (name, app.port, inter_ms, weight))
         self.apps["bad"].healthy = False
         self.config = os.path.join(self.tmp, "haproxy.cfg")
-        with open(self.config, "w") as fh:
-            fh.write(CONFIG.format(admin=self.admin, user=self.user, tcp_port=self.tcp_port,
-                                   fe_port=self.fe_port, servers="\n".join(lines)))
-        self.log = open(os.path.join(self.tmp, "haproxy.log"), "w")
-        self.proc = subprocess.Popen([binary, "-db", "-f", self.config], stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_started()
+        # A free port found now may be taken by a parallel test before
+        # HAProxy binds it: start again on fresh ports when that happens.
+        for attempt in range(3):
+            self.tcp_port = closed_port()
+            self.tcp = "tcp:127.0.0.1:%d" % self.tcp_port
+            self.fe_port = closed_port()
+            with open(self.config, "w") as fh:
+                fh.write(CONFIG.format(admin=self.admin, user=self.user, tcp_port=self.tcp_port,
+                                       fe_port=self.fe_port, servers="\n".join(lines)))
+            self.log = open(os.path.join(self.tmp, "haproxy.log"), "w")
+            self.proc = subprocess.Popen([binary, "-db", "-f", self.config], stdout=self.log,
+                                         stderr=subprocess.STDOUT)
+            try:
+                self._wait_started()
+                return
+            except RuntimeError as exc:
+                self.log.close()
+                if attempt == 2 or "failed to start their listeners" not in str(exc):
+                    raise
 
     def _wait_started(self):
         deadline = time.monotonic() + 15
