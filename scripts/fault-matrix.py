@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Print the fault matrix recorded by the faults scenario (molecule/faults) as a table.
 
@@ -37,8 +36,8 @@ def fig(value):
 
 
 def cells(row):
-    failed = "-" if row.get("failed_fast") is None else "%s/%s" % (fig(row.get("failed_fast")),
-                                                                  fig(row.get("failed_slow")))
+    failed = "-" if row.get("failed_fast") is None else "%s/%s" % (
+        fig(row.get("failed_fast")), fig(row.get("failed_slow")))
     out = "-" if row.get("max_out") is None else "%s/%s" % (fig(row.get("max_out")), fig(row.get("allowed_out")))
     return (row.get("case", "?"), str(row.get("outcome") or row.get("decision") or "?"), fig(row.get("detect_s")),
             fig(row.get("restore_s")), failed, out)

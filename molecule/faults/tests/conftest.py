@@ -16,13 +16,13 @@ SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, ansible_env, docker, haproxy_state, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, run_timed, version_of)
+from fleet_test import capacity_monitor as shared_capacity_monitor  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 APPS = ["flt-app%d" % i for i in range(1, 5)]
 BALANCERS = ["flt-lb1", "flt-lb2"]
 LOCK = "/var/lib/grayrelease-canary/demoapp.lock"
-MONITOR = os.path.join(SCENARIO, "files", "capacity_monitor.py")
 MATRIX = os.path.join(REPO, ".build", "fault-matrix.jsonl")
 
 
@@ -106,45 +106,13 @@ def wait_for(what, predicate, timeout, interval=0.1):
     raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
 
 
-class InContainer(object):
-    """A bounded stdlib script running detached in a container, with a stop file."""
-
-    def __init__(self, container, script, name, *args, modules=()):
-        self.container, self.name = container, name
-        self.stop_file, self.out = "/tmp/%s.stop" % name, "/tmp/%s.json" % name
-        for path, target in [(script, "%s.py" % name)] + [(m, os.path.basename(m)) for m in modules]:
-            with open(path, encoding="utf-8") as handle:
-                docker("exec", "-i", container, "sh", "-c", "cat > /tmp/%s" % target, input_text=handle.read())
-        docker("exec", container, "rm", "-f", self.out, self.stop_file)
-        docker("exec", "-d", container, "python3", "/tmp/%s.py" % name, "--stop-file", self.stop_file,
-               "--out", self.out, *args)
-
-    def stop(self, wait=40):
-        self.ask_to_stop()
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            res = docker("exec", self.container, "cat", self.out, check=False)
-            if res.returncode == 0 and res.stdout.strip():
-                docker("exec", self.container, "rm", "-f", self.out, self.stop_file)
-                return json.loads(res.stdout)
-            time.sleep(0.5)
-        raise AssertionError("%s in %s did not report within %s s" % (self.name, self.container, wait))
-
-    def ask_to_stop(self):
-        docker("exec", self.container, "touch", self.stop_file)
-
-
 def mixed_load(container="flt-lb1", duration=300):
     """Fast 20 req/s plus slow 3 s requests at 1 req/s through the balancer."""
-    return InContainer(container, os.path.join(REPO, "scripts", "load.py"), "faults-load",
-                       "--url", "http://127.0.0.1/", "--rate", "20", "--duration", str(duration),
-                       "--slow-url", "http://127.0.0.1/slow?seconds=3", "--slow-rate", "1",
-                       "--slow-seconds", "3")
+    return Load(container, rate=20, duration=duration, name="faults-load", slow_rate=1, slow_seconds=3)
 
 
 def capacity_monitor(container, duration=300):
-    return InContainer(container, MONITOR, "faults-capmon", "--backend", "demoapp", "--interval", "0.1",
-                       "--duration", str(duration), modules=[HAPROXY_STAT])
+    return shared_capacity_monitor(container, duration=duration, name="faults-capmon")
 
 
 def build_release(version, *knobs):

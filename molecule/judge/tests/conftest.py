@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
-from fleet_test import docker, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
+from fleet_test import Load, docker, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 # The faults scenario's reseed works on any fleet with groups app and balancers.
@@ -42,32 +42,10 @@ def build_release(version, *flags):
     return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
 
 
-class Load(object):
-    """scripts/load.py inside the balancer against its own HAProxy; stops by itself after `duration` s."""
-
-    def __init__(self, rate=40, duration=180):
-        with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as handle:
-            docker("exec", "-i", BALANCER, "sh", "-c", "cat > /tmp/judge-load.py", input_text=handle.read())
-        docker("exec", BALANCER, "rm", "-f", "/tmp/judge-load.json", "/tmp/judge-load.stop")
-        docker("exec", "-d", BALANCER, "python3", "/tmp/judge-load.py", "--url", "http://127.0.0.1/",
-               "--rate", str(rate), "--duration", str(duration), "--stop-file", "/tmp/judge-load.stop",
-               "--out", "/tmp/judge-load.json")
-
-    def stop(self, wait=30):
-        docker("exec", BALANCER, "touch", "/tmp/judge-load.stop")
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            res = docker("exec", BALANCER, "cat", "/tmp/judge-load.json", check=False)
-            if res.returncode == 0 and res.stdout.strip():
-                return json.loads(res.stdout)
-            time.sleep(0.5)
-        raise AssertionError("load client did not report within %s s" % wait)
-
-
 def rollout(report_dir, version, artifact, settings, load_rate=40):
     """Reseed, then roll `version` out under load; returns (exit code, report, seconds)."""
     reseed()
-    load = Load(rate=load_rate)
+    load = Load(BALANCER, rate=load_rate, duration=180, name="judge-load")
     try:
         time.sleep(2)  # traffic on every server before the canary's window
         res = run_playbook("grayrelease.canary.rollout", "-e", "canary_version=%s" % version,

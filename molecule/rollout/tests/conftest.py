@@ -11,7 +11,7 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, ansible_env, docker, haproxy_state, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, capacity_monitor, docker, haproxy_state, run_timed, version_of)
 
 INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
 APPS = ["app%d" % i for i in range(1, 7)]
@@ -36,25 +36,29 @@ def build_release(version, *flags):
     return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
 
 
-class Load(object):
-    """Bounded client load from inside lb1 against its own HAProxy."""
+def mixed_load(rate=30, duration=600):
+    """Fast requests plus a steady 3 s request every 2 s, from inside lb1
+    against its own HAProxy: only a real drain keeps the slow ones alive."""
+    return Load("lb1", rate=rate, duration=duration, name="rollout-load", slow_rate=0.5, slow_seconds=3)
 
-    def __init__(self, rate=30, duration=600):
-        script = open(os.path.join(REPO, "scripts", "load.py")).read()
-        docker("exec", "-i", "lb1", "sh", "-c", "cat > /tmp/load.py", input_text=script)
-        docker("exec", "-d", "lb1", "python3", "/tmp/load.py", "--url", "http://127.0.0.1/", "--rate", str(rate),
-               "--duration", str(duration), "--stop-file", "/tmp/load.stop", "--out", "/tmp/load.json")
 
-    def stop(self, wait=30):
-        docker("exec", "lb1", "touch", "/tmp/load.stop")
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            res = docker("exec", "lb1", "cat", "/tmp/load.json", check=False)
-            if res.returncode == 0 and res.stdout.strip():
-                docker("exec", "lb1", "rm", "-f", "/tmp/load.json", "/tmp/load.stop")
-                return json.loads(res.stdout)
-            time.sleep(0.5)
-        raise AssertionError("load client did not report within %s s" % wait)
+class CapacityWatch(object):
+    """capacity_monitor on every balancer for the length of a rollout."""
+
+    def __init__(self, duration=600):
+        self.monitors = dict((lb, capacity_monitor(lb, duration=duration, name="rollout-capmon")) for lb in BALANCERS)
+
+    def stop(self):
+        return dict((lb, monitor.stop()) for lb, monitor in self.monitors.items())
+
+
+def assert_capacity(watch, allowed):
+    """Never more servers out of rotation than allowed, rollback included, and none left out."""
+    for lb, seen in watch.items():
+        assert seen["samples"] > 50, (lb, seen)
+        assert seen["max_out"] <= allowed, "%s: %d servers out at once (%s at %s s), allowed %d" % (
+            lb, seen["max_out"], seen["max_out_servers"], seen["max_out_at"], allowed)
+        assert seen["final_out"] == [], "%s: left out of rotation: %s" % (lb, seen["final_out"])
 
 
 @pytest.fixture(scope="session")

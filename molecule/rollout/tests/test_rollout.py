@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import (APPS, BALANCERS, Load, build_release, docker, haproxy_command, haproxy_state, read_report,
-                      record, releases_on, run_playbook, version_of)
+from conftest import (APPS, BALANCERS, CapacityWatch, assert_capacity, build_release, docker, haproxy_command,
+                      haproxy_state, mixed_load, read_report, record, releases_on, run_playbook, version_of)
 
 # Short analysis and wide batches keep the scenario within minutes; the flow
 # is the same as with the defaults.
@@ -35,10 +35,12 @@ def test_fleet_starts_on_v1():
 
 def test_rollout_promotes_v2_under_load(report_dir):
     artifact = build_release("v2")
-    load = Load(rate=30)
+    watch = CapacityWatch()
+    load = mixed_load()
     res = run_playbook("rollout", "-e", "canary_version=v2", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_report_dir=%s/promote" % report_dir, *FAST)
     summary = load.stop()
+    capacity = watch.stop()
     report = read_report(report_dir / "promote")
     canary = report["steps"][0]
     record("promote", playbook_seconds=res.seconds, report_seconds=report["seconds"], load=summary,
@@ -58,17 +60,21 @@ def test_rollout_promotes_v2_under_load(report_dir):
     assert report["steps"][0]["judge"]["verdict"] == "pass"
     assert all(step["outcome"] == "ok" for step in report["steps"])
     assert_fleet_serving({h: "v2" for h in APPS})
-    assert summary["requests"] > 100
+    assert summary["requests"] > 100 and summary["slow"]["requests"] > 5, summary
     assert summary["failed"] == 0, summary
+    # FAST allows 2 servers out at once.
+    assert_capacity(capacity, allowed=2)
     assert summary["versions"].get("v2", 0) > 0 and summary["versions"].get("v1", 0) > 0
 
 
 def test_canary_failing_judge_is_rolled_back(report_dir):
     artifact = build_release("v3", "--error-rate", "0.5")
-    load = Load(rate=30)
+    watch = CapacityWatch()
+    load = mixed_load()
     res = run_playbook("rollout", "-e", "canary_version=v3", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_report_dir=%s/canary-fail" % report_dir, *FAST)
     summary = load.stop()
+    assert_capacity(watch.stop(), allowed=2)
     assert res.returncode != 0
     report = read_report(report_dir / "canary-fail")
     # Only the canary's own injected 500s: no request cut by HAProxy (502/503)
@@ -95,8 +101,15 @@ def test_failure_in_a_later_batch_rolls_back_every_touched_host(report_dir):
     # Spread over zones a/b/c the plan is [app1], [app3, app5], [app2, app4],
     # [app6]: the release crashes on app2 only, so batch 3 fails.
     artifact = build_release("v4", "--crash-on-hosts", "app2")
+    watch = CapacityWatch()
+    load = mixed_load()
     res = run_playbook("rollout", "-e", "canary_version=v4", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_report_dir=%s/late-fail" % report_dir, *FAST)
+    summary = load.stop()
+    # The rollback of five hosts keeps to canary_max_unavailable too; no
+    # request is lost (app2's crash is caught before it is readied).
+    assert_capacity(watch.stop(), allowed=2)
+    assert summary["failed"] == 0 and summary["slow"]["requests"] > 5, summary
     assert res.returncode != 0
     report = read_report(report_dir / "late-fail")
     assert report["decision"] == "rolled_back"

@@ -62,20 +62,24 @@ def build_release(version, *flags):
     return os.path.join(REPO, "dist", "demoapp-%s.tar.gz" % version)
 
 
-class Load(object):
-    """scripts/load.py inside a balancer container against its own HAProxy,
-    detached, bounded by ``duration``; stop() ends it and returns its summary."""
+MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "capacity_monitor.py")
 
-    def __init__(self, container, rate=30, duration=600, name="load"):
-        self.container, self.stop_file, self.out = container, "/tmp/%s.stop" % name, "/tmp/%s.json" % name
-        with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as handle:
-            docker("exec", "-i", container, "sh", "-c", "cat > /tmp/load.py", input_text=handle.read())
+
+class InContainer(object):
+    """A bounded stdlib script running detached in a container, with a stop file."""
+
+    def __init__(self, container, script, name, *args, modules=()):
+        self.container, self.name = container, name
+        self.stop_file, self.out = "/tmp/%s.stop" % name, "/tmp/%s.json" % name
+        for path, target in [(script, "%s.py" % name)] + [(m, os.path.basename(m)) for m in modules]:
+            with open(path, encoding="utf-8") as handle:
+                docker("exec", "-i", container, "sh", "-c", "cat > /tmp/%s" % target, input_text=handle.read())
         docker("exec", container, "rm", "-f", self.out, self.stop_file)
-        docker("exec", "-d", container, "python3", "/tmp/load.py", "--url", "http://127.0.0.1/", "--rate", str(rate),
-               "--duration", str(duration), "--stop-file", self.stop_file, "--out", self.out)
+        docker("exec", "-d", container, "python3", "/tmp/%s.py" % name, "--stop-file", self.stop_file,
+               "--out", self.out, *args)
 
-    def stop(self, wait=30):
-        docker("exec", self.container, "touch", self.stop_file)
+    def stop(self, wait=40):
+        self.ask_to_stop()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             res = docker("exec", self.container, "cat", self.out, check=False)
@@ -83,4 +87,27 @@ class Load(object):
                 docker("exec", self.container, "rm", "-f", self.out, self.stop_file)
                 return json.loads(res.stdout)
             time.sleep(0.5)
-        raise AssertionError("load client in %s did not report within %s s" % (self.container, wait))
+        raise AssertionError("%s in %s did not report within %s s" % (self.name, self.container, wait))
+
+    def ask_to_stop(self):
+        docker("exec", self.container, "touch", self.stop_file)
+
+
+class Load(InContainer):
+    """scripts/load.py inside a balancer container against its own HAProxy,
+    bounded by ``duration``: fast requests at ``rate``, plus, with
+    ``slow_rate``, requests of ``slow_seconds`` that only a real drain saves.
+    stop() ends it and returns its summary."""
+
+    def __init__(self, container, rate=30, duration=600, name="load", slow_rate=0, slow_seconds=3):
+        args = ["--url", "http://127.0.0.1/", "--rate", str(rate), "--duration", str(duration)]
+        if slow_rate:
+            args += ["--slow-url", "http://127.0.0.1/slow?seconds=%s" % slow_seconds, "--slow-rate", str(slow_rate),
+                     "--slow-seconds", str(slow_seconds)]
+        super(Load, self).__init__(container, os.path.join(REPO, "scripts", "load.py"), name, *args)
+
+
+def capacity_monitor(container, backend="demoapp", duration=300, name="capmon"):
+    """Servers out of rotation on one balancer, sampled every 100 ms (capacity_monitor.py)."""
+    return InContainer(container, MONITOR, name, "--backend", backend, "--interval", "0.1",
+                       "--duration", str(duration), modules=[HAPROXY_STAT])

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-# The fleet's own socket reader, copied next to this file (conftest.InContainer).
+# The fleet's own socket reader, copied next to this file (fleet_test.InContainer).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from haproxy_stat import read_backend  # noqa: E402  pylint: disable=wrong-import-position
 
