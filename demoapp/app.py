@@ -205,15 +205,17 @@ def make_handler(release, schedule, metrics=None):
 
         def reply(self, code, body, content_type="text/plain; charset=utf-8"):
             payload = body.encode("utf-8")
+            # Counted before the reply leaves: a client that has its answer
+            # (and asks /metrics next) must find it counted.
+            path = self.path.partition("?")[0]
+            if path != "/metrics":
+                metrics.observe(path, code, time.monotonic() - self.started)
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("X-Demoapp-Version", version)
             self.end_headers()
             self.wfile.write(payload)
-            path = self.path.partition("?")[0]
-            if path != "/metrics":
-                metrics.observe(path, code, time.monotonic() - self.started)
 
         def trickle(self, seconds):
             size = max(1, int(math.ceil(seconds / TRICKLE_EVERY_S)))
