@@ -12,7 +12,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
-from fleet_test import Load, docker, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
+from fleet_test import Load, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 # The faults scenario's reseed works on any fleet with groups app and balancers.
