@@ -102,6 +102,11 @@ def playbook_env(collection_root, counter_out, batch_re=None):
 # -- fleet -----------------------------------------------------------------
 
 def fleet_up():
+    # Molecule skips the create when it remembers one, even if the containers
+    # were removed since (another scenario with the same names): start over.
+    present = subprocess.run(["docker", "inspect"] + BALANCERS + APPS, capture_output=True, check=False)
+    if present.returncode != 0:
+        run(["molecule", "destroy", "-s", "default"], timeout=900, env=base_env(), check=True)
     log("fleet: molecule create -s default")
     run(["molecule", "create", "-s", "default"], timeout=900, env=base_env(), check=True)
 

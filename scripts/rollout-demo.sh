@@ -20,6 +20,12 @@ scripts/ensure-host-packages.sh
 scripts/ensure-docker.sh
 scripts/build-images.sh
 echo "== fleet: up and serving (molecule converge -s default)"
+# Molecule remembers creating the fleet even when its containers were removed
+# since (e.g. by a `molecule test` of a scenario with the same container
+# names): then it would skip the create and converge nothing. Start over.
+if ! docker inspect lb1 app1 >/dev/null 2>&1; then
+  molecule destroy -s default >/dev/null
+fi
 molecule create -s default >/dev/null
 molecule converge -s default >/dev/null
 scripts/fleet-versions.sh || true
