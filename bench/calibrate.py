@@ -52,7 +52,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, '.build', 'collections'))
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import judge  # noqa: E402
-from ansible_collections.grayrelease.canary.plugins.module_utils._power import plan  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._power import first_true, plan  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (  # noqa: E402
     analysis_metrics,
     canary_metrics,
@@ -263,13 +263,7 @@ def window_needed(rng, recordings, conf, rate, degrade, judge_options, with_log,
 
     if not enough(high):
         return None
-    while low < high:
-        middle = (low + high) // 2
-        if enough(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return WINDOW_COUNTS[low]
+    return WINDOW_COUNTS[first_true(low, high, enough)]
 
 
 # ---------------------------------------------------------------- report

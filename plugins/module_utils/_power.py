@@ -76,6 +76,20 @@ def _binomial_tail(n, p, k):
     return min(1.0, total)
 
 
+def first_true(low, high, predicate):
+    """Smallest n in [low, high] with predicate(n), by bisection.
+
+    predicate must be monotone (false, then true from some n on) and true at high.
+    """
+    while low < high:
+        middle = (low + high) // 2
+        if predicate(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def error_power(canary_requests, baseline_requests, baseline_rate, canary_rate, alpha=0.02,
                 tolerance=0.25, max_absolute=0.01, min_samples=20):
     """Probability that the judge classifies the canary's error rate `high`.
@@ -98,14 +112,7 @@ def error_power(canary_requests, baseline_requests, baseline_rate, canary_rate, 
     low = int(math.floor(upper * n1)) + 1
     if low > n1 or not flagged(n1):
         return 0.0
-    high = n1
-    while low < high:
-        middle = (low + high) // 2
-        if flagged(middle):
-            high = middle
-        else:
-            low = middle + 1
-    return _binomial_tail(n1, canary_rate, low)
+    return _binomial_tail(n1, canary_rate, first_true(low, n1, flagged))
 
 
 def latency_power(canary_requests, baseline_requests, ratio, alpha=0.02, tolerance=0.25, min_samples=20,
