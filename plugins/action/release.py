@@ -18,6 +18,10 @@ the plugin does not copy it up front:
    name, which the install marker records) and runs the module again with
    ``remote_src: true``; the temporary directory is removed afterwards.
 
+With ``copy_first`` (the caller knows the release is missing, e.g. the
+rollout's pre-staging after its survey) the copy comes first and the module
+runs once.
+
 An http(s) URL as ``src`` without ``remote_src`` is downloaded here first,
 once, into a private temporary directory (removed at the end), and then
 handled like a controller path. With ``remote_src`` the module downloads it on
@@ -76,13 +80,12 @@ class ActionModule(ActionBase):
                 local = self._resolve(to_text(src), args.get('checksum'))
                 args['src'], args['checksum'] = local
                 local = local[0]
+            copy_first = boolean(args.pop('copy_first', False), strict=False)
+            if local and copy_first and not self._task.check_mode:
+                self._copy_up(local, args)
             result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
             if local and result.get('needs_src') and not self._task.check_mode:
-                tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
-                remote = self._connection._shell.join_path(tmpdir, os.path.basename(local))
-                self._transfer_file(local, remote)
-                self._fixup_perms2((tmpdir, remote))
-                args.update(src=remote, remote_src=True)
+                self._copy_up(local, args)
                 result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
             result.pop('needs_src', None)
             return merge_hash(base, result)
@@ -90,6 +93,14 @@ class ActionModule(ActionBase):
             self._remove_tmp_path(self._connection._shell.tmpdir)
             if fetched:
                 shutil.rmtree(fetched, ignore_errors=True)
+
+    def _copy_up(self, local, args):
+        """Copy the controller's file into a remote temporary directory; args then name it on the host."""
+        tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+        remote = self._connection._shell.join_path(tmpdir, os.path.basename(local))
+        self._transfer_file(local, remote)
+        self._fixup_perms2((tmpdir, remote))
+        args.update(src=remote, remote_src=True)
 
     @staticmethod
     def _fetch(url, directory, checksum, validate_certs):

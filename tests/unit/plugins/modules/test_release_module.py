@@ -64,6 +64,22 @@ PLAYBOOK = """
       grayrelease.canary.release: {root: "{{ root }}", version: v2}
       register: r_info
       diff: true
+    - name: Stage v3, copying the artifact first (the module runs once)
+      grayrelease.canary.release:
+        root: "{{ root }}"
+        version: v3
+        src: art/demoapp-v3.tar.gz
+        state: staged
+        copy_first: true
+      register: r_first
+    - name: Stage v3 again, copy first (a wasted copy, nothing changes)
+      grayrelease.canary.release:
+        root: "{{ root }}"
+        version: v3
+        src: art/demoapp-v3.tar.gz
+        state: staged
+        copy_first: true
+      register: r_first2
     - name: Bad version
       grayrelease.canary.release: {root: "{{ root }}", version: "../v3", state: staged}
       register: r_badver
@@ -72,7 +88,7 @@ PLAYBOOK = """
         dest: "{{ work }}/out.json"
         content: "{{ {'check': r_check, 'st_check': st_check.stat.exists, 'badsum': r_badsum, 'stage': r_stage,
                       'stage2': r_stage2, 'cur1': r_cur1, 'cur2': r_cur2, 'rb': r_rb, 'rb2': r_rb2,
-                      'info': r_info, 'badver': r_badver} | to_json }}"
+                      'info': r_info, 'badver': r_badver, 'first': r_first, 'first2': r_first2} | to_json }}"
         mode: "0644"
 """
 
@@ -90,7 +106,7 @@ def test_release_module_through_ansible(tmp_path):
     exe = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable),
                                                            "ansible-playbook")
     (tmp_path / "art").mkdir()
-    for version in ("v1", "v2"):
+    for version in ("v1", "v2", "v3"):
         _archive(tmp_path / "art" / ("demoapp-%s.tar.gz" % version), version)
     pb = tmp_path / "pb.yml"
     pb.write_text(PLAYBOOK)
@@ -129,5 +145,16 @@ def test_release_module_through_ansible(tmp_path):
     assert out["info"]["installed"] == ["v1", "v2"] and out["info"]["staged"]
     assert out["info"]["diff"]["before"] == out["info"]["diff"]["after"]
     assert out["badver"]["failed"] and "'../v3'" in out["badver"]["msg"]
+
+    # copy_first: the artifact is copied, then the module runs once (no needs_src round trip)
+    assert out["first"]["changed"] and out["first"]["installed_now"] and "needs_src" not in out["first"]
+    marker = json.loads((root / "releases" / "v3" / ".grayrelease-release").read_text())
+    assert marker["artifact"] == "demoapp-v3.tar.gz"
+    task = proc.stdout.split("TASK [Stage v3, copying the artifact first", 1)[1].split("TASK [", 1)[0]
+    assert len([line for line in task.splitlines()
+                if " PUT " in line and line.endswith("/demoapp-v3.tar.gz")]) == 1, task
+    assert len([line for line in task.splitlines()
+                if " EXEC " in line and "python" in line and "AnsiballZ_release.py" in line]) == 1, task
+    assert not out["first2"]["changed"] and out["first2"]["staged"]
     assert os.readlink(str(root / "current")) == "releases/v1"
     assert os.listdir(str(root / ".staging")) == []
