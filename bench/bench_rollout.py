@@ -414,7 +414,8 @@ def main():
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "which": which,
             "engine": engine, "engine_commit": head, "engine_dirty": bool(dirty),
             "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS},
-            "rounds": ROUNDS, "ours_args": {"canary_max_unavailable": 1, "canary_analysis_count": ANALYSIS_COUNT,
+            "rounds": ROUNDS,
+            "ours_args": {"canary_max_unavailable": 1, "canary_analysis_count": ANALYSIS_COUNT,
                           "canary_analysis_interval": ANALYSIS_INTERVAL}, "forks": 10, "pipelining": True}
     print("bench-rollout: %s; engine for ours %s @ %s%s" % (
         ", ".join(runs), engine, head or "?", " (+ uncommitted changes)" if dirty else ""))
