@@ -802,6 +802,31 @@ def begin_batch(state, index, now):
         return state
     if index != state['batch_index']:
         raise EngineError('batch %d started out of order (expected %d)' % (index + 1, state['batch_index'] + 1))
+    current = _current_batch(state)
+    if current is not None and current['batch'] == index + 1:
+        # Begun already: the last batch's ready handed over and drained it.
+        return state
+    if not _open_batch(state, index, now):
+        return state
+    hosts = state['plan'][index]
+    if state['check_mode']:
+        _end_batch(state, now)
+        return state
+    state['out'] = sorted(set(state['out']) | set(hosts))
+    act = {'balancers': live_balancers(state), 'servers': _servers(state, hosts), 'state': 'drain'}
+    if _lock_due(state, now):
+        # The live run keeps its short-lived lock fresh, alongside the drain.
+        act['lock'] = [state['lock_host']]
+    _set_act(state, 'drain', now, **act)
+    return state
+
+
+def _lock_due(state, now):
+    return state['lock_held'] and now - state['lock_refreshed'] > state['lock_ttl'] / 3.0
+
+
+def _open_batch(state, index, now):
+    """The step (when batch `index` opens one) and batch records; False when it cannot start."""
     step_index, in_step = _position(state, index)
     hosts = state['plan'][index]
     if in_step == 0:
@@ -816,7 +841,8 @@ def begin_batch(state, index, now):
                                                          float(state['settings']['traffic_percent']))
             except WeightsError as exc:
                 halt(state, 'step %d' % (step_index + 1), str(exc))
-                return state
+                state['act'] = {}
+                return False
             state['steps'][-1]['weights'] = state['canary_weights']
     step = state['steps'][-1]
     step['batches'].append({
@@ -827,16 +853,7 @@ def begin_batch(state, index, now):
     _say(state, 'step %d/%d, batch %d/%d: %s -> %s' % (
         step_index + 1, len(state['plan_steps']), index + 1, len(state['plan']), ', '.join(hosts),
         state['settings']['version']))
-    if state['check_mode']:
-        _end_batch(state, now)
-        return state
-    state['out'] = sorted(set(state['out']) | set(hosts))
-    act = {'balancers': live_balancers(state), 'servers': _servers(state, hosts), 'state': 'drain'}
-    if state['lock_held'] and now - state['lock_refreshed'] > state['lock_ttl'] / 3.0:
-        # The live run keeps its short-lived lock fresh, alongside the drain.
-        act['lock'] = [state['lock_host']]
-    _set_act(state, 'drain', now, **act)
-    return state
+    return True
 
 
 def _set_act(rollout, phase, now, **act):
@@ -899,6 +916,10 @@ def _after_drain(state, results, now):
     if failed:
         _batch_failed(state, batch, now, _describe_failures('drain', failed))
         return
+    _switch_act(state, batch, now)
+
+
+def _switch_act(state, batch, now):
     _set_act(state, 'switch', now, apps=list(batch['hosts']),
              ready_urls=dict((h, _local_url(state['identities'][h]['health_url'])) for h in batch['hosts']))
 
@@ -957,16 +978,49 @@ def _after_health(state, results, now):
         act['weights'] = state['canary_weights']
     else:
         act['weights'] = dict((s, state['initial_weights'][s]) for s in batch['servers'])
+    following = _hand_over_to(state, now)
+    if following:
+        act['then_drain'] = _servers(state, following)
+        act['next_hosts'] = following
+        # Out from here on: should the run halt, the rollback puts it back.
+        state['out'] = sorted(set(state['out']) | set(following))
     _set_act(state, 'ready', now, **act)
+
+
+def _hand_over_to(state, now):
+    """The hosts of the next batch when this batch's ready can drain them in the same
+    call: nothing (analysis, pause, lock refresh) comes between the two batches."""
+    index = state['batch_index']
+    if state['check_mode'] or index + 1 >= len(state['plan']) or _lock_due(state, now):
+        return []
+    step_index, in_step = _position(state, index)
+    if in_step == len(state['plan_steps'][step_index]) - 1:
+        pause = state['settings']['pause']
+        if state['steps'][-1]['canary'] or pause == 'manual' or (pause and not isinstance(pause, bool)):
+            return []
+    return list(state['plan'][index + 1])
 
 
 def _after_ready(state, results, now):
     batch = _timed(state, 'ready', now)
+    following = state['act'].get('next_hosts') or []
+    raw = results.get('balancers') or {}
     ok, failed = _collect(state, 'balancers', results, 'the ready')
+    # Where the ready went through but the next batch's drain did not, that
+    # batch fails, not this one.
+    drain_failed = {}
+    for host in list(failed):
+        result = raw.get(host) or {}
+        if following and (result.get('then_drain') or {}).get('failed') and not _restarted(state, host, result):
+            drain_failed[host] = failed.pop(host)
+            ok[host] = result
     batch['ready'] = _balancer_view(ok)
     # Readied on some balancers at least: the rollback drains it before it goes back.
     state['out'] = [h for h in state['out'] if h not in batch['hosts']]
     if failed:
+        if following and not any('then_drain' in (r or {}) for r in raw.values()):
+            # No balancer got as far as draining the next batch: it never left rotation.
+            state['out'] = [h for h in state['out'] if h not in following]
         _batch_failed(state, batch, now, _describe_failures('ready', failed))
         return
     step_index, in_step = _position(state, state['batch_index'])
@@ -980,6 +1034,26 @@ def _after_ready(state, results, now):
                  **_analysis_act(state))
         return
     _end_batch(state, now)
+    if following:
+        _take_over(state, following, ok, drain_failed, now)
+
+
+def _take_over(state, hosts, ok, drain_failed, now):
+    """The next batch begins with its drain done, by the ready that ended the last one."""
+    index = state['batch_index']
+    if state['plan'][index] != hosts:
+        raise EngineError('handed over to %s, but batch %d is %s' % (hosts, index + 1, state['plan'][index]))
+    seconds = max([float((r.get('then_drain') or {}).get('seconds') or 0) for r in ok.values()] or [0.0])
+    if not _open_batch(state, index, now - seconds):
+        return
+    batch = _current_batch(state)
+    batch['timings']['drain'] = {'started': now - seconds, 'seconds': round(seconds, 2)}
+    batch['drain'] = _balancer_view(dict((b, r.get('then_drain') or {}) for b, r in ok.items()))
+    batch['handed_over'] = True
+    if drain_failed:
+        _batch_failed(state, batch, now, _describe_failures('drain', drain_failed))
+        return
+    _switch_act(state, batch, now)
 
 
 def _analysis_act(state):

@@ -634,3 +634,38 @@ class ServerControl(object):
         if not fresh:
             return "no health check has completed since it left maintenance yet (%s)" % detail
         return None
+
+
+def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None, check_mode=False,
+              want_diff=False, clock=time.monotonic, sleep=time.sleep):
+    """Ready ``servers`` and, once they are healthy, drain ``then_drain``: a rolling
+    update hands over from one batch to the next with one call to this balancer.
+
+    The drain starts only after the ready (and its health wait) succeeded here,
+    so this balancer never has both batches out of rotation at once; a failed
+    ready drains nothing. Returns (result, warnings): the ready's result with
+    ``then_drain`` (the drain's result plus its ``seconds``). A failing drain
+    raises HAProxyError whose result is the ready's plus ``then_drain.failed``.
+    """
+    overlap = sorted(set(servers) & set(then_drain or []))
+    if overlap:
+        raise HAProxyError("then_drain names servers that are readied in the same call: %s" % ", ".join(overlap),
+                           kind="bad_input")
+    readied = ServerControl(api, backend, servers, clock, sleep)
+    drained = ServerControl(api, backend, then_drain, clock, sleep)
+    # Unknown names fail here, before the ready changes anything.
+    drained.read()
+    result = readied.run(state="ready", check_mode=check_mode, want_diff=want_diff, **(run_args or {}))
+    start = clock()
+    try:
+        part = drained.run(state="drain", check_mode=check_mode, **(drain_args or {}))
+    except HAProxyError as exc:
+        part = dict(exc.result, failed=True, msg=exc.msg, seconds=round(clock() - start, 3))
+        exc.result = dict(result, changed=result["changed"] or bool(exc.result.get("changed")), then_drain=part)
+        exc.msg = "readied %s; then draining %s failed: %s" % (", ".join(servers), ", ".join(then_drain), exc.msg)
+        exc.args = (exc.msg,)
+        raise
+    part["seconds"] = round(clock() - start, 3)
+    result["then_drain"] = part
+    result["changed"] = result["changed"] or part["changed"]
+    return result, readied.warnings + drained.warnings

@@ -198,6 +198,8 @@ def batch_line(state, step, batch):
         text = '%s %s' % (PHASE_WORDS[phase], fmt_seconds(seconds))
         if phase == 'drain':
             text += _drain_detail(batch)
+            if batch.get('handed_over'):
+                text += ' (with the last ready)'
         parts.append(text)
     if batch['outcome'] == 'failed':
         # The whole reason follows in the halt line; here only its start.
@@ -378,6 +380,9 @@ class ProgressView(object):
             return 'health check %s' % ', '.join(act.get('hosts') or _batch_hosts(state)), \
                 act.get('deadline') or settings.get('health_deadline')
         if phase in ('ready', 'rollback_ready', 'repair'):
+            if act.get('then_drain'):
+                return 'ready %s (HAProxy health checks), then drain %s' % (servers, ', '.join(act['then_drain'])), \
+                    (settings.get('health_deadline') or 0) + (settings.get('drain_timeout') or 0)
             return 'ready %s (HAProxy health checks)' % servers, settings.get('health_deadline')
         if phase in ('switch', 'rollback_switch'):
             return 'switch %s to %s and restart' % (servers, act.get('version') or settings['version']), None

@@ -108,6 +108,18 @@ options:
     description: Seconds allowed for one runtime API command.
     type: float
     default: 10
+  then_drain:
+    description:
+      - With O(state=ready), servers to drain once O(servers) are ready (and healthy with
+        O(wait_healthy)), waiting for their sessions like O(state=drain) (O(drain_timeout),
+        O(shutdown_sessions)). A rolling update hands over from one batch to the next in one
+        call, and this balancer never has both batches out of rotation at once.
+      - Nothing is drained when the ready fails. A failing drain fails the task with the ready
+        done, its message saying which part failed. Names are checked (and must not repeat O(servers))
+        before anything changes.
+    type: list
+    elements: str
+    version_added: 1.1.0
 notes:
   - Runs where the socket is; the balancer role delegates it to every balancer host.
   - Needs read/write access to the socket, usually C(become=true).
@@ -150,6 +162,15 @@ EXAMPLES = r"""
     weights: "{{ weights }}"
   vars:
     weights: "{{ {'app1': 1, 'app2': 1, 'app3': 1} | grayrelease.canary.canary_weights(['app1'], 10) }}"
+
+- name: Rolling hand-over - ready app1 (updated) and, once it is healthy, drain app2 for its update
+  grayrelease.canary.haproxy_server:
+    backend: demoapp
+    servers: [app1]
+    state: ready
+    then_drain: [app2]
+    drain_timeout: 30
+  become: true
 """
 
 RETURN = r"""
@@ -214,6 +235,14 @@ drain:
     sessions_left:
       description: Sessions still open at the end.
       type: int
+then_drain:
+  description:
+    - The drain of O(then_drain) after the ready, with the keys of a drain's own result
+      (RV(servers), RV(before), RV(commands), RV(drain)) and C(seconds) it took; C(failed) and
+      C(msg) when it failed.
+  returned: with O(then_drain)
+  type: dict
+  version_added: 1.1.0
 health:
   description: Health wait after O(state=ready).
   returned: when a health wait ran
@@ -248,6 +277,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import
     HAProxyError,
     RuntimeAPI,
     ServerControl,
+    hand_over,
 )
 
 
@@ -266,23 +296,33 @@ def main():
             health_timeout=dict(type='int', default=60),
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=10),
+            then_drain=dict(type='list', elements='str'),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    ctl = None
+    if p['then_drain'] and p['state'] != 'ready':
+        module.fail_json(msg='then_drain needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
+                         changed=False)
+    drain_args = dict(drain_timeout=p['drain_timeout'], shutdown_sessions=p['shutdown_sessions'], wait=p['wait'])
     try:
-        ctl = ServerControl(RuntimeAPI(p['socket'], timeout=p['timeout']), p['backend'], p['servers'])
-        result = ctl.run(
-            state=p['state'], weight=p['weight'], weights=p['weights'],
-            drain_timeout=p['drain_timeout'], shutdown_sessions=p['shutdown_sessions'],
-            wait_healthy=p['wait_healthy'], health_timeout=p['health_timeout'], wait=p['wait'],
-            check_mode=module.check_mode, want_diff=module._diff)
+        api = RuntimeAPI(p['socket'], timeout=p['timeout'])
+        ready_args = dict(weight=p['weight'], weights=p['weights'], wait_healthy=p['wait_healthy'],
+                          health_timeout=p['health_timeout'], wait=p['wait'])
+        if p['then_drain']:
+            result, warnings = hand_over(api, p['backend'], p['servers'], p['then_drain'], run_args=ready_args,
+                                         drain_args=drain_args, check_mode=module.check_mode,
+                                         want_diff=module._diff)
+        else:
+            ctl = ServerControl(api, p['backend'], p['servers'])
+            ready_args.update(drain_args)
+            result = ctl.run(state=p['state'], check_mode=module.check_mode, want_diff=module._diff, **ready_args)
+            warnings = ctl.warnings
     except HAProxyError as exc:
         extra = dict(exc.result)
         extra.setdefault('changed', False)
         module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
-    for warning in ctl.warnings:
+    for warning in warnings:
         module.warn(warning)
     module.exit_json(**result)
 

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'module_utils'))
 
-from test_engine import APPS, LBS, FakeFleet, identities, settings  # noqa: E402  pylint: disable=wrong-import-position
+from test_engine import APPS, BATCH_TASK_ORDER, LBS, FakeFleet, identities, settings  # noqa: E402  pylint: disable=wrong-import-position
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
 
@@ -87,9 +87,15 @@ def record_run(fleet, report_dir='/tmp/canary-reports', **over):
     state = engine.new_state(conf, errors, fleet.apps, LBS, identities(fleet.apps), 'lb1', now(), owner='me')
     snapshot()
 
-    def drain_acts():
+    def drain_acts(in_batch=False):
+        last = -1
         while state['act'].get('phase'):
             phase = state['act']['phase']
+            if in_batch:
+                # batch.yml's task order: a handed-over batch's switch waits for the next iteration.
+                if BATCH_TASK_ORDER.index(phase) <= last:
+                    break
+                last = BATCH_TASK_ORDER.index(phase)
             answer = fleet.answer(state)
             seconds = SECONDS.get(phase, 0.3)
             if phase == 'analysis':
@@ -106,7 +112,7 @@ def record_run(fleet, report_dir='/tmp/canary-reports', **over):
             break
         engine.begin_batch(state, index, now())
         snapshot()
-        drain_acts()
+        drain_acts(in_batch=True)
     engine.begin_rollback(state, now())
     for index in range(len(state['rollback']['groups'])):
         engine.begin_rollback_group(state, index, now())

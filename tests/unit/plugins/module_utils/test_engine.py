@@ -49,6 +49,7 @@ class FakeFleet(object):
         self.staged = set()
         self.installed = dict((h, {v}) for h, v in self.versions.items())
         self.asked = []            # (phase, act) in the order they were asked
+        self.fail_then_drain_on = None  # balancer whose drain of the next batch fails
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -115,7 +116,15 @@ class FakeFleet(object):
                     self.admin[server] = act['state']
             for server, weight in (act.get('weights') or {}).items():
                 self.weights[server] = weight
-            return {'changed': True, 'servers': {}}
+            result = {'changed': True, 'servers': {}}
+            if act.get('then_drain'):
+                if self.fail_then_drain_on == host:
+                    return dict(result, failed=True, msg='readied; then draining failed: drain timeout',
+                                then_drain={'failed': True, 'msg': 'drain timeout'})
+                for server in act['then_drain']:
+                    self.admin[server] = 'drain'
+                result['then_drain'] = {'changed': True, 'servers': {}, 'drain': {'waited': 0.5}, 'seconds': 0.6}
+            return result
         if role == 'probe':
             urls = act['urls']
             bad = [u for u in urls if u.split('/')[2] in self.unhealthy]
@@ -142,6 +151,9 @@ class FakeFleet(object):
         raise AssertionError('unexpected act %s for %s' % (phase, host))
 
 
+BATCH_TASK_ORDER = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore', 'pause')
+
+
 def run(fleet, check_mode=False, **over):
     """Drive a whole run the way roles/rollout/tasks/main.yml does."""
     clock = [1000.0]
@@ -159,12 +171,20 @@ def run(fleet, check_mode=False, **over):
         while state['act'].get('phase'):
             engine.record(state, fleet.answer(state), now())
 
+    def batch_acts():
+        # batch.yml's tasks run in this order once per batch: an act that
+        # comes earlier (a handed-over batch's switch) waits for the next one.
+        last = -1
+        while state['act'].get('phase') and BATCH_TASK_ORDER.index(state['act']['phase']) > last:
+            last = BATCH_TASK_ORDER.index(state['act']['phase'])
+            engine.record(state, fleet.answer(state), now())
+
     drain_acts()
     for index in range(len(state['plan'])):
         if state['halt'] is not None:
             break
         engine.begin_batch(state, index, now())
-        drain_acts()
+        batch_acts()
     engine.begin_rollback(state, now())
     for index in range(len(state['rollback']['groups'])):
         engine.begin_rollback_group(state, index, now())
@@ -658,3 +678,95 @@ def test_a_host_that_was_never_restarted_gets_a_short_rollback_health_deadline()
     fleet.act_on = spy
     run(fleet, canary_health_deadline=60)
     assert deadlines == [60]
+
+
+# ---------------------------------------------------------------- hand-over
+
+def _acts(fleet, phase):
+    return [act for p, act in fleet.asked if p == phase]
+
+
+def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
+    fleet = FakeFleet()
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'promoted'
+    assert state['plan'] == [['app1'], ['app2'], ['app3'], ['app4'], ['app5'], ['app6']]
+    # Drained by a drain act: the canary (first) and the batch after its analysis;
+    # every later batch by the ready of the one before it, across step boundaries too.
+    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app2']]
+    assert [act.get('then_drain') for act in _acts(fleet, 'ready')] == [
+        None, ['app3'], ['app4'], ['app5'], ['app6'], None]
+    handed = [b['batch'] for step in state['steps'] for b in step['batches'] if b.get('handed_over')]
+    assert handed == [3, 4, 5, 6]
+    batch = state['steps'][-1]['batches'][-1]
+    assert batch['timings']['drain']['seconds'] == 0.6 and batch['drain']['lb1']['drain'] == {'waited': 0.5}
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v2') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_no_hand_over_across_a_pause_or_into_the_analysis():
+    fleet = FakeFleet()
+    state = run(fleet, canary_pause=5, canary_steps=[2, '100%'], canary_max_unavailable=1)
+    assert state['decision'] == 'promoted'
+    # app1 -> app2 inside the canary step; none into the analysis, none across the pause.
+    assert [act.get('then_drain') for act in _acts(fleet, 'ready')] == [
+        ['app2'], None, ['app4'], ['app5'], ['app6'], None]
+    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app3']]
+
+
+def test_a_failed_drain_of_the_next_batch_fails_that_batch_and_everything_goes_back():
+    fleet = FakeFleet()
+    fleet.fail_then_drain_on = 'lb2'
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back'
+    batches = [b for step in state['steps'] for b in step['batches']]
+    # batch 2 (app2) finished; batch 3 (app3) failed in its drain, before any switch
+    assert [b['outcome'] for b in batches] == ['ok', 'ok', 'failed']
+    assert 'drain on lb2' in state['halt']['reason'] and 'batch 3' in state['halt']['reason']
+    assert 'app3' not in state['switched']
+    assert sorted(state['rollback']['done']) == ['app1', 'app2']
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert fleet.out_of_rotation() == [] and fleet.weights == fleet.initial
+
+
+def test_a_failed_ready_with_a_hand_over_keeps_the_fleet_within_max_unavailable():
+    fleet = FakeFleet()
+    calls = []
+    answer = fleet.act_on
+
+    def act_on(role, host, act, phase):
+        # lb2 fails the second ready that hands over (app3's); lb1 drained app4 meanwhile
+        if role == 'balancers' and phase == 'ready' and act.get('then_drain'):
+            calls.append(host)
+            if host == 'lb2' and calls.count('lb2') == 2:
+                return {'failed': True, 'msg': 'health timeout: app3 DOWN'}
+        return answer(role, host, act, phase)
+    fleet.act_on = act_on
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back'
+    assert 'ready on lb2: health timeout' in state['halt']['reason']
+    assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3']
+    assert 'app4' in state['rollback']['hosts'] and 'app4' not in state['switched']
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_a_failed_ready_before_any_hand_over_leaves_the_next_batch_in_rotation():
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'ready': 'lb1'}
+    state = run(fleet, canary_max_unavailable=1, canary_steps=[2, '100%'])
+    # The canary's first ready (handing over to app2) fails on lb1 and succeeds on
+    # lb2, which drains app2 there: app2 counts as out and is put back.
+    assert state['decision'] == 'rolled_back'
+    assert 'app2' in state['rollback']['hosts'] and fleet.out_of_rotation() == []
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'ready': 'lb1'}
+    original = fleet.act_on
+    fleet.act_on = lambda role, host, act, phase: (
+        {'failed': True, 'msg': 'cannot connect'} if role == 'balancers' and phase == 'ready'
+        else original(role, host, act, phase))
+    state = run(fleet, canary_max_unavailable=1, canary_steps=[2, '100%'])
+    # No balancer got to the drain: app2 never left rotation and is not rolled back.
+    assert state['decision'] == 'rolled_back'
+    assert 'app2' not in state['rollback']['hosts'] and state['rollback']['done'] == ['app1']

@@ -19,6 +19,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import
     RuntimeAPI,
     ServerControl,
     gather_info,
+    hand_over,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._weights import canary_weights  # noqa: E402
 
@@ -263,3 +264,92 @@ def test_missing_and_refused_sockets(tmp_path):
         with pytest.raises(HAProxyError) as err:
             RuntimeAPI(bad)
         assert err.value.kind == "bad_socket" and bad in err.value.msg
+
+
+class Recorder(RuntimeAPI):
+    """The real socket, with every command sent and the admin states seen after each change."""
+
+    def __init__(self, spec, lab):
+        super(Recorder, self).__init__(spec)
+        self.lab = lab
+        self.sent = []
+        self.out_after = []
+
+    def set_command(self, cmd):
+        out = super(Recorder, self).set_command(cmd)
+        self.sent.append(cmd)
+        self.out_after.append(sorted(s for s, (state, _w) in admin_states(self.lab).items()
+                                     if state != "ready" and s != "bad"))
+        return out
+
+
+def test_hand_over_readies_then_drains_never_both_out(lab):
+    t, outcome = lab.hold_session("s2", 1.5)   # readies every other server when it has the session
+    ctl(lab, ["s1"]).run(state="drain")
+    api = Recorder(lab.admin, lab)
+    result, warnings = hand_over(api, "web", ["s1"], ["s2"], run_args={"health_timeout": 10},
+                                 drain_args={"drain_timeout": 20})
+    assert api.sent == ["set server web/s1 state ready", "set server web/s2 state drain"]
+    # At no moment were both servers out of rotation on this balancer.
+    assert api.out_after == [[], ["s2"]]
+    assert result["changed"] and result["servers"]["s1"]["admin_state"] == "ready"
+    assert result["health"]["waited"] >= 0
+    part = result["then_drain"]
+    assert part["servers"]["s2"]["admin_state"] == "drain" and part["servers"]["s2"]["scur"] == 0
+    assert part["drain"]["waited"] >= 0.5 and part["seconds"] >= part["drain"]["waited"]
+    assert warnings == []
+    t.join(5)
+    assert outcome.get("body") == "s2"  # the drain waited for the held request
+    ctl(lab, ["s2"]).run(state="ready", health_timeout=10)
+
+
+def test_hand_over_drains_nothing_when_the_ready_fails(lab):
+    api = Recorder(lab.admin, lab)
+    ctl(lab, ["bad"]).run(state="drain")
+    with pytest.raises(HAProxyError) as err:
+        hand_over(api, "web", ["bad"], ["s1"], run_args={"health_timeout": 1})
+    assert err.value.kind == "health_timeout"
+    assert "then_drain" not in err.value.result
+    assert api.sent == ["set server web/bad state ready"]
+    assert admin_states(lab)["s1"] == ("ready", 1)
+
+
+def test_hand_over_drain_failure_keeps_the_ready_and_says_which_part(lab):
+    t, outcome = lab.hold_session("s2", 4)
+    ctl(lab, ["s1"]).run(state="drain")
+    with pytest.raises(HAProxyError) as err:
+        hand_over(RuntimeAPI(lab.admin), "web", ["s1"], ["s2"], run_args={"health_timeout": 10},
+                  drain_args={"drain_timeout": 1})
+    assert err.value.kind == "drain_timeout"
+    assert err.value.msg.startswith("readied s1; then draining s2 failed: drain timeout")
+    assert err.value.result["servers"]["s1"]["admin_state"] == "ready"
+    assert err.value.result["then_drain"]["failed"] is True and err.value.result["changed"] is True
+    t.join(10)
+    assert outcome.get("body") == "s2"
+    ctl(lab, ["s2"]).run(state="ready", health_timeout=10)
+
+
+def test_hand_over_refuses_overlap_and_unknown_names_before_any_change(lab):
+    api = Recorder(lab.admin, lab)
+    ctl(lab, ["s1"]).run(state="drain")
+    with pytest.raises(HAProxyError) as err:
+        hand_over(api, "web", ["s1"], ["s1", "s2"])
+    assert err.value.kind == "bad_input" and "s1" in err.value.msg
+    with pytest.raises(HAProxyError) as err:
+        hand_over(api, "web", ["s1"], ["nope"])
+    assert err.value.kind == "unknown_server" and "nope" in err.value.msg
+    assert api.sent == []
+    assert admin_states(lab)["s1"] == ("drain", 1)
+    ctl(lab, ["s1"]).run(state="ready", health_timeout=10)
+
+
+def test_hand_over_check_mode_predicts_both_parts(lab):
+    ctl(lab, ["s1"]).run(state="drain")
+    api = Recorder(lab.admin, lab)
+    result, _warnings = hand_over(api, "web", ["s1"], ["s2"], check_mode=True)
+    assert api.sent == []
+    assert result["commands"] == ["set server web/s1 state ready"]
+    assert result["then_drain"]["commands"] == ["set server web/s2 state drain"]
+    assert result["then_drain"]["servers"]["s2"]["admin_state"] == "drain"
+    assert admin_states(lab)["s1"] == ("drain", 1) and admin_states(lab)["s2"] == ("ready", 1)
+    ctl(lab, ["s1"]).run(state="ready", health_timeout=10)
