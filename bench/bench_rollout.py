@@ -18,7 +18,8 @@ Environment:
   BENCH_WHICH=baseline|ours|both     (default both)
   BENCH_COLLECTION_ROOT=DIR          collections dir for ours (holds
                                      ansible_collections/grayrelease/canary);
-                                     default .build/collections (the work tree)
+                                     default a snapshot of .build/collections
+                                     (the work tree) taken at the start
   BENCH_FAST_RATE (20), BENCH_SLOW_RATE (0.5), BENCH_SLOW_SECONDS (6)
   BENCH_PLAYBOOK_TIMEOUT (1200 s per playbook run)
   BENCH_ROUNDS (1): rounds of baseline then ours, each on a reseeded fleet; with
@@ -53,7 +54,8 @@ SLOW_RATE = float(os.environ.get("BENCH_SLOW_RATE", "0.5"))
 SLOW_SECONDS = float(os.environ.get("BENCH_SLOW_SECONDS", "6"))
 PLAYBOOK_TIMEOUT = float(os.environ.get("BENCH_PLAYBOOK_TIMEOUT", "1200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
-BASELINE_FIRST_TASK = "^Drain the server on every balancer"
+BASELINE_DRAIN_TASK = "Drain the server on every balancer"
+BASELINE_FIRST_TASK = "^" + BASELINE_DRAIN_TASK
 TARGETS = {"ours_failed": 0, "ratio": 0.8, "tasks_per_1host_batch": 15, "canary_batch_tasks": 30}
 
 
@@ -232,9 +234,34 @@ def run_one(which, artifact, collection_root, round_no=1):
         result["plan"] = report.get("plan")
         result["report_seconds"] = report.get("seconds")
     result["tasks"] = batch_figures(counter, result.get("plan"))
+    result["drain_wait_seconds"] = drain_waits(which, counter, report)
     if counter is not None:
         result["tasks"]["counter_file"] = os.path.relpath(counter_out, REPO)
     return result
+
+
+def drain_waits(which, counter, report):
+    """Seconds each batch waited for in-flight requests to end, or None.
+
+    The load's 6 s requests make this the noisiest part of a run (0 or up to
+    6 s a batch, by chance), and both sides pay it. Ours: the longest wait
+    its balancers reported. Baseline: each drain task's seconds beyond the
+    fastest of the run (its waits come in whole polls of 1 s).
+    """
+    if which == "ours":
+        if report is None:
+            return None
+        return [round(max([float((view or {}).get("drain", {}).get("waited") or 0)
+                           for view in (batch.get("drain") or {}).values()] or [0.0]), 2)
+                for step in report.get("steps") or [] for batch in step.get("batches") or []]
+    if counter is None:
+        return None
+    tasks = counter.get("tasks") or []
+    seconds = [(tasks[i + 1]["start"] if i + 1 < len(tasks) else counter["seconds"]) - task["start"]
+               for i, task in enumerate(tasks) if task["name"].startswith(BASELINE_DRAIN_TASK)]
+    if not seconds:
+        return None
+    return [round(s - min(seconds), 2) for s in seconds]
 
 
 def batch_figures(counter, plan):
@@ -316,6 +343,21 @@ def print_run(which, r):
             c["started"], c["started_analysis_aside"], c["executed"], c["executed_analysis_aside"], c["seconds"]))
 
 
+def snapshot_collection(engine):
+    root = os.path.join(WORK, "collection-snapshot")
+    target = os.path.join(root, "ansible_collections", "grayrelease", "canary")
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(target)
+    for name in ("galaxy.yml", "meta", "playbooks", "plugins", "roles"):
+        source = os.path.join(engine, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(target, name),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif os.path.exists(source):
+            shutil.copy2(source, target)
+    return root
+
+
 def median_wall(rounds, which):
     return statistics.median(r[which]["wall_seconds"] for r in rounds if which in r)
 
@@ -362,6 +404,16 @@ def summary(results, rounds):
             print("    per round: %s" % ", ".join(
                 "%.3f" % ((r["ours"]["wall_seconds"] - analysis) / r["baseline"]["wall_seconds"])
                 for r in rounds if "ours" in r and "baseline" in r))
+        waits = [(r["ours"].get("drain_wait_seconds"), r["baseline"].get("drain_wait_seconds"))
+                 for r in rounds if "ours" in r and "baseline" in r]
+        if waits and all(o is not None and b is not None for o, b in waits):
+            aside = [((r["ours"]["wall_seconds"] - analysis - sum(o)) / (r["baseline"]["wall_seconds"] - sum(b)))
+                     for r, (o, b) in zip([r for r in rounds if "ours" in r and "baseline" in r], waits)]
+            out["ratio_drain_waits_aside"] = round(statistics.median(aside), 3)
+            print("  drain waits for in-flight 6 s requests, seconds per run: ours %s, baseline %s" % (
+                ", ".join("%.1f" % sum(o) for o, b in waits), ", ".join("%.1f" % sum(b) for o, b in waits)))
+            print("  ratio with each run's drain waits aside (median of rounds) = %.3f (reference, no target)"
+                  % out["ratio_drain_waits_aside"])
         batch_ratio = median_batch_ratio(rounds)
         if batch_ratio is not None:
             out["batch_ratio"] = batch_ratio
@@ -411,6 +463,10 @@ def main():
     head = run(["git", "-C", engine, "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
     dirty = run(["git", "-C", engine, "status", "--porcelain", "--", "playbooks", "roles", "plugins"],
                 check=False).stdout.strip()
+    if not collection_root:
+        # The linked collection is the work tree: a snapshot keeps edits made
+        # while the bench runs (several minutes) out of its later rounds.
+        collection_root = snapshot_collection(engine)
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "which": which,
             "engine": engine, "engine_commit": head, "engine_dirty": bool(dirty),
             "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS},

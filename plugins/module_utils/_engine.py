@@ -432,6 +432,8 @@ def view(state):
         'settings': state['settings'],
         'halted': state['halt'] is not None,
         'batches': len(state['plan']),
+        # The judged first step's batches: the analysis follows them.
+        'canary_batches': len(state['plan_steps'][0]) if state['plan_steps'] and _has_baseline_after(state, 0) else 0,
         'rollback_groups': len(state['rollback']['groups']),
         'lock_owner': state['lock_owner'],
         'lock_info': state['lock_info'],

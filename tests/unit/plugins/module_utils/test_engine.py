@@ -698,6 +698,7 @@ def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
         None, ['app3'], ['app4'], ['app5'], ['app6'], None]
     handed = [b['batch'] for step in state['steps'] for b in step['batches'] if b.get('handed_over')]
     assert handed == [3, 4, 5, 6]
+    assert engine.view(state)['canary_batches'] == 1
     batch = state['steps'][-1]['batches'][-1]
     assert batch['timings']['drain']['seconds'] == 0.6 and batch['drain']['lb1']['drain'] == {'waited': 0.5}
     assert max(out for dummy, out in fleet.log) <= 1
@@ -711,6 +712,8 @@ def test_no_hand_over_across_a_pause_or_into_the_analysis():
     # app1 -> app2 inside the canary step; none into the analysis, none across the pause.
     assert [act.get('then_drain') for act in _acts(fleet, 'ready')] == [
         ['app2'], None, ['app4'], ['app5'], ['app6'], None]
+    # main.yml loops over the judged step's batches, judges, then loops over the rest.
+    assert engine.view(state)['canary_batches'] == 2
     assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app3']]
 
 
@@ -770,3 +773,10 @@ def test_a_failed_ready_before_any_hand_over_leaves_the_next_batch_in_rotation()
     # No balancer got to the drain: app2 never left rotation and is not rolled back.
     assert state['decision'] == 'rolled_back'
     assert 'app2' not in state['rollback']['hosts'] and state['rollback']['done'] == ['app1']
+
+
+def test_no_judged_step_when_no_host_would_stay_behind():
+    fleet = FakeFleet(apps=['app1', 'app2'])
+    state = run(fleet, canary_steps=['100%'], canary_max_unavailable=1)
+    assert state['decision'] == 'promoted'
+    assert engine.view(state)['canary_batches'] == 0
