@@ -21,6 +21,7 @@ Environment:
                                      default a snapshot of .build/collections
                                      (the work tree) taken at the start
   BENCH_FAST_RATE (20), BENCH_SLOW_RATE (0.5), BENCH_SLOW_SECONDS (6)
+  BENCH_SLOW_ARRIVALS (poisson, seeded by the round; or periodic)
   BENCH_PLAYBOOK_TIMEOUT (1200 s per playbook run)
   BENCH_ROUNDS (1): rounds of baseline then ours, each on a reseeded fleet; with
                     more than one the ratio is taken between the median walls
@@ -54,6 +55,11 @@ SLOW_RATE = float(os.environ.get("BENCH_SLOW_RATE", "0.5"))
 SLOW_SECONDS = float(os.environ.get("BENCH_SLOW_SECONDS", "6"))
 PLAYBOOK_TIMEOUT = float(os.environ.get("BENCH_PLAYBOOK_TIMEOUT", "1200"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+# Periodic slow requests behind HAProxy's roundrobin visit the servers in a
+# fixed rotation, so whether a drain meets one depends on how a run's batch
+# cadence lines up with it; random (poisson) arrivals give both runs the
+# same odds.
+SLOW_ARRIVALS = os.environ.get("BENCH_SLOW_ARRIVALS", "poisson")
 BASELINE_DRAIN_TASK = "Drain the server on every balancer"
 BASELINE_FIRST_TASK = "^" + BASELINE_DRAIN_TASK
 TARGETS = {"ours_failed": 0, "ratio": 0.8, "tasks_per_1host_batch": 15, "canary_batch_tasks": 30}
@@ -148,15 +154,15 @@ def build_release():
 
 # -- load ------------------------------------------------------------------
 
-def load_start():
+def load_start(seed):
     with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as fh:
         docker("exec", "-i", "lb1", "sh", "-c", "cat > /tmp/load.py", input_text=fh.read(), timeout=30)
     docker("exec", "lb1", "rm", "-f", "/tmp/load.json", "/tmp/load.stop", timeout=30)
     docker("exec", "-d", "lb1", "python3", "/tmp/load.py", "--url", "http://127.0.0.1/",
            "--rate", str(FAST_RATE), "--duration", "1500", "--max-requests", "100000",
            "--slow-url", "http://127.0.0.1/slow?seconds=%g" % SLOW_SECONDS, "--slow-rate", str(SLOW_RATE),
-           "--slow-seconds", str(SLOW_SECONDS), "--stop-file", "/tmp/load.stop", "--out", "/tmp/load.json",
-           timeout=30)
+           "--slow-seconds", str(SLOW_SECONDS), "--slow-arrivals", SLOW_ARRIVALS, "--seed", str(seed),
+           "--stop-file", "/tmp/load.stop", "--out", "/tmp/load.json", timeout=30)
     time.sleep(3)  # the load runs before the playbook starts
 
 
@@ -198,7 +204,7 @@ def run_one(which, artifact, collection_root, round_no=1):
         env = playbook_env(collection_root, counter_out)
     log("%s: load on (fast %g req/s, slow %g s x %g req/s), playbook: %s"
         % (which, FAST_RATE, SLOW_SECONDS, SLOW_RATE, " ".join(cmd[3:])))
-    load_start()
+    load_start(seed=round_no)   # both sides of a round see the same arrivals
     t0 = time.monotonic()
     timed_out = False
     with open(log_path, "w", encoding="utf-8") as out:
@@ -469,14 +475,15 @@ def main():
         collection_root = snapshot_collection(engine)
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "which": which,
             "engine": engine, "engine_commit": head, "engine_dirty": bool(dirty),
-            "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS},
+            "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS,
+                     "slow_arrivals": SLOW_ARRIVALS},
             "rounds": ROUNDS,
             "ours_args": {"canary_max_unavailable": 1, "canary_analysis_count": ANALYSIS_COUNT,
                           "canary_analysis_interval": ANALYSIS_INTERVAL}, "forks": 10, "pipelining": True}
     print("bench-rollout: %s; engine for ours %s @ %s%s" % (
         ", ".join(runs), engine, head or "?", " (+ uncommitted changes)" if dirty else ""))
-    print("load inside lb1: fast %g req/s to /, slow %g req/s to /slow?seconds=%g" % (
-        FAST_RATE, SLOW_RATE, SLOW_SECONDS))
+    print("load inside lb1: fast %g req/s to /, slow %g req/s (%s) to /slow?seconds=%g" % (
+        FAST_RATE, SLOW_RATE, SLOW_ARRIVALS, SLOW_SECONDS))
     rounds = []
     failures = []
     try:

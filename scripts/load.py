@@ -8,7 +8,8 @@ counts, latency percentiles (of the fast requests, as without slow load), plus
 `fast` and `slow` sub-summaries (requests, failed, statuses, errors).
 
 Mixed load: --slow-url with --slow-rate R > 0 also sends R slow requests per
-second (e.g. the demo app's /slow?seconds=6), each in its own thread, at most
+second (e.g. the demo app's /slow?seconds=6; every 1/R s, or at random with
+--slow-arrivals poisson), each in its own thread, at most
 --slow-max-concurrency at a time (a slot that is busy skips the tick and counts
 it under `slow.skipped`), each with a timeout of --slow-seconds + 10 s. Slow
 requests count toward --max-requests; a stop waits for those in flight.
@@ -20,6 +21,7 @@ requests count toward --max-requests; a stop waits for those in flight.
 import argparse
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -42,6 +44,10 @@ def main(argv=None):
     ap.add_argument("--slow-seconds", type=float, default=6.0,
                     help="how long a slow request takes server-side (its timeout is this + 10 s)")
     ap.add_argument("--slow-max-concurrency", type=int, default=50)
+    ap.add_argument("--slow-arrivals", choices=("periodic", "poisson"), default="periodic",
+                    help="slow requests every 1/rate s, or at random (exponential gaps of mean 1/rate s): "
+                         "periodic ones behind a roundrobin balancer visit the servers in a fixed rotation")
+    ap.add_argument("--seed", type=int, default=None, help="seed of the poisson arrivals")
     args = ap.parse_args(argv)
     if args.slow_rate > 0 and not args.slow_url:
         ap.error("--slow-rate needs --slow-url")
@@ -117,8 +123,10 @@ def main(argv=None):
             slow_slots.release()
 
     def slow_dispatcher():
-        # One tick per 1/slow-rate s; each slow request runs in its own thread.
+        # One tick per 1/slow-rate s (on average, with poisson arrivals);
+        # each slow request runs in its own thread.
         slow_gap = 1.0 / args.slow_rate
+        arrivals = random.Random(args.seed)
         next_at = start
         inflight = []
         while not stop.is_set():
@@ -128,7 +136,7 @@ def main(argv=None):
             if next_at > now:
                 time.sleep(min(next_at - now, 0.2))
                 continue
-            next_at += slow_gap
+            next_at += arrivals.expovariate(args.slow_rate) if args.slow_arrivals == "poisson" else slow_gap
             if not slow_slots.acquire(blocking=False):
                 with lock:
                     stats["slow"]["skipped"] += 1
