@@ -406,18 +406,18 @@ def summary(results, rounds):
         what = "wall" if len(rounds) == 1 else "median wall of %d rounds" % len(rounds)
         print("  ratio = (ours %s %.1f - analysis %d) / baseline %s %.1f = %.3f" % (
             what, ours_wall, analysis, what, base_wall, ratio))
+        pairs = [(r["ours"], r["baseline"]) for r in rounds if "ours" in r and "baseline" in r]
         if len(rounds) > 1:
             print("    per round: %s" % ", ".join(
-                "%.3f" % ((r["ours"]["wall_seconds"] - analysis) / r["baseline"]["wall_seconds"])
-                for r in rounds if "ours" in r and "baseline" in r))
-        waits = [(r["ours"].get("drain_wait_seconds"), r["baseline"].get("drain_wait_seconds"))
-                 for r in rounds if "ours" in r and "baseline" in r]
-        if waits and all(o is not None and b is not None for o, b in waits):
-            aside = [((r["ours"]["wall_seconds"] - analysis - sum(o)) / (r["baseline"]["wall_seconds"] - sum(b)))
-                     for r, (o, b) in zip([r for r in rounds if "ours" in r and "baseline" in r], waits)]
+                "%.3f" % ((o["wall_seconds"] - analysis) / b["wall_seconds"]) for o, b in pairs))
+        if pairs and all(o.get("drain_wait_seconds") is not None and b.get("drain_wait_seconds") is not None
+                         for o, b in pairs):
+            waits = [(sum(o["drain_wait_seconds"]), sum(b["drain_wait_seconds"])) for o, b in pairs]
+            aside = [(o["wall_seconds"] - analysis - wo) / (b["wall_seconds"] - wb)
+                     for (o, b), (wo, wb) in zip(pairs, waits)]
             out["ratio_drain_waits_aside"] = round(statistics.median(aside), 3)
             print("  drain waits for in-flight 6 s requests, seconds per run: ours %s, baseline %s" % (
-                ", ".join("%.1f" % sum(o) for o, b in waits), ", ".join("%.1f" % sum(b) for o, b in waits)))
+                ", ".join("%.1f" % wo for wo, wb in waits), ", ".join("%.1f" % wb for wo, wb in waits)))
             print("  ratio with each run's drain waits aside (median of rounds) = %.3f (reference, no target)"
                   % out["ratio_drain_waits_aside"])
         batch_ratio = median_batch_ratio(rounds)

@@ -728,7 +728,7 @@ def _after_repair(state, results, now):
 
 
 def _stage_or_start(state):
-    pending = [h for batch in state['plan'] for h in batch if h in state.get('lacking', [h])]
+    pending = [h for batch in state['plan'] for h in batch if h in state['lacking']]
     if state['settings']['prestage'] and pending and not state['check_mode']:
         state['act'] = {'phase': 'stage', 'apps': pending}
         return
@@ -996,10 +996,10 @@ def _hand_over_to(state, now):
     if state['check_mode'] or index + 1 >= len(state['plan']) or _lock_due(state, now):
         return []
     step_index, in_step = _position(state, index)
-    if in_step == len(state['plan_steps'][step_index]) - 1:
-        pause = state['settings']['pause']
-        if state['steps'][-1]['canary'] or pause == 'manual' or (pause and not isinstance(pause, bool)):
-            return []
+    # The step ends here: the analysis or a pause (as _end_batch reads canary_pause) comes next.
+    if in_step == len(state['plan_steps'][step_index]) - 1 and (
+            state['steps'][-1]['canary'] or state['settings']['pause']):
+        return []
     return list(state['plan'][index + 1])
 
 
@@ -1011,9 +1011,9 @@ def _after_ready(state, results, now):
     # Where the ready went through but the next batch's drain did not, that
     # batch fails, not this one.
     drain_failed = {}
-    for host in list(failed):
+    for host in list(failed) if following else []:
         result = raw.get(host) or {}
-        if following and (result.get('then_drain') or {}).get('failed') and not _restarted(state, host, result):
+        if (result.get('then_drain') or {}).get('failed') and not _restarted(state, host, result):
             drain_failed[host] = failed.pop(host)
             ok[host] = result
     batch['ready'] = _balancer_view(ok)
