@@ -435,6 +435,10 @@ def view(state):
         # The judged first step's batches: the analysis follows them.
         'canary_batches': len(state['plan_steps'][0]) if state['plan_steps'] and _has_baseline_after(state, 0) else 0,
         'rollback_groups': len(state['rollback']['groups']),
+        # Who takes part in a batch: main.yml includes batch.yml only on them,
+        # so a host of another batch does not evaluate (and skip) its tasks.
+        'plan': state['plan'],
+        'in_every_batch': batch_regulars(state),
         'lock_owner': state['lock_owner'],
         'lock_info': state['lock_info'],
         'lock_ttl': state.get('lock_ttl', 0),
@@ -442,6 +446,13 @@ def view(state):
         'verdict_line': '%s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason'])
                         if verdict else (state['halt'] or {}).get('reason', 'not judged'),
     }
+
+
+def batch_regulars(state):
+    """The hosts every batch may ask to act: the coordinator, the balancers (drain,
+    ready, the lock refresh on the first) and the probe host; the batch's own app
+    hosts come on top (view 'plan')."""
+    return sorted(set(['localhost', state['probe_host']] + list(state['balancers'])))
 
 
 def halt(state, phase, reason, kind='failed'):
@@ -948,8 +959,18 @@ def _after_switch(state, results, now):
     if failed:
         _batch_failed(state, batch, now, _describe_failures('release', failed))
         return
-    _set_act(state, 'health', now, probe=[state['probe_host']],
-             urls=[state['identities'][h]['health_url'] for h in batch['hosts']])
+    urls = [state['identities'][h]['health_url'] for h in batch['hosts']]
+    if state['probe_host'] in live_balancers(state):
+        # The probe host is a balancer: every balancer probes the batch
+        # itself, in the call that readies it (and readies only what it saw
+        # healthy): a task and a note less per batch.
+        _ready_act(state, batch, now, probe=dict(PROBE, urls=urls, deadline=state['settings']['health_deadline']))
+        return
+    _set_act(state, 'health', now, probe=[state['probe_host']], urls=urls, **PROBE)
+
+
+# The fresh health check of a switched batch: rise 2, a round every 0.25 s.
+PROBE = {'rise': 2, 'interval': 0.25}
 
 
 def _phase_results(state, phase, role, results, now, what):
@@ -972,6 +993,11 @@ def _after_health(state, results, now):
     if health.get('unhealthy'):
         _batch_failed(state, batch, now, health.get('msg') or 'unhealthy: %s' % ', '.join(health['unhealthy']))
         return
+    _ready_act(state, batch, now)
+
+
+def _ready_act(state, batch, now, probe=None):
+    """Ready the batch on every live balancer (after the probe, when it comes with it)."""
     step = state['steps'][-1]
     act = {'balancers': live_balancers(state), 'servers': list(batch['servers']), 'state': 'ready'}
     if step['canary']:
@@ -986,6 +1012,8 @@ def _after_health(state, results, now):
         act['next_hosts'] = following
         # Out from here on: should the run halt, the rollback puts it back.
         state['out'] = sorted(set(state['out']) | set(following))
+    if probe:
+        act['ready_probe'] = probe
     _set_act(state, 'ready', now, **act)
 
 
@@ -1008,6 +1036,7 @@ def _after_ready(state, results, now):
     following = state['act'].get('next_hosts') or []
     raw = results.get('balancers') or {}
     ok, failed = _collect(state, 'balancers', results, 'the ready')
+    unhealthy, refused = _probed_health(state, batch, raw, failed) if 'ready_probe' in state['act'] else ('', [])
     # Where the ready went through but the next batch's drain did not, that
     # batch fails, not this one.
     drain_failed = {}
@@ -1017,13 +1046,14 @@ def _after_ready(state, results, now):
             drain_failed[host] = failed.pop(host)
             ok[host] = result
     batch['ready'] = _balancer_view(ok)
-    # Readied on some balancers at least: the rollback drains it before it goes back.
-    state['out'] = [h for h in state['out'] if h not in batch['hosts']]
+    if ok or set(failed) - set(refused):
+        # Readied on some balancers at least: the rollback drains it before it goes back.
+        state['out'] = [h for h in state['out'] if h not in batch['hosts']]
     if failed:
         if following and not any('then_drain' in (r or {}) for r in raw.values()):
             # No balancer got as far as draining the next batch: it never left rotation.
             state['out'] = [h for h in state['out'] if h not in following]
-        _batch_failed(state, batch, now, _describe_failures('ready', failed))
+        _batch_failed(state, batch, now, unhealthy or _describe_failures('ready', failed))
         return
     step_index, in_step = _position(state, state['batch_index'])
     step = state['steps'][-1]
@@ -1038,6 +1068,37 @@ def _after_ready(state, results, now):
     _end_batch(state, now)
     if following:
         _take_over(state, following, ok, drain_failed, now)
+
+
+def _probed_health(state, batch, raw, failed):
+    """The health check that came with the ready: the batch's health record
+    (as the probe host saw it); why it failed ('' if it did not) and the
+    balancers that refused to ready the batch for it.
+
+    A balancer that found a server unhealthy readied nothing; its failure is
+    the batch's health failure, named as such. Other failures are described
+    as failed readies.
+    """
+    probes = dict((b, r['probe']) for b, r in raw.items() if isinstance((r or {}).get('probe'), dict))
+    seen = probes.get(state['probe_host']) or (probes[sorted(probes)[0]] if probes else {})
+    unhealthy = sorted(set(url for p in probes.values() for url in p.get('unhealthy', [])))
+    batch['health'] = {'healthy': [u for u in seen.get('healthy', []) if u not in unhealthy],
+                       'unhealthy': unhealthy, 'results': seen.get('results', {}),
+                       'probed_from': sorted(probes)}
+    if seen.get('elapsed') is not None:
+        # The call's seconds, split: the probe first, then the ready.
+        ready = batch['timings']['ready']
+        probed = min(float(seen['elapsed']), ready['seconds'])
+        batch['timings']['health'] = {'started': ready['started'], 'seconds': round(probed, 2)}
+        ready['started'] += probed
+        ready['seconds'] = round(ready['seconds'] - probed, 2)
+    refused = [b for b in sorted(failed) if b in probes and probes[b].get('unhealthy')]
+    if not refused:
+        return '', []
+    reasons = ['%s (probed from %s)' % (probes[b].get('msg') or 'unhealthy: %s' % ', '.join(probes[b]['unhealthy']), b)
+               for b in refused]
+    others = dict((b, why) for b, why in failed.items() if b not in refused)
+    return '; '.join(reasons + ([_describe_failures('ready', others)] if others else [])), refused
 
 
 def _take_over(state, hosts, ok, drain_failed, now):

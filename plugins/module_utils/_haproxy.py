@@ -34,6 +34,8 @@ import re
 import socket
 import time
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._health import HealthError, check_urls
+
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 ADMF_FMAINT = 0x01
@@ -634,6 +636,24 @@ class ServerControl(object):
         if not fresh:
             return "no health check has completed since it left maintenance yet (%s)" % detail
         return None
+
+
+def probe_before_ready(api, backend, servers, probe, check=None):
+    """Before a ready: every URL of ``probe`` answers healthy from this host,
+    where HAProxy probes from. Unknown names fail first; an unhealthy URL
+    raises HAProxyError (kind ``unhealthy``) with the probe's report under
+    ``probe``, and nothing has been changed. Returns the report."""
+    ServerControl(api, backend, servers).read()
+    check = check or check_urls
+    try:
+        report = check(probe['urls'], rise=probe.get('rise', 2), interval=probe.get('interval', 0.25),
+                       deadline=probe.get('deadline', 60), timeout=probe.get('timeout', 5))
+    except HealthError as exc:
+        raise HAProxyError("probe: %s" % exc, kind="bad_input")
+    if report["unhealthy"]:
+        raise HAProxyError("not readied: unhealthy as probed from this host: %s" % report["msg"],
+                           kind="unhealthy", result={"changed": False, "probe": report})
+    return report
 
 
 def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None, check_mode=False,

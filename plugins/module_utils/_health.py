@@ -632,6 +632,16 @@ def run_checks(targets, interval=1.0, deadline=60.0, concurrency=256,
     return _report(states, elapsed, deadline)
 
 
+def check_urls(urls, rise=2, interval=1.0, deadline=60.0, timeout=5.0, clock=time.monotonic, sleep=time.sleep,
+               probe_func=probe):
+    """health_check's defaults (HTTP 200, no body or latency rule) on plain
+    URLs: what another module runs to see a server healthy from its host."""
+    defaults = dict((key, None) for key in OVERRIDES)
+    defaults.update(status_codes=[200], rise=rise, timeout=timeout, validate_certs=True)
+    return run_checks(build_targets(urls, defaults), interval=interval, deadline=deadline, clock=clock,
+                      sleep=sleep, probe_func=probe_func)
+
+
 def _report(states, elapsed, deadline):
     results = {}
     healthy = []

@@ -380,10 +380,14 @@ class ProgressView(object):
             return 'health check %s' % ', '.join(act.get('hosts') or _batch_hosts(state)), \
                 act.get('deadline') or settings.get('health_deadline')
         if phase in ('ready', 'rollback_ready', 'repair'):
+            what, bound = 'ready %s (HAProxy health checks)' % servers, settings.get('health_deadline')
+            if act.get('ready_probe'):
+                what = 'health check %s from every balancer, then %s' % (', '.join(_batch_hosts(state)), what)
+                bound = (bound or 0) + (act['ready_probe'].get('deadline') or 0)
             if act.get('then_drain'):
-                return 'ready %s (HAProxy health checks), then drain %s' % (servers, ', '.join(act['then_drain'])), \
-                    (settings.get('health_deadline') or 0) + (settings.get('drain_timeout') or 0)
-            return 'ready %s (HAProxy health checks)' % servers, settings.get('health_deadline')
+                what = '%s, then drain %s' % (what, ', '.join(act['then_drain']))
+                bound = (bound or 0) + (settings.get('drain_timeout') or 0)
+            return what, bound
         if phase in ('switch', 'rollback_switch'):
             return 'switch %s to %s and restart' % (servers, act.get('version') or settings['version']), None
         if phase == 'analysis':

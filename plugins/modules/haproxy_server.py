@@ -120,6 +120,39 @@ options:
     type: list
     elements: str
     version_added: 1.1.0
+  probe:
+    description:
+      - With O(state=ready), HTTP checks to pass from this host (where HAProxy probes from)
+        before anything changes, as M(grayrelease.canary.health_check) runs them (HTTP 200,
+        each URL healthy O(probe.rise) times in a row). A rolling update checks a freshly
+        switched server and readies it in one call to each balancer.
+      - When a URL stays unhealthy until O(probe.deadline), nothing is changed and the task fails
+        with RV(probe) in its result. Names are checked before the first probe.
+      - Runs in check mode too (it only reads).
+    type: dict
+    version_added: 1.1.0
+    suboptions:
+      urls:
+        description: URLs to check, e.g. C(http://app1:8080/healthz).
+        type: list
+        elements: str
+        required: true
+      rise:
+        description: Consecutive passing checks each URL needs.
+        type: int
+        default: 2
+      interval:
+        description: Seconds between check rounds.
+        type: float
+        default: 0.25
+      deadline:
+        description: Seconds after which a URL not yet healthy fails the task.
+        type: float
+        default: 60
+      timeout:
+        description: Seconds allowed for one HTTP request.
+        type: float
+        default: 5
 notes:
   - Runs where the socket is; the balancer role delegates it to every balancer host.
   - Needs read/write access to the socket, usually C(become=true).
@@ -170,6 +203,16 @@ EXAMPLES = r"""
     state: ready
     then_drain: [app2]
     drain_timeout: 30
+  become: true
+
+- name: Ready app1 once its health endpoint answers from this balancer twice in a row
+  grayrelease.canary.haproxy_server:
+    backend: demoapp
+    servers: [app1]
+    state: ready
+    probe:
+      urls: ["http://app1:8080/healthz"]
+      deadline: 30
   become: true
 """
 
@@ -243,6 +286,13 @@ then_drain:
   returned: with O(then_drain)
   type: dict
   version_added: 1.1.0
+probe:
+  description:
+    - The checks of O(probe), as M(grayrelease.canary.health_check) returns them
+      (C(healthy), C(unhealthy), C(results) per URL, C(elapsed), C(msg)).
+  returned: with O(probe), also when it failed
+  type: dict
+  version_added: 1.1.0
 health:
   description: Health wait after O(state=ready).
   returned: when a health wait ran
@@ -278,6 +328,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import
     RuntimeAPI,
     ServerControl,
     hand_over,
+    probe_before_ready,
 )
 
 
@@ -297,16 +348,25 @@ def main():
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=10),
             then_drain=dict(type='list', elements='str'),
+            probe=dict(type='dict', options=dict(
+                urls=dict(type='list', elements='str', required=True),
+                rise=dict(type='int', default=2),
+                interval=dict(type='float', default=0.25),
+                deadline=dict(type='float', default=60),
+                timeout=dict(type='float', default=5),
+            )),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if p['then_drain'] and p['state'] != 'ready':
-        module.fail_json(msg='then_drain needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
-                         changed=False)
+    for option in ('then_drain', 'probe'):
+        if p[option] and p['state'] != 'ready':
+            module.fail_json(msg='%s needs state=ready, not state=%s' % (option, p['state']),
+                             error_kind='bad_input', changed=False)
     drain_args = dict(drain_timeout=p['drain_timeout'], shutdown_sessions=p['shutdown_sessions'], wait=p['wait'])
     try:
         api = RuntimeAPI(p['socket'], timeout=p['timeout'])
+        probed = probe_before_ready(api, p['backend'], p['servers'], p['probe']) if p['probe'] else None
         ready_args = dict(weight=p['weight'], weights=p['weights'], wait_healthy=p['wait_healthy'],
                           health_timeout=p['health_timeout'], wait=p['wait'])
         if p['then_drain']:
@@ -324,6 +384,8 @@ def main():
         module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
     for warning in warnings:
         module.warn(warning)
+    if probed is not None:
+        result['probe'] = probed
     module.exit_json(**result)
 
 

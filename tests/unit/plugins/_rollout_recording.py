@@ -98,6 +98,12 @@ def record_run(fleet, report_dir='/tmp/canary-reports', **over):
                 last = BATCH_TASK_ORDER.index(phase)
             answer = fleet.answer(state)
             seconds = SECONDS.get(phase, 0.3)
+            if state['act'].get('ready_probe'):
+                # The balancers' probe before the ready takes a health check's time.
+                seconds += SECONDS['health']
+                for result in answer['balancers'].values():
+                    if 'probe' in result:
+                        result['probe']['elapsed'] = SECONDS['health']
             if phase == 'analysis':
                 for interval in answer['samples']['probe']['lb1']['results']:
                     now(float(state['act']['interval']))

@@ -50,6 +50,8 @@ class FakeFleet(object):
         self.installed = dict((h, {v}) for h, v in self.versions.items())
         self.asked = []            # (phase, act) in the order they were asked
         self.fail_then_drain_on = None  # balancer whose drain of the next batch fails
+        self.unhealthy_from = {}   # balancer -> hosts it alone sees unhealthy
+        self.sick_on_v2 = set()    # hosts whose health check fails once they run v2
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -90,6 +92,12 @@ class FakeFleet(object):
                         'hrsp_5xx': errors, 'scur': 0}
         return {'backends': {'demoapp': table}}
 
+    def probe(self, urls, also_unhealthy=()):
+        sick = self.unhealthy | set(also_unhealthy) | set(h for h in self.sick_on_v2 if self.versions[h] == 'v2')
+        bad = [u for u in urls if u.split('/')[2] in sick]
+        return {'healthy': [u for u in urls if u not in bad], 'unhealthy': bad, 'results': {}, 'elapsed': 0.3,
+                'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''}
+
     def samples(self, act, state):
         canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
         rounds = []
@@ -111,12 +119,21 @@ class FakeFleet(object):
         if role == 'balancers':
             if phase == 'survey':
                 return self.info()
+            probe = None
+            if act.get('ready_probe'):
+                # haproxy_server's probe: checked from this balancer before anything changes.
+                probe = self.probe(act['ready_probe']['urls'], self.unhealthy_from.get(host, set()))
+                if probe['unhealthy']:
+                    return {'failed': True, 'changed': False, 'probe': probe,
+                            'msg': 'not readied: unhealthy as probed from this host: %s' % probe['msg']}
             for server in act.get('servers', []):
                 if act.get('state'):
                     self.admin[server] = act['state']
             for server, weight in (act.get('weights') or {}).items():
                 self.weights[server] = weight
             result = {'changed': True, 'servers': {}}
+            if probe is not None:
+                result['probe'] = probe
             if act.get('then_drain'):
                 if self.fail_then_drain_on == host:
                     return dict(result, failed=True, msg='readied; then draining failed: drain timeout',
@@ -126,10 +143,7 @@ class FakeFleet(object):
                 result['then_drain'] = {'changed': True, 'servers': {}, 'drain': {'waited': 0.5}, 'seconds': 0.6}
             return result
         if role == 'probe':
-            urls = act['urls']
-            bad = [u for u in urls if u.split('/')[2] in self.unhealthy]
-            return {'healthy': [u for u in urls if u not in bad], 'unhealthy': bad, 'results': {},
-                    'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''}
+            return self.probe(act['urls'])
         # apps
         if phase in ('survey', 'final_versions'):
             return {'current': self.versions[host], 'installed': sorted(self.installed[host])}
@@ -162,21 +176,23 @@ def run(fleet, check_mode=False, **over):
         clock[0] += 1.0
         return clock[0]
 
+    probe_host = over.pop('probe_host', 'lb1')
     conf, errors = settings(**over)
     zones = over.pop('zones', None)
-    state = engine.new_state(conf, errors, fleet.apps, LBS, identities(fleet.apps, zones), 'lb1', now(),
+    state = engine.new_state(conf, errors, fleet.apps, LBS, identities(fleet.apps, zones), probe_host, now(),
                              check_mode=check_mode, owner='me')
 
     def drain_acts():
         while state['act'].get('phase'):
             engine.record(state, fleet.answer(state), now())
 
-    def batch_acts():
+    def batch_acts(index):
         # batch.yml's tasks run in this order once per batch: an act that
         # comes earlier (a handed-over batch's switch) waits for the next one.
         last = -1
         while state['act'].get('phase') and BATCH_TASK_ORDER.index(state['act']['phase']) > last:
             last = BATCH_TASK_ORDER.index(state['act']['phase'])
+            _assert_acts_within_batch(state, index)
             engine.record(state, fleet.answer(state), now())
 
     drain_acts()
@@ -184,7 +200,7 @@ def run(fleet, check_mode=False, **over):
         if state['halt'] is not None:
             break
         engine.begin_batch(state, index, now())
-        batch_acts()
+        batch_acts(index)
     engine.begin_rollback(state, now())
     for index in range(len(state['rollback']['groups'])):
         engine.begin_rollback_group(state, index, now())
@@ -195,6 +211,17 @@ def run(fleet, check_mode=False, **over):
     drain_acts()
     engine.finish(state, now())
     return state
+
+
+def _assert_acts_within_batch(state, index):
+    """main.yml includes batch `index` only on these hosts: an act naming any
+    other host would never be carried out (and the analysis: never on an app host)."""
+    view = engine.view(state)
+    included = set(view['in_every_batch']) | set(view['plan'][index])
+    if state['act']['phase'] == 'analysis':
+        included -= set(state['app_hosts'])
+    named = set(h for role in ('apps', 'balancers', 'probe', 'lock') for h in state['act'].get(role, []))
+    assert named <= included, (state['act']['phase'], sorted(named - included))
 
 
 def test_promoted_rolls_every_host_and_judges_the_first_step():
@@ -225,10 +252,13 @@ def test_canary_weights_applied_at_ready_and_restored_after_a_pass():
     while state['act'].get('phase'):
         engine.record(state, fleet.answer(state), 2.0)
     engine.begin_batch(state, 0, 3.0)
-    for phase in ('drain', 'switch', 'health'):
+    for phase in ('drain', 'switch'):
         assert state['act']['phase'] == phase
         engine.record(state, fleet.answer(state), 4.0)
+    # The probe host is a balancer: each balancer probes the canary before its ready.
     assert state['act']['phase'] == 'ready'
+    assert state['act']['ready_probe'] == {'urls': ['http://app1/healthz'], 'rise': 2, 'interval': 0.25,
+                                           'deadline': conf['health_deadline']}
     assert state['act']['servers'] == ['app1']
     weights = state['act']['weights']
     assert set(weights) == set(APPS) and weights['app1'] < weights['app2']
@@ -752,6 +782,59 @@ def test_a_failed_ready_with_a_hand_over_keeps_the_fleet_within_max_unavailable(
     assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3']
     assert 'app4' in state['rollback']['hosts'] and 'app4' not in state['switched']
     assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_every_balancer_probes_the_batch_before_its_ready_and_readies_nothing_unhealthy():
+    fleet = FakeFleet()
+    fleet.sick_on_v2 = {'app3'}
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back'
+    # No separate health act: the probe came with each ready, on both balancers.
+    assert _acts(fleet, 'health') == []
+    probes = [act['ready_probe'] for act in _acts(fleet, 'ready')]
+    assert [p['urls'] for p in probes] == [['http://app1/healthz'], ['http://app2/healthz'], ['http://app3/healthz']]
+    assert all(p['rise'] == 2 and p['interval'] == 0.25 and p['deadline'] == 60 for p in probes)
+    batch = state['steps'][-1]['batches'][-1]
+    assert batch['hosts'] == ['app3'] and batch['outcome'] == 'failed'
+    assert batch['health']['unhealthy'] == ['http://app3/healthz'] and batch['health']['probed_from'] == ['lb1', 'lb2']
+    reason = state['halt']['reason']
+    assert 'unhealthy: http://app3/healthz (probed from lb1)' in reason and '(probed from lb2)' in reason
+    assert 'ready on' not in reason  # a health failure, not a failed ready
+    # Nothing readied app3 and nothing drained app4: one host out at most, all back at the end.
+    assert 'app4' not in state['switched'] and fleet.admin['app4'] == 'ready'
+    assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3']
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_a_server_only_one_balancer_sees_unhealthy_fails_its_batch_as_unhealthy():
+    fleet = FakeFleet()
+    fleet.unhealthy_from = {'lb2': {'app2'}}
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back'
+    reason = state['halt']['reason']
+    assert reason.startswith('step 2, batch 2: unhealthy: http://app2/healthz (probed from lb2)'), reason
+    assert '(probed from lb1)' not in reason
+    batch = state['steps'][-1]['batches'][-1]
+    # lb1 saw it healthy and readied it; the report shows what the probe host saw and the failure.
+    assert batch['health']['unhealthy'] == ['http://app2/healthz'] and batch['health']['healthy'] == []
+    assert sorted(state['rollback']['done']) == ['app1', 'app2']
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_a_probe_host_that_is_no_balancer_keeps_its_own_health_check():
+    fleet = FakeFleet()
+    fleet.sick_on_v2 = {'app2'}
+    state = run(fleet, canary_max_unavailable=1, probe_host='localhost')
+    assert state['decision'] == 'rolled_back'
+    assert [act['urls'] for act in _acts(fleet, 'health')] == [['http://app1/healthz'], ['http://app2/healthz']]
+    assert all(act['probe'] == ['localhost'] and act['rise'] == 2 and act['interval'] == 0.25
+               for act in _acts(fleet, 'health'))
+    assert not any(act.get('ready_probe') for act in _acts(fleet, 'ready'))
+    assert 'unhealthy: http://app2/healthz' in state['halt']['reason']
+    assert [len(_acts(fleet, 'ready')), sorted(state['rollback']['done'])] == [1, ['app1', 'app2']]
     assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
 
 

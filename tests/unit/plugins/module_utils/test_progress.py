@@ -99,8 +99,8 @@ def test_countdowns_name_what_is_waited_for_and_its_bound():
     dummy, waits = watch(events)
     actor = [w[0] for w in waits if w[0]]
     assert ('drain app2', 45) in actor
-    assert ('health check app2', 60) in actor
-    assert ('ready app2 (HAProxy health checks)', 60) in actor
+    # The probe host is a balancer: each balancer probes the batch, then readies it.
+    assert ('health check app2 from every balancer, then ready app2 (HAProxy health checks)', 120) in actor
     assert ('switch app2 to v2 and restart', None) in actor
     assert ('analysis interval 1/3 (10 s each)', None) in actor
     # The coordinator sleeps canary_pause after each step but the last: only then it has a countdown.

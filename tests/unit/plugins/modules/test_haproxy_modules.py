@@ -67,3 +67,41 @@ def test_info_module(lab, tmp_path):
     assert res["process"]["pid"] == lab.proc.pid and res["process"]["uptime_sec"] >= 0
     res = run(tmp_path, "haproxy_info", {"socket": lab.admin, "backend": "other"})
     assert res["failed"] is True and "web" in res["msg"]
+
+
+def test_server_module_probes_before_the_ready_and_changes_nothing_when_unhealthy(lab, tmp_path):
+    drained = {"socket": lab.admin, "backend": "web", "state": "drain"}
+    run(tmp_path, "haproxy_server", dict(drained, servers=["s1", "bad"]))
+    ready = {"socket": lab.admin, "backend": "web", "state": "ready", "health_timeout": 10}
+    url = "http://127.0.0.1:%d/healthz"
+    # bad answers 503: probed from here before any change; it stays drained, the task fails.
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["bad"], then_drain=["s2"],
+                                               probe={"urls": [url % lab.apps["bad"].port], "deadline": 1}))
+    assert res["failed"] is True and res["error_kind"] == "unhealthy" and res["changed"] is False
+    assert res["msg"].startswith("not readied: unhealthy as probed from this host: 1 of 1 targets unhealthy")
+    assert "503" in res["msg"]
+    # Rounds 0.25 s apart until the 1 s deadline: 4 probes, none passed.
+    assert res["probe"]["unhealthy"] == [url % lab.apps["bad"].port]
+    assert res["probe"]["results"][url % lab.apps["bad"].port]["attempts"] == 4
+    # Nothing readied, nothing drained.
+    assert admin_states(tmp_path, lab) == {"s1": "drain", "s2": "ready", "s3": "ready", "bad": "drain"}
+    # s1 answers: two passing probes 0.25 s apart, then the ready.
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["s1"], probe={"urls": [url % lab.apps["s1"].port]}))
+    assert "failed" not in res and res["changed"] is True
+    assert res["probe"]["healthy"] == [url % lab.apps["s1"].port] and res["probe"]["unhealthy"] == []
+    assert res["probe"]["results"][url % lab.apps["s1"].port]["attempts"] == 2
+    assert 0.2 <= res["probe"]["elapsed"] < 5 and lab.stat()["s1"] == "UP"
+    # Bad input is refused before any probe or change.
+    res = run(tmp_path, "haproxy_server", dict(drained, servers=["s1"], probe={"urls": [url % lab.apps["s1"].port]}))
+    assert res["failed"] is True and res["msg"] == "probe needs state=ready, not state=drain"
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["nope"], probe={"urls": ["http://127.0.0.1:9/"]}))
+    assert res["failed"] is True and res["error_kind"] == "unknown_server" and "probe" not in res
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["bad"], probe={"urls": ["ftp://x/"]}))
+    assert res["failed"] is True and res["error_kind"] == "bad_input" and "ftp://x/" in res["msg"]
+    assert admin_states(tmp_path, lab) == {"s1": "ready", "s2": "ready", "s3": "ready", "bad": "drain"}
+    run(tmp_path, "haproxy_server", dict(ready, servers=["bad"], wait_healthy=False))
+
+
+def admin_states(tmp_path, lab):
+    servers = run(tmp_path, "haproxy_info", {"socket": lab.user, "backend": "web"})["backends"]["web"]
+    return dict((name, server["admin_state"]) for name, server in servers.items())
