@@ -435,6 +435,8 @@ def view(state):
         # The judged first step's batches: the analysis follows them.
         'canary_batches': len(state['plan_steps'][0]) if state['plan_steps'] and _has_baseline_after(state, 0) else 0,
         'rollback_groups': len(state['rollback']['groups']),
+        # A run with nothing to put back and nothing to clean up skips the rollback's tasks.
+        'cleanup_due': cleanup_due(state),
         # Who takes part in a batch: main.yml includes batch.yml only on them,
         # so a host of another batch does not evaluate (and skip) its tasks.
         'plan': state['plan'],
@@ -1006,53 +1008,78 @@ def _ready_act(state, batch, now, probe=None):
         act['weights'] = state['canary_weights']
     else:
         act['weights'] = dict((s, state['initial_weights'][s]) for s in batch['servers'])
-    following = _hand_over_to(state, now)
-    if following:
-        act['then_drain'] = _servers(state, following)
-        act['next_hosts'] = following
-        # Out from here on: should the run halt, the rollback puts it back.
-        state['out'] = sorted(set(state['out']) | set(following))
+    act = _with_hand_over(state, now, act)
     if probe:
         act['ready_probe'] = probe
     _set_act(state, 'ready', now, **act)
 
 
-def _hand_over_to(state, now):
-    """The hosts of the next batch when this batch's ready can drain them in the same
-    call: nothing (analysis, pause, lock refresh) comes between the two batches."""
+def _with_hand_over(state, now, act, judged=False):
+    """The balancer act that ends a batch (its ready, or the canary's weights
+    restore once judged), draining the next batch in the same call when
+    nothing comes between the two."""
+    following = _hand_over_to(state, now, judged)
+    if following:
+        act['then_drain'] = _servers(state, following)
+        act['next_hosts'] = following
+        # Out from here on: should the run halt, the rollback puts it back.
+        state['out'] = sorted(set(state['out']) | set(following))
+    return act
+
+
+def _hand_over_to(state, now, judged=False):
+    """The hosts of the next batch when the act that ends this batch can drain them
+    in the same call: nothing (analysis, pause, lock refresh) comes between the two."""
     index = state['batch_index']
     if state['check_mode'] or index + 1 >= len(state['plan']) or _lock_due(state, now):
         return []
     step_index, in_step = _position(state, index)
-    # The step ends here: the analysis or a pause (as _end_batch reads canary_pause) comes next.
+    # The step ends here: the analysis (unless judged already) or a pause
+    # (as _end_batch reads canary_pause) comes next.
     if in_step == len(state['plan_steps'][step_index]) - 1 and (
-            state['steps'][-1]['canary'] or state['settings']['pause']):
+            (state['steps'][-1]['canary'] and not judged) or state['settings']['pause']):
         return []
     return list(state['plan'][index + 1])
 
 
-def _after_ready(state, results, now):
-    batch = _timed(state, 'ready', now)
-    following = state['act'].get('next_hosts') or []
-    raw = results.get('balancers') or {}
-    ok, failed = _collect(state, 'balancers', results, 'the ready')
-    unhealthy, refused = _probed_health(state, batch, raw, failed) if 'ready_probe' in state['act'] else ('', [])
-    # Where the ready went through but the next batch's drain did not, that
-    # batch fails, not this one.
+def _next_batch_drain_failures(state, raw, ok, failed, following):
+    """Where the act went through but the next batch's drain did not, that batch
+    fails, not this one: such balancers move from failed to ok. Returns them."""
     drain_failed = {}
     for host in list(failed) if following else []:
         result = raw.get(host) or {}
         if (result.get('then_drain') or {}).get('failed') and not _restarted(state, host, result):
             drain_failed[host] = failed.pop(host)
             ok[host] = result
+    return drain_failed
+
+
+def _then_drain_seconds(ok):
+    """How long the drain of the next batch took at the end of the call (the slowest balancer)."""
+    return max([float((r.get('then_drain') or {}).get('seconds') or 0) for r in ok.values()] or [0.0])
+
+
+def _next_batch_untouched(state, raw, following):
+    """No balancer got as far as draining the next batch: it never left rotation."""
+    if following and not any('then_drain' in (r or {}) for r in raw.values()):
+        state['out'] = [h for h in state['out'] if h not in following]
+
+
+def _after_ready(state, results, now):
+    following = state['act'].get('next_hosts') or []
+    raw = results.get('balancers') or {}
+    ok, failed = _collect(state, 'balancers', results, 'the ready')
+    drain_failed = _next_batch_drain_failures(state, raw, ok, failed, following)
+    # The next batch's drain at the end of the call is that batch's time, not this one's.
+    end = now - _then_drain_seconds(ok) if following and not failed else now
+    batch = _timed(state, 'ready', end)
+    unhealthy, refused = _probed_health(state, batch, raw, failed) if 'ready_probe' in state['act'] else ('', [])
     batch['ready'] = _balancer_view(ok)
     if ok or set(failed) - set(refused):
         # Readied on some balancers at least: the rollback drains it before it goes back.
         state['out'] = [h for h in state['out'] if h not in batch['hosts']]
     if failed:
-        if following and not any('then_drain' in (r or {}) for r in raw.values()):
-            # No balancer got as far as draining the next batch: it never left rotation.
-            state['out'] = [h for h in state['out'] if h not in following]
+        _next_batch_untouched(state, raw, following)
         _batch_failed(state, batch, now, unhealthy or _describe_failures('ready', failed))
         return
     step_index, in_step = _position(state, state['batch_index'])
@@ -1065,9 +1092,9 @@ def _after_ready(state, results, now):
                  urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']],
                  **_analysis_act(state))
         return
-    _end_batch(state, now)
+    _end_batch(state, end)
     if following:
-        _take_over(state, following, ok, drain_failed, now)
+        _take_over(state, following, ok, drain_failed, now, 'ready')
 
 
 def _probed_health(state, batch, raw, failed):
@@ -1101,18 +1128,20 @@ def _probed_health(state, batch, raw, failed):
     return '; '.join(reasons + ([_describe_failures('ready', others)] if others else [])), refused
 
 
-def _take_over(state, hosts, ok, drain_failed, now):
-    """The next batch begins with its drain done, by the ready that ended the last one."""
+def _take_over(state, hosts, ok, drain_failed, now, by):
+    """The next batch begins with its drain done, by the act (``by``: its ready,
+    or the canary's weights restore) that ended the last one."""
     index = state['batch_index']
     if state['plan'][index] != hosts:
         raise EngineError('handed over to %s, but batch %d is %s' % (hosts, index + 1, state['plan'][index]))
-    seconds = max([float((r.get('then_drain') or {}).get('seconds') or 0) for r in ok.values()] or [0.0])
+    seconds = _then_drain_seconds(ok)
     if not _open_batch(state, index, now - seconds):
         return
     batch = _current_batch(state)
     batch['timings']['drain'] = {'started': now - seconds, 'seconds': round(seconds, 2)}
     batch['drain'] = _balancer_view(dict((b, r.get('then_drain') or {}) for b, r in ok.items()))
     batch['handed_over'] = True
+    batch['drained_with'] = by
     if drain_failed:
         _batch_failed(state, batch, now, _describe_failures('drain', drain_failed))
         return
@@ -1180,8 +1209,10 @@ def _after_analysis(state, results, now):
         _batch_failed(state, batch, now, 'canary judged %s (score %s): %s' % (
             verdict['verdict'], _score(verdict['score']), '; '.join(failing) or verdict['reason']))
         return
-    _set_act(state, 'restore', now, balancers=live_balancers(state), servers=sorted(state['initial_weights']),
-             weights=dict(state['initial_weights']))
+    # Judged: the weights go back, and the same call can drain the next batch.
+    act = _with_hand_over(state, now, {'balancers': live_balancers(state), 'servers': sorted(state['initial_weights']),
+                                       'weights': dict(state['initial_weights'])}, judged=True)
+    _set_act(state, 'restore', now, **act)
 
 
 def _source_results(state, results, failed):
@@ -1219,11 +1250,20 @@ def _score(score):
 
 
 def _after_restore(state, results, now):
-    batch, ok = _phase_results(state, 'restore', 'balancers', results, now, 'restoring the initial weights')
-    if ok is None:
+    following = state['act'].get('next_hosts') or []
+    raw = results.get('balancers') or {}
+    ok, failed = _collect(state, 'balancers', results, 'the restore')
+    drain_failed = _next_batch_drain_failures(state, raw, ok, failed, following)
+    end = now - _then_drain_seconds(ok) if following and not failed else now
+    batch = _timed(state, 'restore', end)
+    if failed:
+        _next_batch_untouched(state, raw, following)
+        _batch_failed(state, batch, now, _describe_failures('restoring the initial weights', failed))
         return
     state['canary_weights'] = {}
-    _end_batch(state, now)
+    _end_batch(state, end)
+    if following:
+        _take_over(state, following, ok, drain_failed, now, 'restore')
 
 
 def _end_batch(state, now):
@@ -1424,7 +1464,7 @@ def cleanup(state, now):
     if state['check_mode']:
         state['act'] = {}
         return state
-    if state['canary_weights'] and live_balancers(state):
+    if _weights_to_restore(state):
         state['act'] = {'phase': 'cleanup_weights', 'balancers': live_balancers(state),
                         'servers': sorted(state['initial_weights']), 'weights': dict(state['initial_weights'])}
         return state
@@ -1441,9 +1481,22 @@ def _after_cleanup_weights(state, results, now):
     _cleanup_staged(state)
 
 
+def _weights_to_restore(state):
+    return bool(state['canary_weights'] and live_balancers(state))
+
+
+def _staged_never_switched(state):
+    return [h for h in state['staged'] if h not in state['switched'] and h not in state['rollback']['done']
+            and h not in state['lost'] and h not in state.get('unstaged', [])]
+
+
+def cleanup_due(state):
+    """Will cleanup() have anything to do (weights back, staged releases removed)?"""
+    return not state['check_mode'] and (_weights_to_restore(state) or bool(_staged_never_switched(state)))
+
+
 def _cleanup_staged(state):
-    never = [h for h in state['staged'] if h not in state['switched'] and h not in state['rollback']['done']
-             and h not in state['lost']]
+    never = _staged_never_switched(state)
     if never:
         state['act'] = {'phase': 'unstage', 'apps': never}
     else:

@@ -660,6 +660,8 @@ def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None,
               want_diff=False, clock=time.monotonic, sleep=time.sleep):
     """Ready ``servers`` and, once they are healthy, drain ``then_drain``: a rolling
     update hands over from one batch to the next with one call to this balancer.
+    With ``run_args['state']`` None the first part only sets weights (a canary's
+    weights restored after its analysis), then drains.
 
     The drain starts only after the ready (and its health wait) succeeded here,
     so this balancer never has both batches out of rotation at once; a failed
@@ -667,7 +669,13 @@ def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None,
     ``then_drain`` (the drain's result plus its ``seconds``). A failing drain
     raises HAProxyError whose result is the ready's plus ``then_drain.failed``.
     """
-    overlap = sorted(set(servers) & set(then_drain or []))
+    run_args = dict({"state": "ready"}, **(run_args or {}))
+    if run_args["state"] not in ("ready", None):
+        raise HAProxyError("then_drain needs state=ready or no state, not state=%s" % run_args["state"],
+                           kind="bad_input")
+    # Weights only, a server may be re-weighted and then drained (the canary's
+    # weights restored on every server, then the next batch drained).
+    overlap = sorted(set(servers) & set(then_drain or [])) if run_args["state"] else []
     if overlap:
         raise HAProxyError("then_drain names servers that are readied in the same call: %s" % ", ".join(overlap),
                            kind="bad_input")
@@ -675,14 +683,15 @@ def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None,
     drained = ServerControl(api, backend, then_drain, clock, sleep)
     # Unknown names fail here, before the ready changes anything.
     drained.read()
-    result = readied.run(state="ready", check_mode=check_mode, want_diff=want_diff, **(run_args or {}))
+    result = readied.run(check_mode=check_mode, want_diff=want_diff, **run_args)
     start = clock()
     try:
         part = drained.run(state="drain", check_mode=check_mode, **(drain_args or {}))
     except HAProxyError as exc:
         part = dict(exc.result, failed=True, msg=exc.msg, seconds=round(clock() - start, 3))
         exc.result = dict(result, changed=result["changed"] or bool(exc.result.get("changed")), then_drain=part)
-        exc.msg = "readied %s; then draining %s failed: %s" % (", ".join(servers), ", ".join(then_drain), exc.msg)
+        exc.msg = "%s %s; then draining %s failed: %s" % ("readied" if run_args["state"] else "re-weighted",
+                                                          ", ".join(servers), ", ".join(then_drain), exc.msg)
         exc.args = (exc.msg,)
         raise
     part["seconds"] = round(clock() - start, 3)

@@ -199,7 +199,8 @@ def batch_line(state, step, batch):
         if phase == 'drain':
             text += _drain_detail(batch)
             if batch.get('handed_over'):
-                text += ' (with the last ready)'
+                text += ' (with the weights restore)' if batch.get('drained_with') == 'restore' \
+                    else ' (with the last ready)'
         parts.append(text)
     if batch['outcome'] == 'failed':
         # The whole reason follows in the halt line; here only its start.
@@ -388,6 +389,8 @@ class ProgressView(object):
                 what = '%s, then drain %s' % (what, ', '.join(act['then_drain']))
                 bound = (bound or 0) + (settings.get('drain_timeout') or 0)
             return what, bound
+        if phase == 'restore' and act.get('then_drain'):
+            return 'initial weights back, then drain %s' % ', '.join(act['then_drain']), settings.get('drain_timeout')
         if phase in ('switch', 'rollback_switch'):
             return 'switch %s to %s and restart' % (servers, act.get('version') or settings['version']), None
         if phase == 'analysis':

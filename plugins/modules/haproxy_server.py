@@ -114,6 +114,8 @@ options:
         O(wait_healthy)), waiting for their sessions like O(state=drain) (O(drain_timeout),
         O(shutdown_sessions)). A rolling update hands over from one batch to the next in one
         call, and this balancer never has both batches out of rotation at once.
+      - Without O(state), the servers to drain once the weights are set (a canary's weights
+        restored after its analysis, then the next batch drained).
       - Nothing is drained when the ready fails. A failing drain fails the task with the ready
         done, its message saying which part failed. Names are checked (and must not repeat O(servers))
         before anything changes.
@@ -359,16 +361,18 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    for option in ('then_drain', 'probe'):
-        if p[option] and p['state'] != 'ready':
-            module.fail_json(msg='%s needs state=ready, not state=%s' % (option, p['state']),
-                             error_kind='bad_input', changed=False)
+    if p['probe'] and p['state'] != 'ready':
+        module.fail_json(msg='probe needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
+                         changed=False)
+    if p['then_drain'] and p['state'] not in ('ready', None):
+        module.fail_json(msg='then_drain needs state=ready or no state, not state=%s' % p['state'],
+                         error_kind='bad_input', changed=False)
     drain_args = dict(drain_timeout=p['drain_timeout'], shutdown_sessions=p['shutdown_sessions'], wait=p['wait'])
     try:
         api = RuntimeAPI(p['socket'], timeout=p['timeout'])
         probed = probe_before_ready(api, p['backend'], p['servers'], p['probe']) if p['probe'] else None
-        ready_args = dict(weight=p['weight'], weights=p['weights'], wait_healthy=p['wait_healthy'],
-                          health_timeout=p['health_timeout'], wait=p['wait'])
+        ready_args = dict(state=p['state'], weight=p['weight'], weights=p['weights'],
+                          wait_healthy=p['wait_healthy'], health_timeout=p['health_timeout'], wait=p['wait'])
         if p['then_drain']:
             result, warnings = hand_over(api, p['backend'], p['servers'], p['then_drain'], run_args=ready_args,
                                          drain_args=drain_args, check_mode=module.check_mode,
@@ -376,7 +380,7 @@ def main():
         else:
             ctl = ServerControl(api, p['backend'], p['servers'])
             ready_args.update(drain_args)
-            result = ctl.run(state=p['state'], check_mode=module.check_mode, want_diff=module._diff, **ready_args)
+            result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
             warnings = ctl.warnings
     except HAProxyError as exc:
         extra = dict(exc.result)

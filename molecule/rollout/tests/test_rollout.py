@@ -123,6 +123,28 @@ def test_failure_in_a_later_batch_rolls_back_every_touched_host(report_dir):
     assert_fleet_serving({h: "v2" for h in APPS})
 
 
+def test_a_probe_host_that_is_no_balancer_health_checks_each_batch_itself(report_dir):
+    # canary_probe_from an app host: a switched batch's health check is a
+    # task of its own there (roles/rollout/tasks/health.yml), not part of
+    # the balancers' ready. This release fails its health check only.
+    artifact = build_release("v8h", "--healthz-fail")
+    load = mixed_load()
+    res = run_playbook("rollout", "-e", "canary_version=v8h", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/probe-from-app" % report_dir, "-e", "canary_probe_from=app6",
+                       "-e", "canary_health_deadline=6", *FAST)
+    summary = load.stop()
+    assert summary["failed"] == 0, summary  # never readied: HAProxy sent it nothing
+    assert res.returncode != 0
+    assert "Batch | health check from the probe host" in res.stdout
+    report = read_report(report_dir / "probe-from-app")
+    assert report["decision"] == "rolled_back"
+    assert "unhealthy after" in report["reason"] and "probed from" not in report["reason"], report["reason"]
+    batch = report["steps"][0]["batches"][0]
+    assert batch["outcome"] == "failed" and batch["health"]["unhealthy"] and "probed_from" not in batch["health"]
+    assert report["rolled_back"] == report["steps"][0]["hosts"] == ["app1"]
+    assert_fleet_serving({h: "v2" for h in APPS})
+
+
 def test_interrupted_rollout_resumes(report_dir):
     artifact = build_release("v5")
     proc = run_playbook("rollout", "-e", "canary_version=v5", "-e", "canary_artifact=%s" % artifact,

@@ -104,6 +104,12 @@ def record_run(fleet, report_dir='/tmp/canary-reports', **over):
                 for result in answer['balancers'].values():
                     if 'probe' in result:
                         result['probe']['elapsed'] = SECONDS['health']
+            if state['act'].get('then_drain'):
+                # And the next batch's drain at the end of the call, a drain's time.
+                seconds += SECONDS['drain']
+                for result in answer['balancers'].values():
+                    if 'then_drain' in result:
+                        result['then_drain']['seconds'] = SECONDS['drain']
             if phase == 'analysis':
                 for interval in answer['samples']['probe']['lb1']['results']:
                     now(float(state['act']['interval']))
@@ -120,12 +126,14 @@ def record_run(fleet, report_dir='/tmp/canary-reports', **over):
         snapshot()
         drain_acts(in_batch=True)
     engine.begin_rollback(state, now())
-    for index in range(len(state['rollback']['groups'])):
-        engine.begin_rollback_group(state, index, now())
-        snapshot()
+    view = engine.view(state)
+    if view['rollback_groups'] or view['cleanup_due']:  # main.yml's condition for the rollback's tasks
+        for index in range(len(state['rollback']['groups'])):
+            engine.begin_rollback_group(state, index, now())
+            snapshot()
+            drain_acts()
+        engine.cleanup(state, now())
         drain_acts()
-    engine.cleanup(state, now())
-    drain_acts()
     engine.begin_finish(state, now())
     snapshot()
     drain_acts()

@@ -3,7 +3,8 @@
 
 A playbook on localhost replays recorded engine states (set_fact of the
 grayrelease_rollout fact, as the rollout_state tasks return it), waits in a
-task while a drain is pending (the countdown), and ends with the real
+task while a drain is pending (the countdown: batch 2's, with the canary's
+weights restore), and ends with the real
 rollout_state op=finish, which writes the reports and returns the summary.
 """
 from __future__ import annotations
@@ -37,11 +38,11 @@ PLAYBOOK = """
         samples: "{{ recorded.intervals[item] }}"
       loop: [0, 1, 2]
 
-    - name: A state with the drain of batch 2 pending
+    - name: A state with the weights restore and the drain of batch 2 pending
       ansible.builtin.set_fact:
         grayrelease_rollout: "{{ recorded.drain }}"
 
-    - name: Batch | drain on every balancer (waits)
+    - name: Canary | restore the initial weights on every balancer, then drain batch 2 (waits)
       ansible.builtin.command: sleep 2.6
       changed_when: false
 
@@ -60,7 +61,8 @@ def project(tmp_path):
     reports = tmp_path / 'reports'
     events, dummy = record_run(RealisticFleet(), report_dir=str(reports))
     states = [data for kind, data in events if kind == 'state']
-    drain = [s for s in states if s['act'].get('phase') == 'drain' and len(s['steps']) == 2][0]
+    # Batch 2's drain comes with the canary's weights restore (nothing between the two).
+    drain = [s for s in states if s['act'].get('phase') == 'restore' and s['act'].get('then_drain') == ['app2']][0]
     finish = [s for s in states if s['phase'] == 'finish' and not s['act']][0]
     analysis = [s for s in states if s['act'].get('phase') == 'analysis'][0]
     intervals = [data for kind, data in events if kind == 'item']
@@ -93,10 +95,11 @@ def check_view(lines, reports):
     waits = [v for v in view if v.startswith('waiting: ')]
     # Every second (wait_interval 1) while the task of at least 2.6 s runs, and none after it (below).
     assert len(waits) >= 2
-    assert waits == ['waiting: drain app2, %d s of max 30 s' % n for n in range(1, len(waits) + 1)]
-    # Batch 6 was drained by batch 5's ready (the hand-over): its drain is the module's 0.6 s.
-    assert view.index(waits[-1]) < view.index('step 4/4, batch 6/6: app6 -> v2: drained 0.6 s (with the last ready), switched 1.8 s, '
-                                              'healthy 0.8 s, ready 0.6 s (3.8 s)')
+    assert waits == ['waiting: initial weights back, then drain app2, %d s of max 30 s' % n
+                     for n in range(1, len(waits) + 1)]
+    # Batch 6 was drained by batch 5's ready (the hand-over): its drain is the module's 0.8 s.
+    assert view.index(waits[-1]) < view.index('step 4/4, batch 6/6: app6 -> v2: drained 0.8 s (with the last ready), switched 1.8 s, '
+                                              'healthy 0.8 s, ready 0.6 s (4.0 s)')
     assert any(v.startswith('decision: PROMOTED (v1 -> v2) after ') for v in view)
     assert view[-1] == 'report: %s and %s' % (reports / 'report.html', reports / 'report.json')
     for name in ('report.json', 'report.md', 'report.html'):

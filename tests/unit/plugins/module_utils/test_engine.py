@@ -8,6 +8,7 @@ results to engine.record(), so these tests cover every decision it makes.
 """
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -49,7 +50,7 @@ class FakeFleet(object):
         self.staged = set()
         self.installed = dict((h, {v}) for h, v in self.versions.items())
         self.asked = []            # (phase, act) in the order they were asked
-        self.fail_then_drain_on = None  # balancer whose drain of the next batch fails
+        self.fail_then_drain_on = None  # (balancer, server): that balancer's drain of it with the last batch fails
         self.unhealthy_from = {}   # balancer -> hosts it alone sees unhealthy
         self.sick_on_v2 = set()    # hosts whose health check fails once they run v2
 
@@ -135,7 +136,9 @@ class FakeFleet(object):
             if probe is not None:
                 result['probe'] = probe
             if act.get('then_drain'):
-                if self.fail_then_drain_on == host:
+                # haproxy_server refuses to ready and drain the same server in one call.
+                assert act.get('state') != 'ready' or not set(act['then_drain']) & set(act['servers']), act
+                if self.fail_then_drain_on in [(host, server) for server in act['then_drain']]:
                     return dict(result, failed=True, msg='readied; then draining failed: drain timeout',
                                 then_drain={'failed': True, 'msg': 'drain timeout'})
                 for server in act['then_drain']:
@@ -202,11 +205,16 @@ def run(fleet, check_mode=False, **over):
         engine.begin_batch(state, index, now())
         batch_acts(index)
     engine.begin_rollback(state, now())
-    for index in range(len(state['rollback']['groups'])):
-        engine.begin_rollback_group(state, index, now())
+    view = engine.view(state)
+    if view['rollback_groups'] or view['cleanup_due']:
+        for index in range(len(state['rollback']['groups'])):
+            engine.begin_rollback_group(state, index, now())
+            drain_acts()
+        engine.cleanup(state, now())
         drain_acts()
-    engine.cleanup(state, now())
-    drain_acts()
+    else:
+        # main.yml skips the rollback's tasks: the clean-up would have had nothing to do.
+        assert engine.cleanup(copy.deepcopy(state), now())['act'] == {}
     engine.begin_finish(state, now())
     drain_acts()
     engine.finish(state, now())
@@ -242,6 +250,8 @@ def test_promoted_rolls_every_host_and_judges_the_first_step():
     # Never more than max_unavailable (1) out of rotation at once.
     assert max(out for dummy, out in fleet.log) == 1
     assert state['lock_held'] is False
+    # Nothing to put back or clean up: main.yml skips the rollback's tasks.
+    assert engine.view(state)['rollback_groups'] == 0 and engine.view(state)['cleanup_due'] is False
 
 
 def test_canary_weights_applied_at_ready_and_restored_after_a_pass():
@@ -300,6 +310,24 @@ def test_no_staging_act_when_every_host_has_the_release():
     assert state['decision'] == 'promoted'
     assert 'stage' not in [phase for phase, act in fleet.asked]
     assert fleet.versions == dict((h, 'v2') for h in APPS)
+
+
+def test_a_failed_prestage_removes_what_was_staged_with_no_host_to_put_back():
+    fleet = FakeFleet()
+    answer = fleet.act_on
+
+    def act_on(role, host, act, phase):
+        if phase == 'stage' and host == 'app3':
+            return {'failed': True, 'msg': 'No space left on device'}
+        return answer(role, host, act, phase)
+    fleet.act_on = act_on
+    state = run(fleet)
+    assert state['decision'] == 'failed' and state['halt']['phase'] == 'preflight'
+    assert 'No space left on device' in state['halt']['reason']
+    # Nothing to put back, but staged releases to remove: main.yml includes the rollback's tasks.
+    assert state['rollback']['groups'] == [] and 'unstage' in [phase for phase, act in fleet.asked]
+    assert fleet.staged == set() and engine.view(state)['cleanup_due'] is False
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
 
 
 def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():
@@ -721,13 +749,16 @@ def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
     state = run(fleet, canary_max_unavailable=1)
     assert state['decision'] == 'promoted'
     assert state['plan'] == [['app1'], ['app2'], ['app3'], ['app4'], ['app5'], ['app6']]
-    # Drained by a drain act: the canary (first) and the batch after its analysis;
-    # every later batch by the ready of the one before it, across step boundaries too.
-    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app2']]
+    # Drained by a drain act: the canary (first) only. The batch after the
+    # analysis by the canary's weights restore, every later batch by the
+    # ready of the one before it, across step boundaries too.
+    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1']]
+    assert [act.get('then_drain') for act in _acts(fleet, 'restore')] == [['app2']]
     assert [act.get('then_drain') for act in _acts(fleet, 'ready')] == [
         None, ['app3'], ['app4'], ['app5'], ['app6'], None]
-    handed = [b['batch'] for step in state['steps'] for b in step['batches'] if b.get('handed_over')]
-    assert handed == [3, 4, 5, 6]
+    handed = [(b['batch'], b['drained_with']) for step in state['steps'] for b in step['batches']
+              if b.get('handed_over')]
+    assert handed == [(2, 'restore'), (3, 'ready'), (4, 'ready'), (5, 'ready'), (6, 'ready')]
     assert engine.view(state)['canary_batches'] == 1
     batch = state['steps'][-1]['batches'][-1]
     assert batch['timings']['drain']['seconds'] == 0.6 and batch['drain']['lb1']['drain'] == {'waited': 0.5}
@@ -747,17 +778,38 @@ def test_no_hand_over_across_a_pause_or_into_the_analysis():
     assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app3']]
 
 
-def test_a_failed_drain_of_the_next_batch_fails_that_batch_and_everything_goes_back():
+@pytest.mark.parametrize('server,by,outcomes,rolled_back', [
+    # app2's drain comes with the canary's weights restore, app3's with app2's ready.
+    ('app2', 'restore', ['ok', 'failed'], ['app1']),
+    ('app3', 'ready', ['ok', 'ok', 'failed'], ['app1', 'app2']),
+])
+def test_a_failed_drain_of_the_next_batch_fails_that_batch_and_everything_goes_back(server, by, outcomes, rolled_back):
     fleet = FakeFleet()
-    fleet.fail_then_drain_on = 'lb2'
+    fleet.fail_then_drain_on = ('lb2', server)
     state = run(fleet, canary_max_unavailable=1)
     assert state['decision'] == 'rolled_back'
     batches = [b for step in state['steps'] for b in step['batches']]
-    # batch 2 (app2) finished; batch 3 (app3) failed in its drain, before any switch
-    assert [b['outcome'] for b in batches] == ['ok', 'ok', 'failed']
-    assert 'drain on lb2' in state['halt']['reason'] and 'batch 3' in state['halt']['reason']
-    assert 'app3' not in state['switched']
-    assert sorted(state['rollback']['done']) == ['app1', 'app2']
+    # The batches before finished; the next one failed in its drain, before any switch.
+    assert [b['outcome'] for b in batches] == outcomes
+    assert batches[-1]['hosts'] == [server] and batches[-1]['drained_with'] == by
+    assert 'drain on lb2' in state['halt']['reason'] and 'batch %d' % len(outcomes) in state['halt']['reason']
+    assert server not in state['switched']
+    assert sorted(state['rollback']['done']) == rolled_back
+    assert max(out for dummy, out in fleet.log) <= 1
+    assert fleet.versions == dict((h, 'v1') for h in APPS)
+    assert fleet.out_of_rotation() == [] and fleet.weights == fleet.initial
+
+
+def test_a_failed_weights_restore_with_a_hand_over_puts_everything_back():
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'restore': 'lb1'}  # lb2 restored the weights and drained app2
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back'
+    assert 'restoring the initial weights on lb1' in state['halt']['reason']
+    assert [b['batch'] for step in state['steps'] for b in step['batches']] == [1]
+    # app2 was drained (on lb2) but never switched: the rollback readies it, app1 goes back.
+    assert 'app2' in state['rollback']['hosts'] and 'app2' not in state['switched']
+    assert sorted(state['rollback']['done']) == ['app1']
     assert max(out for dummy, out in fleet.log) <= 1
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert fleet.out_of_rotation() == [] and fleet.weights == fleet.initial

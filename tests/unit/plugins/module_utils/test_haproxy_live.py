@@ -353,3 +353,24 @@ def test_hand_over_check_mode_predicts_both_parts(lab):
     assert result["then_drain"]["servers"]["s2"]["admin_state"] == "drain"
     assert admin_states(lab)["s1"] == ("drain", 1) and admin_states(lab)["s2"] == ("ready", 1)
     ctl(lab, ["s1"]).run(state="ready", health_timeout=10)
+
+
+def test_hand_over_after_a_weights_change_drains_the_next_server(lab):
+    # A canary's weights restored after its analysis, then the next batch drained: no state, weights only.
+    ctl(lab, ["s1", "s2"]).run(weight=5)
+    t, outcome = lab.hold_session("s2", 1)
+    api = Recorder(lab.admin, lab)
+    # s2 is re-weighted too, then drained: with weights only, a server may be in both lists.
+    result, warnings = hand_over(api, "web", ["s1", "s2"], ["s2"], drain_args={"drain_timeout": 20},
+                                 run_args={"state": None, "weights": {"s1": 1, "s2": 1}})
+    assert api.sent == ["set server web/s1 weight 1", "set server web/s2 weight 1", "set server web/s2 state drain"]
+    assert api.out_after == [[], [], ["s2"]]
+    assert result["servers"]["s1"]["admin_state"] == "ready" and result["servers"]["s1"]["weight"] == 1
+    assert result["then_drain"]["drain"]["waited"] >= 0.3 and warnings == []
+    t.join(5)
+    assert outcome.get("body") == "s2"  # the drain waited for the held request
+    with pytest.raises(HAProxyError) as err:
+        hand_over(api, "web", ["s1"], ["s3"], run_args={"state": "maint"})
+    assert err.value.kind == "bad_input" and "state=maint" in err.value.msg
+    assert admin_states(lab)["s3"] == ("ready", 10)
+    ctl(lab, ["s2"]).run(state="ready", health_timeout=10)

@@ -44,8 +44,11 @@ def test_a_promoted_run_reads_step_by_step():
     # One line per batch, with its position and the seconds of each phase.
     batch_lines = [line for line in lines if re.match(r'step \d/4, batch \d/6: app\d -> v2: drained', line)]
     assert len(batch_lines) == 6
-    assert 'step 2/4, batch 2/6: app2 -> v2: drained 0.8 s, switched 1.5 s, healthy 0.8 s, ready 0.6 s (3.7 s)' \
-        in lines
+    # Batch 2 was drained by the canary's weights restore, batch 3 by batch 2's ready.
+    assert 'step 2/4, batch 2/6: app2 -> v2: drained 0.8 s (with the weights restore), switched 1.8 s, healthy 0.8 s, ' \
+        'ready 0.6 s (4.0 s)' in lines
+    assert 'step 3/4, batch 3/6: app3 -> v2: drained 0.8 s (with the last ready), switched 1.8 s, healthy 0.8 s, ' \
+        'ready 0.6 s (4.0 s)' in lines
     assert re.search(r'step 1/4, batch 1/6: app1 -> v2: .* analysed 30\.3 s, weights restored 0\.5 s', text)
     # Each interval once, as it completed, not again when the analysis is recorded.
     intervals = [line for line in lines if line.startswith('analysis interval')]
