@@ -47,8 +47,8 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._release import
     file_sha256,
     is_url,
     parse_checksum,
-    redact_url,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 
 MODULE = 'grayrelease.canary.release'
 # States that may unpack src; the others never need it.

@@ -47,7 +47,8 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._power import (
     plan as plan_power,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._progress import record_analysis
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import SHA256_RE, is_url, redact_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import SHA256_RE, is_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
     RolloutError,
     analysis_metrics,
@@ -1065,14 +1066,22 @@ def _next_batch_untouched(state, raw, following):
         state['out'] = [h for h in state['out'] if h not in following]
 
 
-def _after_ready(state, results, now):
+def _batch_closing_results(state, phase, results, now):
+    """The balancers' results of the act that ends a batch (its ready, or the
+    canary's weights restore), which may have drained the next batch too:
+    (batch, raw, ok, failed, drain_failed, end)."""
     following = state['act'].get('next_hosts') or []
     raw = results.get('balancers') or {}
-    ok, failed = _collect(state, 'balancers', results, 'the ready')
+    ok, failed = _collect(state, 'balancers', results, 'the %s' % phase)
     drain_failed = _next_batch_drain_failures(state, raw, ok, failed, following)
     # The next batch's drain at the end of the call is that batch's time, not this one's.
     end = now - _then_drain_seconds(ok) if following and not failed else now
-    batch = _timed(state, 'ready', end)
+    return _timed(state, phase, end), raw, ok, failed, drain_failed, end
+
+
+def _after_ready(state, results, now):
+    following = state['act'].get('next_hosts') or []
+    batch, raw, ok, failed, drain_failed, end = _batch_closing_results(state, 'ready', results, now)
     unhealthy, refused = _probed_health(state, batch, raw, failed) if 'ready_probe' in state['act'] else ('', [])
     batch['ready'] = _balancer_view(ok)
     if ok or set(failed) - set(refused):
@@ -1122,8 +1131,12 @@ def _probed_health(state, batch, raw, failed):
     refused = [b for b in sorted(failed) if b in probes and probes[b].get('unhealthy')]
     if not refused:
         return '', []
-    reasons = ['%s (probed from %s)' % (probes[b].get('msg') or 'unhealthy: %s' % ', '.join(probes[b]['unhealthy']), b)
-               for b in refused]
+    # Balancers that saw the same are named together, in one reason.
+    seen_as = {}
+    for balancer in refused:
+        msg = probes[balancer].get('msg') or 'unhealthy: %s' % ', '.join(probes[balancer]['unhealthy'])
+        seen_as.setdefault(msg, []).append(balancer)
+    reasons = ['%s (probed from %s)' % (msg, ', '.join(names)) for msg, names in sorted(seen_as.items())]
     others = dict((b, why) for b, why in failed.items() if b not in refused)
     return '; '.join(reasons + ([_describe_failures('ready', others)] if others else [])), refused
 
@@ -1251,11 +1264,7 @@ def _score(score):
 
 def _after_restore(state, results, now):
     following = state['act'].get('next_hosts') or []
-    raw = results.get('balancers') or {}
-    ok, failed = _collect(state, 'balancers', results, 'the restore')
-    drain_failed = _next_batch_drain_failures(state, raw, ok, failed, following)
-    end = now - _then_drain_seconds(ok) if following and not failed else now
-    batch = _timed(state, 'restore', end)
+    batch, raw, ok, failed, drain_failed, end = _batch_closing_results(state, 'restore', results, now)
     if failed:
         _next_batch_untouched(state, raw, following)
         _batch_failed(state, batch, now, _describe_failures('restoring the initial weights', failed))
@@ -1624,21 +1633,6 @@ def _report(state, iso):
         'sample_plan': state.get('sample_plan'),
         'hosts': state['final_versions'],
     }
-
-
-# user:password@ in a URL (health or sample URLs may carry credentials).
-CREDENTIALS_RE = re.compile(r'(?<=://)[^/@\s]+@')
-
-
-def redact(value):
-    """The value with every URL's credentials replaced by ***@, keys included."""
-    if isinstance(value, str):
-        return CREDENTIALS_RE.sub('***@', value)
-    if isinstance(value, dict):
-        return dict((redact(k), redact(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
 
 
 def _report_step(step, iso, origin):

@@ -35,6 +35,7 @@ import socket
 import time
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import HealthError, check_urls
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
@@ -642,14 +643,17 @@ def probe_before_ready(api, backend, servers, probe, check=None):
     """Before a ready: every URL of ``probe`` answers healthy from this host,
     where HAProxy probes from. Unknown names fail first; an unhealthy URL
     raises HAProxyError (kind ``unhealthy``) with the probe's report under
-    ``probe``, and nothing has been changed. Returns the report."""
+    ``probe``, and nothing has been changed. Returns the report, its URLs'
+    credentials redacted."""
     ServerControl(api, backend, servers).read()
     check = check or check_urls
     try:
         report = check(probe['urls'], rise=probe.get('rise', 2), interval=probe.get('interval', 0.25),
                        deadline=probe.get('deadline', 60), timeout=probe.get('timeout', 5))
     except HealthError as exc:
-        raise HAProxyError("probe: %s" % exc, kind="bad_input")
+        raise HAProxyError("probe: %s" % redact_url(str(exc)), kind="bad_input")
+    # Health URLs may carry user:password@; the result is printed when the task fails.
+    report = redact(report)
     if report["unhealthy"]:
         raise HAProxyError("not readied: unhealthy as probed from this host: %s" % report["msg"],
                            kind="unhealthy", result={"changed": False, "probe": report})

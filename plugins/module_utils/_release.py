@@ -39,6 +39,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
 VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
@@ -53,8 +54,6 @@ FILE_MODE = 0o644
 LOG_LINES = 8
 CHUNK = 1024 * 1024
 URL_RE = re.compile(r'^https?://', re.IGNORECASE)
-# user:password@ in a URL: never printed.
-CREDENTIALS_RE = re.compile(r'(?<=://)[^/@\s]+@')
 # Seconds one network read may stall (not the whole download).
 DOWNLOAD_TIMEOUT = 60
 
@@ -99,10 +98,6 @@ def checksum_mismatch_msg(src, expected, actual):
 def is_url(src):
     """src is an http(s) URL to download, not a path."""
     return isinstance(src, str) and bool(URL_RE.match(src.strip()))
-
-
-def redact_url(url):
-    return CREDENTIALS_RE.sub('***@', url)
 
 
 def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=None):

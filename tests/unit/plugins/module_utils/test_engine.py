@@ -851,7 +851,7 @@ def test_every_balancer_probes_the_batch_before_its_ready_and_readies_nothing_un
     assert batch['hosts'] == ['app3'] and batch['outcome'] == 'failed'
     assert batch['health']['unhealthy'] == ['http://app3/healthz'] and batch['health']['probed_from'] == ['lb1', 'lb2']
     reason = state['halt']['reason']
-    assert 'unhealthy: http://app3/healthz (probed from lb1)' in reason and '(probed from lb2)' in reason
+    assert reason == 'step 3, batch 3: unhealthy: http://app3/healthz (probed from lb1, lb2)', reason
     assert 'ready on' not in reason  # a health failure, not a failed ready
     # Nothing readied app3 and nothing drained app4: one host out at most, all back at the end.
     assert 'app4' not in state['switched'] and fleet.admin['app4'] == 'ready'

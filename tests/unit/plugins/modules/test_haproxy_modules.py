@@ -85,6 +85,14 @@ def test_server_module_probes_before_the_ready_and_changes_nothing_when_unhealth
     assert res["probe"]["results"][url % lab.apps["bad"].port]["attempts"] == 4
     # Nothing readied, nothing drained.
     assert admin_states(tmp_path, lab) == {"s1": "drain", "s2": "ready", "s3": "ready", "bad": "drain"}
+    # Credentials in a URL never reach the result (printed when the task fails).
+    secret = "http://probe:s3cret@127.0.0.1:%d/healthz" % lab.apps["bad"].port
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["bad"], probe={"urls": [secret], "deadline": 0.5}))
+    assert res["failed"] is True and res["error_kind"] == "unhealthy"
+    assert "s3cret" not in json.dumps(dict(res, invocation=None)), res
+    assert res["probe"]["unhealthy"] == ["http://***@127.0.0.1:%d/healthz" % lab.apps["bad"].port]
+    res = run(tmp_path, "haproxy_server", dict(ready, servers=["bad"], probe={"urls": ["ftp://u:s3cret@x/"]}))
+    assert res["failed"] is True and "s3cret" not in res["msg"] and "ftp://***@x/" in res["msg"]
     # s1 answers: two passing probes 0.25 s apart, then the ready.
     res = run(tmp_path, "haproxy_server", dict(ready, servers=["s1"], probe={"urls": [url % lab.apps["s1"].port]}))
     assert "failed" not in res and res["changed"] is True
