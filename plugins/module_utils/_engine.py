@@ -572,15 +572,26 @@ def _after_lock(state, results, now):
     if lock.get('took_over') and not state['act'].get('force'):
         state['notes'].append('took over the lock: %s' % lock.get('msg', ''))
     state['act'] = {'phase': 'survey', 'apps': list(state['app_hosts']), 'balancers': list(state['balancers']),
-                    'probe': [state['probe_host']],
                     'urls': [state['identities'][h]['health_url'] for h in state['app_hosts']]}
+    if state['probe_host'] in state['balancers']:
+        # It probes in the same call that reads its backend: one task less.
+        state['act']['info_probe'] = {'urls': state['act']['urls'], 'rise': 1, 'deadline': 15}
+        state['act']['info_probe_from'] = state['probe_host']
+    else:
+        state['act']['probe'] = [state['probe_host']]
 
 
 def _after_survey(state, results, now):
     settings = state['settings']
     apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
     lbs_ok, lbs_failed = _collect(state, 'balancers', results, 'pre-flight')
-    probe_ok, probe_failed = _collect(state, 'probe', results, 'pre-flight')
+    if 'info_probe' in state['act']:
+        # The probe host is a balancer: its checks came with its backend read (reported
+        # with any URL credentials redacted, so URLs are compared redacted below).
+        probe_ok = dict((h, r.get('probe') or {}) for h, r in lbs_ok.items() if h == state['probe_host'])
+        probe_failed = {}
+    else:
+        probe_ok, probe_failed = _collect(state, 'probe', results, 'pre-flight')
     problems = []
     if apps_failed:
         problems.append(_describe_failures('reading the releases', apps_failed))
@@ -592,14 +603,15 @@ def _after_survey(state, results, now):
         halt(state, 'preflight', 'nothing was changed: ' + '; '.join(problems))
         return
     health = probe_ok[state['probe_host']]
-    healthy_urls = set(health.get('healthy') or [])
+    healthy_urls = set(redact(health.get('healthy') or []))
+    probed = dict((redact(url), result) for url, result in (health.get('results') or {}).items())
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
     state['versions'] = dict(versions)
     # Pre-staging copies the artifact up front to these (one round trip less);
     # a host that has the release already needs no staging at all.
     state['lacking'] = [h for h in state['app_hosts']
                         if settings['version'] not in (apps_ok[h].get('installed') or [])]
-    healthy = [h for h in state['app_hosts'] if state['identities'][h]['health_url'] in healthy_urls]
+    healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
     servers = _servers(state, state['app_hosts'])
     try:
         consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
@@ -629,8 +641,8 @@ def _after_survey(state, results, now):
     sick = [h for h in fleet if h not in healthy and versions[h] != version]
     if sick:
         errors.append('unhealthy before the rollout: %s (%s)' % (', '.join(sick), '; '.join(
-            '%s' % ((health.get('results') or {}).get(state['identities'][h]['health_url'], {}).get('last_error')
-                    or 'unhealthy') for h in sick)))
+            '%s' % (probed.get(redact(state['identities'][h]['health_url']), {}).get('last_error') or 'unhealthy')
+            for h in sick)))
     # Disagreement on a server under maintenance is the operator's business;
     # on a healthy host (drain or weight, e.g. left by a lost balancer) the repair below fixes it.
     disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in maint_servers | set(_servers(state, healthy))]

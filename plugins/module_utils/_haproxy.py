@@ -639,6 +639,28 @@ class ServerControl(object):
         return None
 
 
+# The probe option of haproxy_server and haproxy_info (docs: doc_fragments/haproxy_probe.py).
+PROBE_SPEC = dict(type='dict', options=dict(
+    urls=dict(type='list', elements='str', required=True),
+    rise=dict(type='int', default=2),
+    interval=dict(type='float', default=0.25),
+    deadline=dict(type='float', default=60),
+    timeout=dict(type='float', default=5),
+))
+
+
+def run_probe(probe, check=None):
+    """The checks of a module's ``probe`` option from this host, URL credentials redacted."""
+    check = check or check_urls
+    try:
+        report = check(probe['urls'], rise=probe.get('rise', 2), interval=probe.get('interval', 0.25),
+                       deadline=probe.get('deadline', 60), timeout=probe.get('timeout', 5))
+    except HealthError as exc:
+        raise HAProxyError("probe: %s" % redact_url(str(exc)), kind="bad_input")
+    # Health URLs may carry user:password@; the result is printed when a task fails.
+    return redact(report)
+
+
 def probe_before_ready(api, backend, servers, probe, check=None):
     """Before a ready: every URL of ``probe`` answers healthy from this host,
     where HAProxy probes from. Unknown names fail first; an unhealthy URL
@@ -646,14 +668,7 @@ def probe_before_ready(api, backend, servers, probe, check=None):
     ``probe``, and nothing has been changed. Returns the report, its URLs'
     credentials redacted."""
     ServerControl(api, backend, servers).read()
-    check = check or check_urls
-    try:
-        report = check(probe['urls'], rise=probe.get('rise', 2), interval=probe.get('interval', 0.25),
-                       deadline=probe.get('deadline', 60), timeout=probe.get('timeout', 5))
-    except HealthError as exc:
-        raise HAProxyError("probe: %s" % redact_url(str(exc)), kind="bad_input")
-    # Health URLs may carry user:password@; the result is printed when the task fails.
-    report = redact(report)
+    report = run_probe(probe, check)
     if report["unhealthy"]:
         raise HAProxyError("not readied: unhealthy as probed from this host: %s" % report["msg"],
                            kind="unhealthy", result={"changed": False, "probe": report})

@@ -15,8 +15,13 @@ description:
     runtime API socket (any level; admin is not needed).
   - Counters are cumulative since HAProxy started or since C(clear counters);
     subtract two snapshots to get the traffic in between.
+  - With O(probe), also HTTP checks from this host, reported under RV(probe); an unhealthy
+    URL does not fail the task (a rollout's pre-flight reads the backend and the fleet's
+    health from the balancer in one call).
 author:
   - Grayrelease Canary Maintainers (@grayrelease)
+extends_documentation_fragment:
+  - grayrelease.canary.haproxy_probe
 attributes:
   check_mode:
     support: full
@@ -49,9 +54,24 @@ EXAMPLES = r"""
 - name: Requests app1 served so far
   ansible.builtin.debug:
     msg: "{{ lb.backends.demoapp.app1.req_tot }}"
+
+- name: The backend, and whether app1 answers its health check from this balancer
+  grayrelease.canary.haproxy_info:
+    backend: demoapp
+    probe:
+      urls: ["http://app1:8080/healthz"]
+      rise: 1
+  register: lb
 """
 
 RETURN = r"""
+probe:
+  description:
+    - The checks of O(probe), as M(grayrelease.canary.health_check) returns them
+      (C(healthy), C(unhealthy), C(results) per URL, C(elapsed), C(msg)).
+  returned: with O(probe)
+  type: dict
+  version_added: 1.1.0
 backends:
   description:
     - Backend -> server -> counters. Numbers are integers; a counter that does
@@ -130,9 +150,11 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
+    PROBE_SPEC,
     HAProxyError,
     RuntimeAPI,
     gather_info,
+    run_probe,
 )
 
 
@@ -142,17 +164,21 @@ def main():
             socket=dict(type='str', default='/run/haproxy/admin.sock'),
             backend=dict(type='str'),
             timeout=dict(type='float', default=10),
+            probe=PROBE_SPEC,
         ),
         supports_check_mode=True,
     )
+    extra = {}
     try:
         api = RuntimeAPI(module.params['socket'], timeout=module.params['timeout'])
         backends = gather_info(api, module.params['backend'])
         process = api.process()
+        if module.params['probe']:
+            extra['probe'] = run_probe(module.params['probe'])
     except HAProxyError as exc:
         module.fail_json(msg=exc.msg, error_kind=exc.kind)
     initial = dict((b, dict((s, i['initial_weight']) for s, i in servers.items())) for b, servers in backends.items())
-    module.exit_json(changed=False, backends=backends, initial_weights=initial, process=process)
+    module.exit_json(changed=False, backends=backends, initial_weights=initial, process=process, **extra)
 
 
 if __name__ == '__main__':

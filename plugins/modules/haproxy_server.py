@@ -32,8 +32,14 @@ description:
   - "Order of commands: going to C(ready) the weights are set first, so a canary
     never sees a moment of full weight; going to C(drain) or C(maint) the state
     is set first."
+  - With O(state=ready) and O(probe), nothing changes unless every URL of O(probe) is
+    healthy from this host. A URL still unhealthy at O(probe.deadline) fails the task with
+    RV(probe) in its result. A rolling update checks a freshly switched server and readies it
+    in one call to each balancer. Names are checked before the first probe.
 author:
   - Grayrelease Canary Maintainers (@grayrelease)
+extends_documentation_fragment:
+  - grayrelease.canary.haproxy_probe
 attributes:
   check_mode:
     support: full
@@ -122,39 +128,6 @@ options:
     type: list
     elements: str
     version_added: 1.1.0
-  probe:
-    description:
-      - With O(state=ready), HTTP checks to pass from this host (where HAProxy probes from)
-        before anything changes, as M(grayrelease.canary.health_check) runs them (HTTP 200,
-        each URL healthy O(probe.rise) times in a row). A rolling update checks a freshly
-        switched server and readies it in one call to each balancer.
-      - When a URL stays unhealthy until O(probe.deadline), nothing is changed and the task fails
-        with RV(probe) in its result. Names are checked before the first probe.
-      - Runs in check mode too (it only reads).
-    type: dict
-    version_added: 1.1.0
-    suboptions:
-      urls:
-        description: URLs to check, e.g. C(http://app1:8080/healthz).
-        type: list
-        elements: str
-        required: true
-      rise:
-        description: Consecutive passing checks each URL needs.
-        type: int
-        default: 2
-      interval:
-        description: Seconds between check rounds.
-        type: float
-        default: 0.25
-      deadline:
-        description: Seconds after which a URL not yet healthy fails the task.
-        type: float
-        default: 60
-      timeout:
-        description: Seconds allowed for one HTTP request.
-        type: float
-        default: 5
 notes:
   - Runs where the socket is; the balancer role delegates it to every balancer host.
   - Needs read/write access to the socket, usually C(become=true).
@@ -326,6 +299,7 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
+    PROBE_SPEC,
     HAProxyError,
     RuntimeAPI,
     ServerControl,
@@ -350,13 +324,7 @@ def main():
             wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=10),
             then_drain=dict(type='list', elements='str'),
-            probe=dict(type='dict', options=dict(
-                urls=dict(type='list', elements='str', required=True),
-                rise=dict(type='int', default=2),
-                interval=dict(type='float', default=0.25),
-                deadline=dict(type='float', default=60),
-                timeout=dict(type='float', default=5),
-            )),
+            probe=PROBE_SPEC,
         ),
         supports_check_mode=True,
     )

@@ -119,6 +119,9 @@ class FakeFleet(object):
             return {'changed': True, 'acquired': True}
         if role == 'balancers':
             if phase == 'survey':
+                if act.get('info_probe_from') == host:
+                    # haproxy_info's probe: the checks come with the backend, URL credentials redacted.
+                    return dict(self.info(), probe=engine.redact(self.probe(act['info_probe']['urls'])))
                 return self.info()
             probe = None
             if act.get('ready_probe'):
@@ -250,6 +253,10 @@ def test_promoted_rolls_every_host_and_judges_the_first_step():
     # Never more than max_unavailable (1) out of rotation at once.
     assert max(out for dummy, out in fleet.log) == 1
     assert state['lock_held'] is False
+    # The probe host lb1 probed the fleet in its backend read: no probe task.
+    survey = [act for phase, act in fleet.asked if phase == 'survey']
+    assert survey[0]['info_probe_from'] == 'lb1' and 'probe' not in survey[0]
+    assert survey[0]['info_probe'] == {'urls': ['http://%s/healthz' % h for h in APPS], 'rise': 1, 'deadline': 15}
     # Nothing to put back or clean up: main.yml skips the rollback's tasks.
     assert engine.view(state)['rollback_groups'] == 0 and engine.view(state)['cleanup_due'] is False
 
@@ -704,14 +711,16 @@ def test_url_credentials_never_reach_the_report():
     while state['act'].get('phase'):
         answer = fleet.answer(state)
         if state['act']['phase'] == 'survey':
+            # lb1 probes in its backend read, and reports the URLs redacted.
             urls = state['act']['urls']
-            answer['probe']['lb1'] = {'healthy': urls[1:], 'unhealthy': urls[:1],
-                                      'results': dict((u, {'ok': True}) for u in urls)}
+            answer['balancers']['lb1']['probe'] = engine.redact({
+                'healthy': urls[1:], 'unhealthy': urls[:1],
+                'results': dict((u, {'ok': u != urls[0], 'last_error': 'status 500'}) for u in urls)})
         engine.record(state, answer, 2.0)
     engine.finish(state, 3.0)
     doc = engine.report(state, str)
     text = json.dumps(doc) + engine.report_markdown(doc)
-    assert 's3cret' not in text and 'unhealthy before the rollout: app1' in doc['reason']
+    assert 's3cret' not in text and 'unhealthy before the rollout: app1 (status 500)' in doc['reason']
     assert engine.redact({'http://u:p@h/x': ['https://a:b@c:1/']}) == {'http://***@h/x': ['https://***@c:1/']}
 
 

@@ -67,6 +67,15 @@ def test_info_module(lab, tmp_path):
     assert res["process"]["pid"] == lab.proc.pid and res["process"]["uptime_sec"] >= 0
     res = run(tmp_path, "haproxy_info", {"socket": lab.admin, "backend": "other"})
     assert res["failed"] is True and "web" in res["msg"]
+    # With probe: the health checks from here come along; an unhealthy URL does not fail it.
+    good = "http://127.0.0.1:%d/healthz" % lab.apps["s1"].port
+    bad = "http://probe:s3cret@127.0.0.1:%d/healthz" % lab.apps["bad"].port
+    res = run(tmp_path, "haproxy_info", {"socket": lab.user, "backend": "web",
+                                         "probe": {"urls": [good, bad], "rise": 1, "deadline": 0.5}})
+    assert "failed" not in res and set(res["backends"]["web"]) == {"s1", "s2", "s3", "bad"}
+    assert res["probe"]["healthy"] == [good]
+    assert res["probe"]["unhealthy"] == ["http://***@127.0.0.1:%d/healthz" % lab.apps["bad"].port]
+    assert "s3cret" not in json.dumps(dict(res, invocation=None))
 
 
 def test_server_module_probes_before_the_ready_and_changes_nothing_when_unhealthy(lab, tmp_path):
