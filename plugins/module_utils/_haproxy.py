@@ -652,9 +652,11 @@ PROBE_SPEC = dict(type='dict', options=dict(
 def run_probe(probe, check=None):
     """The checks of a module's ``probe`` option from this host, URL credentials redacted."""
     check = check or check_urls
+    # The spec's defaults for what the caller left out (a module fills them in itself).
+    settings = dict((key, probe[key] if probe.get(key) is not None else spec['default'])
+                    for key, spec in PROBE_SPEC['options'].items() if key != 'urls')
     try:
-        report = check(probe['urls'], rise=probe.get('rise', 2), interval=probe.get('interval', 0.25),
-                       deadline=probe.get('deadline', 60), timeout=probe.get('timeout', 5))
+        report = check(probe['urls'], **settings)
     except HealthError as exc:
         raise HAProxyError("probe: %s" % redact_url(str(exc)), kind="bad_input")
     # Health URLs may carry user:password@; the result is printed when a task fails.
