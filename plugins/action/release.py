@@ -18,9 +18,10 @@ the plugin does not copy it up front:
    name, which the install marker records) and runs the module again with
    ``remote_src: true``; the temporary directory is removed afterwards.
 
-With ``copy_first`` (the caller knows the release is missing, e.g. the
-rollout's pre-staging after its survey) the copy comes first and the module
-runs once.
+With ``copy_first`` (the caller expects the release to be missing, e.g. the
+rollout's pre-staging) the plugin tests for the release's install marker with
+one shell command (no module run) and, unless it is there, copies the file
+before the module runs: the module then runs once.
 
 An http(s) URL as ``src`` without ``remote_src`` is downloaded here first,
 once, into a private temporary directory (removed at the end), and then
@@ -31,6 +32,7 @@ the host.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 
@@ -41,6 +43,8 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    MARKER,
+    Host,
     ReleaseError,
     checksum_mismatch_msg,
     download,
@@ -81,7 +85,7 @@ class ActionModule(ActionBase):
                 args['src'], args['checksum'] = local
                 local = local[0]
             copy_first = boolean(args.pop('copy_first', False), strict=False)
-            if local and copy_first and not self._task.check_mode:
+            if local and copy_first and not self._task.check_mode and not self._marked_on_host(args):
                 self._copy_up(local, args)
             result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
             if local and result.get('needs_src') and not self._task.check_mode:
@@ -93,6 +97,19 @@ class ActionModule(ActionBase):
             self._remove_tmp_path(self._connection._shell.tmpdir)
             if fetched:
                 shutil.rmtree(fetched, ignore_errors=True)
+
+    def _marked_on_host(self, args):
+        """Does the release carry its install marker on the host? One shell test, no module run.
+
+        A root the module would expand (~, $VAR) is not guessed at here: the
+        answer is then no, and the copy is merely wasted if it is there.
+        """
+        root, version = args.get('root'), args.get('version')
+        if not root or not version or root.startswith('~') or '$' in root:
+            return False
+        marker = os.path.join(Host(root).release(version), MARKER)
+        result = self._low_level_execute_command('test -f %s' % shlex.quote(marker), sudoable=True)
+        return result.get('rc') == 0
 
     def _copy_up(self, local, args):
         """Copy the controller's file into a remote temporary directory; args then name it on the host."""

@@ -571,7 +571,9 @@ def _after_lock(state, results, now):
     state['lock_refreshed'] = now
     if lock.get('took_over') and not state['act'].get('force'):
         state['notes'].append('took over the lock: %s' % lock.get('msg', ''))
-    state['act'] = {'phase': 'survey', 'apps': list(state['app_hosts']), 'balancers': list(state['balancers']),
+    # The balancers first: a backend that cannot take this rollout (a
+    # server missing, a balancer down) refuses it before any app host is touched.
+    state['act'] = {'phase': 'survey', 'balancers': list(state['balancers']),
                     'urls': [state['identities'][h]['health_url'] for h in state['app_hosts']]}
     if state['probe_host'] in state['balancers']:
         # It probes in the same call that reads its backend: one task less.
@@ -582,19 +584,17 @@ def _after_lock(state, results, now):
 
 
 def _after_survey(state, results, now):
+    """The balancers' backends and the fleet's health are read: refuse, or read (and pre-stage) the releases."""
     settings = state['settings']
-    apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
     lbs_ok, lbs_failed = _collect(state, 'balancers', results, 'pre-flight')
     if 'info_probe' in state['act']:
         # The probe host is a balancer: its checks came with its backend read (reported
-        # with any URL credentials redacted, so URLs are compared redacted below).
+        # with any URL credentials redacted, so URLs are compared redacted later).
         probe_ok = dict((h, r.get('probe') or {}) for h, r in lbs_ok.items() if h == state['probe_host'])
         probe_failed = {}
     else:
         probe_ok, probe_failed = _collect(state, 'probe', results, 'pre-flight')
     problems = []
-    if apps_failed:
-        problems.append(_describe_failures('reading the releases', apps_failed))
     if lbs_failed:
         problems.append(_describe_failures('reading HAProxy', lbs_failed))
     if probe_failed:
@@ -602,16 +602,6 @@ def _after_survey(state, results, now):
     if problems:
         halt(state, 'preflight', 'nothing was changed: ' + '; '.join(problems))
         return
-    health = probe_ok[state['probe_host']]
-    healthy_urls = set(redact(health.get('healthy') or []))
-    probed = dict((redact(url), result) for url, result in (health.get('results') or {}).items())
-    versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
-    state['versions'] = dict(versions)
-    # Pre-staging copies the artifact up front to these (one round trip less);
-    # a host that has the release already needs no staging at all.
-    state['lacking'] = [h for h in state['app_hosts']
-                        if settings['version'] not in (apps_ok[h].get('installed') or [])]
-    healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
     servers = _servers(state, state['app_hosts'])
     try:
         consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
@@ -622,10 +612,59 @@ def _after_survey(state, results, now):
         halt(state, 'preflight', 'nothing was changed: backend %s lacks servers: %s' % (
             settings['backend'], json.dumps(consensus['missing'], sort_keys=True)))
         return
-    # An operator's maintenance is respected: those hosts are not rolled.
-    maint_servers = set(s for b in lbs_ok for s, info in lbs_ok[b]['backends'][settings['backend']].items()
+    backends = dict((b, {'backends': {settings['backend']: r['backends'][settings['backend']]}})
+                    for b, r in lbs_ok.items())
+    # An operator's maintenance is respected: those hosts are not rolled, nor staged on.
+    maint_servers = set(s for b in backends for s, info in backends[b]['backends'][settings['backend']].items()
                         if s in servers and info.get('admin_state') == 'maint')
     maint = [h for h in state['app_hosts'] if server_of(state, h) in maint_servers]
+    # Kept for the releases' record, which decides with both (and drops it).
+    state['survey'] = {'balancers': backends, 'health': probe_ok[state['probe_host']], 'maint': maint}
+    fleet = [h for h in state['app_hosts'] if h not in maint]
+    healthy_urls = set(redact(state['survey']['health'].get('healthy') or []))
+    unfit = [h for h in fleet if redact(state['identities'][h]['health_url']) not in healthy_urls
+             or server_of(state, h) in consensus['down']]
+    stage = []
+    if settings['prestage'] and not state['check_mode'] and not unfit:
+        # Shipped and unpacked in the same call that reads the releases: a
+        # host that has the release already is left as it is, and what this
+        # run staged is removed again if the run stops before switching it.
+        # A fleet not all healthy and UP is likely refused once its versions
+        # are known: nothing is written to it then.
+        stage = fleet
+    elif settings['prestage'] and not state['check_mode']:
+        state['survey']['unfit'] = unfit
+    state['act'] = {'phase': 'releases', 'apps': list(state['app_hosts']), 'stage': stage}
+
+
+def _after_releases(state, results, now):
+    settings = state['settings']
+    survey = state.pop('survey')
+    lbs_ok, health, maint = survey['balancers'], survey['health'], survey['maint']
+    stage = state['act'].get('stage') or []
+    apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
+    # A host that failed while staging may have installed nothing or everything: it is cleaned too.
+    state['staged'] = sorted(set(h for h, r in apps_ok.items() if r.get('installed_now'))
+                             | set(h for h in apps_failed if h in stage and h not in state['lost']))
+    if apps_failed:
+        stage_failed = dict((h, why) for h, why in apps_failed.items() if h in stage)
+        read_failed = dict((h, why) for h, why in apps_failed.items() if h not in stage)
+        problems = []
+        if stage_failed:
+            problems.append('pre-staging %s failed, nothing was switched: %s' % (
+                settings['version'], _describe_failures('stage', stage_failed)))
+        if read_failed:
+            problems.append('nothing was changed: %s' % _describe_failures('reading the releases', read_failed))
+        halt(state, 'preflight', '; '.join(problems))
+        return
+    healthy_urls = set(redact(health.get('healthy') or []))
+    probed = dict((redact(url), result) for url, result in (health.get('results') or {}).items())
+    versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
+    state['versions'] = dict(versions)
+    healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
+    servers = _servers(state, state['app_hosts'])
+    consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
+    maint_servers = set(_servers(state, maint))
     state['maint'] = maint
     fleet = [h for h in state['app_hosts'] if h not in maint]
     version = settings['version']
@@ -652,6 +691,7 @@ def _after_survey(state, results, now):
     if down:
         errors.append('not UP in HAProxy: %s' % ', '.join(down))
     if errors:
+        # What this call staged is removed again by the clean-up.
         halt(state, 'preflight', 'nothing was changed: ' + '; '.join(errors))
         return
     state['previous_version'] = old_versions[0] if old_versions else version
@@ -687,12 +727,15 @@ def _after_survey(state, results, now):
         if drained or off_weight:
             repair.append(server)
     state['repaired'] = repair
+    if survey.get('unfit'):
+        state['notes'].append('not pre-staged (not healthy and UP at pre-flight: %s): each host installs %s at '
+                              'its switch' % (', '.join(survey['unfit']), version))
     state['plan_lines'] = plan_text(state)
     if repair and not state['check_mode']:
         state['act'] = {'phase': 'repair', 'balancers': live_balancers(state), 'servers': repair, 'state': 'ready',
                         'weights': dict((s, state['initial_weights'][s]) for s in repair)}
         return
-    _stage_or_start(state)
+    _ready_for_batches(state)
 
 
 def _plan_samples(state, lbs_ok, maint_servers):
@@ -749,26 +792,6 @@ def _after_repair(state, results, now):
     if failed:
         halt(state, 'preflight', 'could not repair %s: %s' % (
             ', '.join(state['repaired']), _describe_failures('ready', failed)))
-        return
-    _stage_or_start(state)
-
-
-def _stage_or_start(state):
-    pending = [h for batch in state['plan'] for h in batch if h in state['lacking']]
-    if state['settings']['prestage'] and pending and not state['check_mode']:
-        state['act'] = {'phase': 'stage', 'apps': pending}
-        return
-    _ready_for_batches(state)
-
-
-def _after_stage(state, results, now):
-    ok, failed = _collect(state, 'apps', results, 'pre-staging')
-    state['staged'] = sorted(h for h, r in ok.items() if r.get('installed_now'))
-    # A host that failed may have installed nothing or everything: clean it too.
-    state['staged'] = sorted(set(state['staged']) | set(h for h in failed if h not in state['lost']))
-    if failed:
-        halt(state, 'preflight', 'pre-staging %s failed, nothing was switched: %s' % (
-            state['settings']['version'], _describe_failures('stage', failed)))
         return
     _ready_for_batches(state)
 
@@ -1817,8 +1840,8 @@ def summary_lines(doc, report_path):
 _HANDLERS = {
     'lock': _after_lock,
     'survey': _after_survey,
+    'releases': _after_releases,
     'repair': _after_repair,
-    'stage': _after_stage,
     'drain': _after_drain,
     'switch': _after_switch,
     'health': _after_health,

@@ -397,9 +397,13 @@ class ProgressView(object):
             count = int(act.get('count') or 1)
             return 'analysis interval %d/%d (%s s each)' % (
                 min(self.live_intervals + 1, count), count, fmt_number(act.get('interval'))), None
-        if phase in ('stage', 'unstage'):
-            return '%s %s on %d hosts' % ('pre-staging' if phase == 'stage' else 'removing the staged',
-                                          settings['version'], len(act.get('apps') or [])), None
+        if phase == 'releases':
+            if act.get('stage'):
+                return 'reading the releases on %d hosts, pre-staging %s on %d' % (
+                    len(act.get('apps') or []), settings['version'], len(act['stage'])), None
+            return 'reading the releases on %d hosts' % len(act.get('apps') or []), None
+        if phase == 'unstage':
+            return 'removing the staged %s on %d hosts' % (settings['version'], len(act.get('apps') or [])), None
         return None
 
     def summary(self, result):

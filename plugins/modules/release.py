@@ -88,10 +88,10 @@ options:
     default: false
   copy_first:
     description:
-      - Copy O(src) from the controller to the host before the module runs, instead of running it
-        once to learn whether the release needs it. One round trip less per host when the caller
-        knows the release is not installed yet (the rollout's pre-staging reads that in its
-        survey); the copy is wasted when it is installed.
+      - Copy O(src) from the controller to the host before the module runs, unless the release's
+        install marker is on the host already (one shell test, no module run), instead of running
+        the module once to learn whether the release needs it. One module run less per host when
+        the caller expects the release to be missing (the rollout's pre-staging).
       - Ignored with O(remote_src=true) and in check mode.
     type: bool
     default: false

@@ -25,7 +25,7 @@ from test_engine import APPS, BATCH_TASK_ORDER, LBS, FakeFleet, identities, sett
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
 
 # Seconds each act takes on the local fleet (measured in `make rollout` runs).
-SECONDS = {'lock': 0.4, 'survey': 1.2, 'stage': 2.5, 'drain': 0.8, 'switch': 1.5, 'health': 0.8, 'ready': 0.6,
+SECONDS = {'lock': 0.4, 'survey': 0.6, 'releases': 1.9, 'drain': 0.8, 'switch': 1.5, 'health': 0.8, 'ready': 0.6,
            'restore': 0.5, 'final_versions': 0.5, 'unlock': 0.4, 'rollback_drain': 0.8, 'rollback_switch': 1.4,
            'rollback_health': 0.8, 'rollback_ready': 0.6, 'cleanup_weights': 0.5, 'unstage': 0.6}
 

@@ -53,6 +53,7 @@ class FakeFleet(object):
         self.fail_then_drain_on = None  # (balancer, server): that balancer's drain of it with the last batch fails
         self.unhealthy_from = {}   # balancer -> hosts it alone sees unhealthy
         self.sick_on_v2 = set()    # hosts whose health check fails once they run v2
+        self.info_without = None   # a server the balancers' backend lacks
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -82,6 +83,8 @@ class FakeFleet(object):
     def info(self, after=False, canary=None):
         table = {}
         for h in self.apps:
+            if h == self.info_without:
+                continue
             req = 0
             errors = 0
             if after:
@@ -151,12 +154,14 @@ class FakeFleet(object):
         if role == 'probe':
             return self.probe(act['urls'])
         # apps
-        if phase in ('survey', 'final_versions'):
-            return {'current': self.versions[host], 'installed': sorted(self.installed[host])}
-        if phase == 'stage':
+        if phase == 'releases' and host in act['stage'] and 'v2' not in self.installed[host]:
+            # release state=staged: installed now, nothing switched.
             self.staged.add(host)
             self.installed[host].add('v2')
-            return {'changed': True, 'installed_now': True}
+            return {'changed': True, 'installed_now': True, 'current': self.versions[host],
+                    'installed': sorted(self.installed[host])}
+        if phase in ('releases', 'final_versions'):
+            return {'current': self.versions[host], 'installed': sorted(self.installed[host])}
         if phase == 'unstage':
             self.staged.discard(host)
             return {'changed': True}
@@ -299,23 +304,28 @@ def test_bad_canary_is_judged_and_only_the_canary_rolls_back():
     assert fleet.staged == {'app1'}
 
 
-def test_prestaging_skips_hosts_that_have_the_release_already():
+def test_prestaging_comes_with_the_release_read_and_skips_hosts_that_have_it():
     fleet = FakeFleet()
     fleet.installed['app3'].add('v2')   # e.g. left by an earlier, interrupted run
     state = run(fleet)
     assert state['decision'] == 'promoted'
-    stage_acts = [act for phase, act in fleet.asked if phase == 'stage']
-    assert len(stage_acts) == 1 and stage_acts[0]['apps'] == [h for h in APPS if h != 'app3']
+    phases = [phase for phase, act in fleet.asked]
+    assert phases[:3] == ['lock', 'survey', 'releases'] and 'stage' not in phases
+    survey, releases = fleet.asked[1][1], fleet.asked[2][1]
+    # The balancers are read first: no app host is asked in the survey.
+    assert 'apps' not in survey and releases['apps'] == APPS and releases['stage'] == APPS
+    # Only what this run installed counts as staged (and would be removed on a stop).
     assert state['staged'] == sorted(h for h in APPS if h != 'app3')
 
 
-def test_no_staging_act_when_every_host_has_the_release():
+def test_nothing_counts_as_staged_when_every_host_has_the_release():
     fleet = FakeFleet()
     for host in APPS:
         fleet.installed[host].add('v2')
     state = run(fleet)
     assert state['decision'] == 'promoted'
-    assert 'stage' not in [phase for phase, act in fleet.asked]
+    assert state['staged'] == [] and fleet.staged == set()
+    assert 'unstage' not in [phase for phase, act in fleet.asked]
     assert fleet.versions == dict((h, 'v2') for h in APPS)
 
 
@@ -324,17 +334,64 @@ def test_a_failed_prestage_removes_what_was_staged_with_no_host_to_put_back():
     answer = fleet.act_on
 
     def act_on(role, host, act, phase):
-        if phase == 'stage' and host == 'app3':
+        if phase == 'releases' and host == 'app3':
             return {'failed': True, 'msg': 'No space left on device'}
         return answer(role, host, act, phase)
     fleet.act_on = act_on
     state = run(fleet)
     assert state['decision'] == 'failed' and state['halt']['phase'] == 'preflight'
-    assert 'No space left on device' in state['halt']['reason']
-    # Nothing to put back, but staged releases to remove: main.yml includes the rollback's tasks.
-    assert state['rollback']['groups'] == [] and 'unstage' in [phase for phase, act in fleet.asked]
-    assert fleet.staged == set() and engine.view(state)['cleanup_due'] is False
+    assert state['halt']['reason'] == ('pre-staging v2 failed, nothing was switched: stage on app3: '
+                                       'No space left on device')
+    # Nothing to put back, but staged releases to remove (app3's too: its
+    # failure may have come after the rename): main.yml includes the rollback's tasks.
+    unstage = [act for phase, act in fleet.asked if phase == 'unstage']
+    assert len(unstage) == 1 and unstage[0]['apps'] == APPS
+    assert state['rollback']['groups'] == [] and fleet.staged == set()
+    assert engine.view(state)['cleanup_due'] is False
     assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_a_refusal_after_the_release_read_removes_what_it_staged():
+    versions = dict((h, 'v1') for h in APPS)
+    versions['app2'] = 'v0'
+    fleet = FakeFleet(versions=versions)
+    state = run(fleet)
+    assert state['decision'] == 'failed' and state['halt']['phase'] == 'preflight'
+    assert 'the fleet must run one version' in state['halt']['reason'] and 'app2=v0' in state['halt']['reason']
+    assert [act['apps'] for phase, act in fleet.asked if phase == 'unstage'] == [APPS]
+    assert fleet.staged == set() and fleet.versions == versions and fleet.out_of_rotation() == []
+
+
+def test_a_backend_that_lacks_a_server_is_refused_before_any_app_host_is_asked():
+    fleet = FakeFleet()
+    fleet.info_without = 'app4'
+    state = run(fleet)
+    assert state['halt']['phase'] == 'preflight'
+    assert state['halt']['reason'] == 'nothing was changed: backend demoapp lacks servers: {"lb1": ["app4"], "lb2": ["app4"]}'
+    # The finish only reads the versions the run never learned.
+    assert [phase for phase, act in fleet.asked] == ['lock', 'survey', 'final_versions', 'unlock']
+    assert fleet.staged == set()
+
+
+def test_an_unhealthy_fleet_is_not_staged_on_and_a_run_that_goes_on_installs_at_the_switch():
+    # A resume: app1 runs v2 already but fails its health check, so it is rolled again.
+    versions = dict((h, 'v1') for h in APPS)
+    versions['app1'] = 'v2'
+    fleet = FakeFleet(versions=versions)
+    fleet.installed['app1'].add('v2')
+    fleet.unhealthy = {'app1'}
+    answer = fleet.act_on
+
+    def act_on(role, host, act, phase):
+        if phase == 'switch':
+            fleet.unhealthy.discard(host)   # the restart mends it
+        return answer(role, host, act, phase)
+    fleet.act_on = act_on
+    state = run(fleet)
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [[]]
+    assert state['staged'] == [] and fleet.staged == set()
+    assert state['decision'] == 'promoted' and fleet.versions == dict((h, 'v2') for h in APPS)
+    assert any(n.startswith('not pre-staged (not healthy and UP at pre-flight: app1)') for n in state['notes'])
 
 
 def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():
@@ -394,7 +451,9 @@ def test_unhealthy_batch_halts_before_ready():
     # app1 was unhealthy in pre-flight already: nothing is touched at all.
     assert state['halt']['phase'] == 'preflight' and 'unhealthy' in state['halt']['reason']
     assert state['decision'] == 'failed' and fleet.log[0][0] == 'lock'
-    assert all(p in ('lock', 'survey', 'final_versions', 'unlock') for p, dummy in fleet.log)
+    assert all(p in ('lock', 'survey', 'releases', 'final_versions', 'unlock') for p, dummy in fleet.log)
+    # A fleet that is not all healthy is not written to: nothing staged.
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [[]] and fleet.staged == set()
 
 
 def test_manual_pause_stops_after_each_step_not_each_batch():
@@ -435,13 +494,17 @@ def test_operator_maintenance_is_left_alone():
     assert 'app6' not in [h for b in state['plan'] for h in b]
     assert fleet.admin['app6'] == 'maint' and fleet.versions['app6'] == 'v1'
     assert state['decision'] == 'promoted'
+    # Nothing is written to it either: not staged on.
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [APPS[:5]]
+    assert 'app6' not in fleet.staged and 'v2' not in fleet.installed['app6']
 
 
 def test_check_mode_plans_and_touches_nothing():
     fleet = FakeFleet()
     state = run(fleet, check_mode=True)
     assert state['decision'] == 'promoted'
-    assert all(p in ('lock', 'survey', 'final_versions') for p, dummy in fleet.log)
+    assert all(p in ('lock', 'survey', 'releases', 'final_versions') for p, dummy in fleet.log)
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [[]]
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert state['plan_lines'][0] == 'Rolling demoapp from v1 to v2 on 6 hosts'
 

@@ -106,6 +106,7 @@ def test_countdowns_name_what_is_waited_for_and_its_bound():
     assert ('health check app2 from every balancer, then ready app2 (HAProxy health checks)', 120) in actor
     assert ('switch app2 to v2 and restart', None) in actor
     assert ('analysis interval 1/3 (10 s each)', None) in actor
+    assert ('reading the releases on 6 hosts, pre-staging v2 on 6', None) in actor
     # The coordinator sleeps canary_pause after each step but the last: only then it has a countdown.
     pauses = [w[1] for w in waits if w[1]]
     assert pauses == [('pause after step %d of 4' % n, 20.0) for n in (1, 2, 3)]
