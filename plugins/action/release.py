@@ -19,9 +19,11 @@ the plugin does not copy it up front:
    ``remote_src: true``; the temporary directory is removed afterwards.
 
 With ``copy_first`` (the caller expects the release to be missing, e.g. the
-rollout's pre-staging) the plugin tests for the release's install marker with
-one shell command (no module run) and, unless it is there, copies the file
-before the module runs: the module then runs once.
+rollout's pre-staging) the plugin asks the host with one shell command (no
+module run) whether the release carries its install marker (and, with
+``require_current``, whether there is a current release at all) and, unless
+the module will not need the file, copies it before the module runs: the
+module then runs once.
 
 An http(s) URL as ``src`` without ``remote_src`` is downloaded here first,
 once, into a private temporary directory (removed at the end), and then
@@ -85,7 +87,7 @@ class ActionModule(ActionBase):
                 args['src'], args['checksum'] = local
                 local = local[0]
             copy_first = boolean(args.pop('copy_first', False), strict=False)
-            if local and copy_first and not self._task.check_mode and not self._marked_on_host(args):
+            if local and copy_first and not self._task.check_mode and self._wants_src(args):
                 self._copy_up(local, args)
             result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
             if local and result.get('needs_src') and not self._task.check_mode:
@@ -98,18 +100,27 @@ class ActionModule(ActionBase):
             if fetched:
                 shutil.rmtree(fetched, ignore_errors=True)
 
-    def _marked_on_host(self, args):
-        """Does the release carry its install marker on the host? One shell test, no module run.
+    def _wants_src(self, args):
+        """Will the module need src? One shell test on the host, no module run.
 
-        A root the module would expand (~, $VAR) is not guessed at here: the
-        answer is then no, and the copy is merely wasted if it is there.
+        No when the release carries its install marker already, or when
+        require_current is set and the host has no current release (the
+        module then leaves it untouched). A root the module would expand
+        (~, $VAR) is not guessed at here: the answer is then yes, and the
+        copy is merely wasted if the release is there.
         """
         root, version = args.get('root'), args.get('version')
         if not root or not version or root.startswith('~') or '$' in root:
-            return False
-        marker = os.path.join(Host(root).release(version), MARKER)
-        result = self._low_level_execute_command('test -f %s' % shlex.quote(marker), sudoable=True)
-        return result.get('rc') == 0
+            return True
+        host = Host(root)
+        marker = shlex.quote(os.path.join(host.release(version), MARKER))
+        bare = ''
+        if boolean(args.get('require_current', False), strict=False):
+            bare = 'elif ! test -L %s; then echo bare; ' % shlex.quote(host.current)
+        command = 'if test -f %s; then echo installed; %selse echo wanted; fi' % (marker, bare)
+        result = self._low_level_execute_command(command, sudoable=True)
+        # Anything unexpected (a shell that failed): copy, the safe side.
+        return result.get('rc') != 0 or result.get('stdout', '').strip() not in ('installed', 'bare')
 
     def _copy_up(self, local, args):
         """Copy the controller's file into a remote temporary directory; args then name it on the host."""

@@ -852,9 +852,14 @@ class Release(object):
             self._refuse_non_link('current')
             self._refuse_non_link('previous')
         if state == 'staged':
-            self.ensure_staged()
-            if not self.result['installed_now']:
-                self.done.append('%s is installed' % self.version)
+            if self.p.get('require_current') and not self.cur:
+                # A host not on the release layout yet (not adopted) is not written to.
+                self.done.append('no current release under %s: %s not staged (require_current)'
+                                 % (self.host.root, self.version))
+            else:
+                self.ensure_staged()
+                if not self.result['installed_now']:
+                    self.done.append('%s is installed' % self.version)
         elif state == 'current':
             self.ensure_staged()
             switched = self.switch(self.version)

@@ -96,6 +96,14 @@ options:
     type: bool
     default: false
     version_added: 1.1.0
+  require_current:
+    description:
+      - With O(state=staged), install only on a host that has a current release (C(ROOT/current) is a
+        symlink, the release layout is in place). A host without one is left untouched and reported as
+        it is. The rollout's pre-staging uses it, so a fleet it refuses as not adopted is not written to.
+    type: bool
+    default: false
+    version_added: 1.1.0
   validate_certs:
     description:
       - Verify the TLS certificate of an C(https://) O(src).
@@ -300,6 +308,7 @@ def main():
             src=dict(type='str'),
             remote_src=dict(type='bool', default=False),
             copy_first=dict(type='bool', default=False),
+            require_current=dict(type='bool', default=False),
             validate_certs=dict(type='bool', default=True),
             checksum=dict(type='str'),
             verify_checksum=dict(type='bool', default=True),

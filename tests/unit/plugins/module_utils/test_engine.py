@@ -154,8 +154,9 @@ class FakeFleet(object):
         if role == 'probe':
             return self.probe(act['urls'])
         # apps
-        if phase == 'releases' and host in act['stage'] and 'v2' not in self.installed[host]:
-            # release state=staged: installed now, nothing switched.
+        if phase == 'releases' and host in act['stage'] and 'v2' not in self.installed[host] and self.versions[host]:
+            # release state=staged, require_current: installed now on a host
+            # with a current release, nothing switched.
             self.staged.add(host)
             self.installed[host].add('v2')
             return {'changed': True, 'installed_now': True, 'current': self.versions[host],
@@ -360,6 +361,18 @@ def test_a_refusal_after_the_release_read_removes_what_it_staged():
     assert 'the fleet must run one version' in state['halt']['reason'] and 'app2=v0' in state['halt']['reason']
     assert [act['apps'] for phase, act in fleet.asked if phase == 'unstage'] == [APPS]
     assert fleet.staged == set() and fleet.versions == versions and fleet.out_of_rotation() == []
+
+
+def test_a_fleet_not_adopted_is_refused_and_only_hosts_on_the_layout_were_staged_and_cleaned():
+    versions = dict((h, 'v1') for h in APPS)
+    versions['app1'] = ''   # installed by hand: no current release
+    fleet = FakeFleet(versions=versions)
+    state = run(fleet)
+    assert state['halt']['reason'].startswith(
+        'nothing was changed: no current release on app1 (see docs: adopting a fleet); ')
+    assert state['staged'] == APPS[1:] and 'v2' not in fleet.installed['app1']
+    assert [act['apps'] for phase, act in fleet.asked if phase == 'unstage'] == [APPS[1:]]
+    assert fleet.staged == set()
 
 
 def test_a_backend_that_lacks_a_server_is_refused_before_any_app_host_is_asked():

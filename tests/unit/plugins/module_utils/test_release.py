@@ -189,6 +189,23 @@ def test_staged_installs_strips_top_dir_and_writes_marker(root, tmp_path):
     assert 'installed v2 from demoapp-v2.tar.gz' in res['msg']
 
 
+def test_staged_with_require_current_leaves_a_host_off_the_layout_untouched(root, tmp_path):
+    src = app_tar(tmp_path)
+    # A hand-installed service where ROOT would be: not adopted, nothing written.
+    (root / 'app.py').write_text('print("by hand")\n')
+    before = snapshot(root)
+    res = run(root, 'staged', version='v2', src=src, require_current=True)
+    assert not res['changed'] and not res['installed_now'] and not res['staged']
+    assert res['current'] == '' and res['installed'] == []
+    assert res['msg'] == 'no current release under %s: v2 not staged (require_current)' % root
+    assert snapshot(root) == before
+    # On the layout (current is a link) it stages as usual.
+    install_dir(root, 'v1')
+    link(root, 'current', 'releases/v1')
+    res = run(root, 'staged', version='v2', src=src, require_current=True)
+    assert res['changed'] and res['installed_now'] and res['staged'] and res['current'] == 'v1'
+
+
 def test_staged_without_top_dir_keeps_layout(root, tmp_path):
     src = app_tar(tmp_path, top=False)
     run(root, 'staged', version='v2', src=src)

@@ -73,6 +73,15 @@ PLAYBOOK = """
         copy_first: true
       loop: [first, again]
       register: r_first
+    - name: Stage v4 with require_current under a root with no current release (no copy, nothing written)
+      grayrelease.canary.release:
+        root: "{{ work }}/bare"
+        version: v4
+        src: art/demoapp-v3.tar.gz
+        state: staged
+        copy_first: true
+        require_current: true
+      register: r_bare
     - name: Bad version
       grayrelease.canary.release: {root: "{{ root }}", version: "../v3", state: staged}
       register: r_badver
@@ -81,7 +90,8 @@ PLAYBOOK = """
         dest: "{{ work }}/out.json"
         content: "{{ {'check': r_check, 'st_check': st_check.stat.exists, 'badsum': r_badsum, 'stage': r_stage,
                       'stage2': r_stage2, 'cur1': r_cur1, 'cur2': r_cur2, 'rb': r_rb, 'rb2': r_rb2,
-                      'info': r_info, 'badver': r_badver, 'first': r_first.results[0], 'first2': r_first.results[1]} | to_json }}"
+                      'info': r_info, 'badver': r_badver, 'first': r_first.results[0], 'first2': r_first.results[1],
+                      'bare': r_bare} | to_json }}"
         mode: "0644"
 """
 
@@ -153,5 +163,11 @@ def test_release_module_through_ansible(tmp_path):
     assert len([line for line in task.splitlines()
                 if " EXEC " in line and "python" in line and "AnsiballZ_release.py" in line]) == 2, task
     assert not out["first2"]["changed"] and out["first2"]["staged"]
+    # require_current on a root off the layout: the shell test saw no current
+    # release, so nothing was copied, and the module wrote nothing.
+    assert not out["bare"]["changed"] and not out["bare"]["staged"] and "require_current" in out["bare"]["msg"]
+    task = proc.stdout.split("TASK [Stage v4 with require_current", 1)[1].split("TASK [", 1)[0]
+    assert not [line for line in task.splitlines() if " PUT " in line and line.endswith(".tar.gz")], task
+    assert not os.path.exists(str(tmp_path / "bare" / "releases"))
     assert os.readlink(str(root / "current")) == "releases/v1"
     assert os.listdir(str(root / ".staging")) == []
