@@ -84,6 +84,9 @@ def test_rollout_preflight_refuses_the_fleet(tmp_path):
     assert report["decision"] != "promoted"
     assert "no current release on adp-app1, adp-app2" in json.dumps(report), report.get("reason")
     assert all(version_of(h) is None for h in APPS)
+    # Its pre-staging wrote nothing to hosts off the release layout (release require_current).
+    for host in APPS:
+        assert docker("exec", host, "test", "-e", "/opt/demoapp/releases").returncode != 0, host
 
 
 def test_adopt_under_load_one_drained_restart_per_host(before):
