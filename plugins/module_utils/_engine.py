@@ -1131,14 +1131,36 @@ def _after_ready(state, results, now):
     last_in_step = in_step == len(state['plan_steps'][step_index]) - 1
     if step['canary'] and last_in_step:
         settings = state['settings']
+        analysis = _analysis_act(state)
+        # The ready's read-back, with every server's traffic counters, is the
+        # analysis's starting snapshot: taken with the canary live at its share.
+        start = _counters_from(state, ok, analysis['canary'] + analysis['baseline'])
+        if start is not None:
+            state['analysis_start'] = start
         _set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                  count=settings['analysis_count'], interval=settings['analysis_interval'],
                  urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']],
-                 **_analysis_act(state))
+                 counters_at_start=start is not None, **analysis)
         return
     _end_batch(state, end)
     if following:
         _take_over(state, following, ok, drain_failed, now, 'ready')
+
+
+def _counters_from(state, ok, hosts):
+    """haproxy_info-shaped snapshots of every live balancer from its ready result,
+    or None when one lacks a server's counters (the analysis then reads them)."""
+    backend = state['settings']['backend']
+    servers = _servers(state, hosts)
+    snapshots = {}
+    for balancer in live_balancers(state):
+        rows = (ok.get(balancer) or {}).get('servers') or {}
+        if not all('req_tot' in (rows.get(s) or {}) and 'hrsp_5xx' in rows[s] for s in servers):
+            return None
+        snapshots[balancer] = {'backends': {backend: dict(
+            (s, {'req_tot': rows[s]['req_tot'], 'hrsp_5xx': rows[s]['hrsp_5xx']}) for s in servers)},
+            'process': ok[balancer].get('process') or {}}
+    return snapshots
 
 
 def _probed_health(state, batch, raw, failed):
@@ -1223,7 +1245,12 @@ def _after_analysis(state, results, now):
     batch = _timed(state, 'analysis', now)
     step = state['steps'][-1]
     settings = state['settings']
-    ok_before, failed_before = _collect(state, 'balancers', results.get('before', {}), 'the analysis')
+    if state['act'].get('counters_at_start'):
+        start = state.pop('analysis_start')
+        ok_before = dict((b, start[b]) for b in state['act']['balancers'])
+        failed_before = {}
+    else:
+        ok_before, failed_before = _collect(state, 'balancers', results.get('before', {}), 'the analysis')
     ok_after, failed_after = _collect(state, 'balancers', results.get('after', {}), 'the analysis')
     ok_probe, failed_probe = _collect(state, 'probe', results.get('samples', {}), 'the analysis')
     failed = dict(failed_before, **failed_after)

@@ -331,7 +331,8 @@ def snapshot(api):
     return backends
 
 
-PUBLIC_KEYS = ("admin_state", "status", "weight", "initial_weight", "scur", "check_status")
+# With the traffic counters, a canary's ready is also the snapshot its analysis starts from.
+PUBLIC_KEYS = ("admin_state", "status", "weight", "initial_weight", "scur", "check_status", "req_tot", "hrsp_5xx")
 
 
 def public(info):

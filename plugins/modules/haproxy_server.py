@@ -207,6 +207,8 @@ servers:
       initial_weight: 1
       scur: 0
       check_status: L7OK
+      req_tot: 1200
+      hrsp_5xx: 0
   contains:
     admin_state:
       description: C(ready), C(drain) or C(maint).
@@ -226,6 +228,14 @@ servers:
     check_status:
       description: Last health check status (C(L7OK), C(L4CON), ...), empty without checks or in maintenance.
       type: str
+    req_tot:
+      description: HTTP requests HAProxy sent to the server since it started (C(show stat)).
+      type: int
+      version_added: 1.1.0
+    hrsp_5xx:
+      description: Of those, responses with a 5xx status.
+      type: int
+      version_added: 1.1.0
 before:
   description: Same shape as RV(servers), before the change.
   returned: always

@@ -54,6 +54,8 @@ class FakeFleet(object):
         self.unhealthy_from = {}   # balancer -> hosts it alone sees unhealthy
         self.sick_on_v2 = set()    # hosts whose health check fails once they run v2
         self.info_without = None   # a server the balancers' backend lacks
+        self.ready_without_counters = False  # haproxy_server's read-back without req_tot / hrsp_5xx
+        self.counters_before = 0   # requests every server had counted when the canary was readied
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -64,7 +66,10 @@ class FakeFleet(object):
         lost = self.lose_on.get(phase)
         self.asked.append((phase, act))
         if phase == 'analysis':
-            return {'before': {'balancers': dict((b, self.info()) for b in act['balancers'])},
+            # The counters-at-start task is skipped when the canary's ready returned them.
+            before = dict((b, {'skipped': True, 'changed': False} if act['counters_at_start'] else self.info())
+                          for b in act['balancers'])
+            return {'before': {'balancers': before},
                     'after': {'balancers': dict((b, self.info(after=True, canary=state)) for b in act['balancers'])},
                     'samples': {'probe': dict((p, self.samples(act, state)) for p in act['probe'])}}
         results = {}
@@ -92,7 +97,8 @@ class FakeFleet(object):
                 if self.bad_canary and canary is not None and h in engine._canary_hosts(canary):
                     errors = 100
             table[h] = {'admin_state': self.admin[h], 'status': 'MAINT' if self.admin[h] == 'maint' else 'UP',
-                        'weight': self.weights[h], 'initial_weight': self.initial[h], 'req_tot': req,
+                        'weight': self.weights[h], 'initial_weight': self.initial[h],
+                        'req_tot': req + self.counters_before,
                         'hrsp_5xx': errors, 'scur': 0}
         return {'backends': {'demoapp': table}}
 
@@ -138,7 +144,13 @@ class FakeFleet(object):
                     self.admin[server] = act['state']
             for server, weight in (act.get('weights') or {}).items():
                 self.weights[server] = weight
-            result = {'changed': True, 'servers': {}}
+            # haproxy_server reads back every server it named (the weights' too), counters included.
+            table = self.info()['backends']['demoapp']
+            if self.ready_without_counters:
+                table = dict((h, dict((k, v) for k, v in row.items() if k not in ('req_tot', 'hrsp_5xx')))
+                             for h, row in table.items())
+            named = set(act.get('servers', [])) | set(act.get('weights') or {})
+            result = {'changed': True, 'servers': dict((s, table[s]) for s in named if s in table)}
             if probe is not None:
                 result['probe'] = probe
             if act.get('then_drain'):
@@ -405,6 +417,32 @@ def test_an_unhealthy_fleet_is_not_staged_on_and_a_run_that_goes_on_installs_at_
     assert state['staged'] == [] and fleet.staged == set()
     assert state['decision'] == 'promoted' and fleet.versions == dict((h, 'v2') for h in APPS)
     assert any(n.startswith('not pre-staged (not healthy and UP at pre-flight: app1)') for n in state['notes'])
+
+
+def test_the_canary_ready_returns_the_counters_the_analysis_starts_from():
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    fleet.counters_before = 1000  # the judge must see deltas, not HAProxy's totals
+    state = run(fleet)
+    analysis = [act for phase, act in fleet.asked if phase == 'analysis']
+    assert len(analysis) == 1 and analysis[0]['counters_at_start'] is True
+    assert 'analysis_start' not in state
+    http = state['steps'][0]['judge']['metrics']['http_5xx_ratio']
+    assert http['failed'] and state['decision'] == 'rolled_back'
+    # 200 requests per server and balancer during the analysis, not the 1000 before.
+    share = state['steps'][0]['traffic_share']
+    assert share['requests'] == 200 * len(LBS) * len(APPS) and share['canary_errors'] == 100 * len(LBS)
+
+
+def test_without_counters_in_the_ready_the_analysis_reads_them_itself():
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    fleet.ready_without_counters = True
+    state = run(fleet)
+    analysis = [act for phase, act in fleet.asked if phase == 'analysis']
+    assert analysis[0]['counters_at_start'] is False
+    assert state['steps'][0]['judge']['metrics']['http_5xx_ratio']['failed']
+    assert state['decision'] == 'rolled_back'
 
 
 def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():

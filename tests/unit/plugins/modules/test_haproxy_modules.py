@@ -44,6 +44,11 @@ def test_server_module_check_diff_apply(lab, tmp_path):
     assert run(tmp_path, "haproxy_server", args)["changed"] is False
     res = run(tmp_path, "haproxy_server", dict(args, state="ready", weight="100%", health_timeout=10))
     assert res["changed"] is True and res["servers"]["s1"]["status"] == "UP" and "failed" not in res
+    # The read-back carries the traffic counters (a canary's analysis starts from them),
+    # the same numbers haproxy_info reports.
+    info = run(tmp_path, "haproxy_info", {"socket": lab.admin, "backend": "web"})["backends"]["web"]["s1"]
+    assert isinstance(res["servers"]["s1"]["req_tot"], int) and isinstance(res["servers"]["s1"]["hrsp_5xx"], int)
+    assert (res["servers"]["s1"]["req_tot"], res["servers"]["s1"]["hrsp_5xx"]) == (info["req_tot"], info["hrsp_5xx"])
 
 
 def test_server_module_failures(lab, tmp_path):
