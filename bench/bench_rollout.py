@@ -420,6 +420,16 @@ def summary(results, rounds):
                 ", ".join("%.1f" % wo for wo, wb in waits), ", ".join("%.1f" % wb for wo, wb in waits)))
             print("  ratio with each run's drain waits aside (median of rounds) = %.3f (reference, no target)"
                   % out["ratio_drain_waits_aside"])
+            # The drain waits are luck (which host has a 6 s request in flight when it is
+            # drained) and swing single rounds both ways: the same mean wait on both sides
+            # shows what the engines themselves are worth against each other.
+            rest_ours = statistics.median(o["wall_seconds"] - analysis - wo for (o, b), (wo, wb) in zip(pairs, waits))
+            rest_base = statistics.median(b["wall_seconds"] - wb for (o, b), (wo, wb) in zip(pairs, waits))
+            mean_wait = statistics.mean([w for pair in waits for w in pair])
+            out["ratio_equal_drain_waits"] = round((rest_ours + mean_wait) / (rest_base + mean_wait), 3)
+            print("  outside the drain waits, median seconds: ours %.1f (analysis aside), baseline %.1f; with the "
+                  "mean wait of all runs (%.1f s) on both sides the ratio is %.3f (reference, no target)"
+                  % (rest_ours, rest_base, mean_wait, out["ratio_equal_drain_waits"]))
         batch_ratio = median_batch_ratio(rounds)
         if batch_ratio is not None:
             out["batch_ratio"] = batch_ratio
