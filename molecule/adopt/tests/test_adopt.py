@@ -86,7 +86,8 @@ def test_rollout_preflight_refuses_the_fleet(tmp_path):
     assert all(version_of(h) is None for h in APPS)
     # Its pre-staging wrote nothing to hosts off the release layout (release require_current).
     for host in APPS:
-        assert docker("exec", host, "test", "-e", "/opt/demoapp/releases").returncode != 0, host
+        probe = docker("exec", host, "sh", "-c", "test -e /opt/demoapp/releases && echo present || echo absent")
+        assert probe.stdout.strip() == "absent", (host, probe.stdout, probe.stderr)
 
 
 def test_adopt_under_load_one_drained_restart_per_host(before):
