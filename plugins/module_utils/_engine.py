@@ -661,6 +661,9 @@ def _after_releases(state, results, now):
     probed = dict((redact(url), result) for url, result in (health.get('results') or {}).items())
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
     state['versions'] = dict(versions)
+    # Not staged (canary_prestage=false, or a fleet not fit for it): the switch installs.
+    state['lacking'] = [h for h in state['app_hosts']
+                        if settings['version'] not in (apps_ok[h].get('installed') or [])]
     healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
     servers = _servers(state, state['app_hosts'])
     consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
@@ -971,7 +974,9 @@ def _after_drain(state, results, now):
 
 
 def _switch_act(state, batch, now):
+    # Only a host without the release needs the artifact (and the long timeout of a transfer).
     _set_act(state, 'switch', now, apps=list(batch['hosts']),
+             install=[h for h in batch['hosts'] if h in state.get('lacking', [])],
              ready_urls=dict((h, _local_url(state['identities'][h]['health_url'])) for h in batch['hosts']))
 
 
@@ -1691,6 +1696,8 @@ def _report(state, iso):
         'lost': lost,
         'lost_may_hold': may_hold,
         'notes': state['notes'],
+        # Pre-staged by this run (beside the running release); those never switched to were removed again.
+        'staged': state['staged'],
         'staged_removed': state.get('unstaged', []),
         'sample_plan': state.get('sample_plan'),
         'hosts': state['final_versions'],

@@ -2,6 +2,7 @@
 that the judge fails, a failure in a later batch, an interrupted run resumed,
 then the status and rollback playbooks. Each test checks the fleet's real
 state afterwards (release links in the containers, HAProxy's runtime state)."""
+import json
 import signal
 import time
 
@@ -50,6 +51,8 @@ def test_rollout_promotes_v2_under_load(report_dir):
     assert report["decision"] == "promoted"
     assert report["version"] == "v2" and report["previous_version"] == "v1"
     assert report["hosts"] == {h: "v2" for h in APPS}
+    # Pre-flight staged the release on every host, in the call that read the releases.
+    assert report["staged"] == sorted(APPS) and report["staged_removed"] == []
     # The plan follows the zones (spread) and the steps: 1, 3, 6 hosts.
     assert [len(b) for b in report["plan"]] == [1, 2, 2, 1]
     assert report["steps"][0]["canary"] is True
@@ -143,6 +146,28 @@ def test_a_probe_host_that_is_no_balancer_health_checks_each_batch_itself(report
     assert batch["outcome"] == "failed" and batch["health"]["unhealthy"] and "probed_from" not in batch["health"]
     assert report["rolled_back"] == report["steps"][0]["hosts"] == ["app1"]
     assert_fleet_serving({h: "v2" for h in APPS})
+
+
+def test_without_prestaging_each_switch_installs_the_release(report_dir):
+    # canary_prestage=false: pre-flight only reads the releases, and every
+    # switch ships and unpacks the artifact itself (release's install marker
+    # is written once that host's batch has begun).
+    artifact = build_release("v3p")
+    load = mixed_load()
+    res = run_playbook("rollout", "-e", "canary_version=v3p", "-e", "canary_artifact=%s" % artifact,
+                       "-e", "canary_report_dir=%s/no-prestage" % report_dir, "-e", "canary_prestage=false", *FAST)
+    summary = load.stop()
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert summary["failed"] == 0, summary
+    report = read_report(report_dir / "no-prestage")
+    assert report["decision"] == "promoted" and report["settings"]["prestage"] is False
+    assert report["staged"] == []
+    started = dict((h, b["started"]) for s in report["steps"] for b in s["batches"] for h in b["hosts"])
+    assert sorted(started) == sorted(APPS)
+    for host in APPS:
+        marker = json.loads(docker("exec", host, "cat", "/opt/demoapp/releases/v3p/.grayrelease-release").stdout)
+        assert marker["installed"] >= started[host], (host, marker, started[host])
+    assert_fleet_serving({h: "v3p" for h in APPS})
 
 
 def test_interrupted_rollout_resumes(report_dir):

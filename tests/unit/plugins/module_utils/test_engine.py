@@ -179,6 +179,11 @@ class FakeFleet(object):
             self.staged.discard(host)
             return {'changed': True}
         if phase == 'switch':
+            if 'v2' not in self.installed[host] and host not in act['install']:
+                # release state=current without src, as the real module answers it.
+                return {'failed': True, 'msg': 'release v2 is not installed (/opt/demoapp/releases/v2 is '
+                                               'missing) and src is not set'}
+            self.installed[host].add('v2')
             self.versions[host] = 'v2'
             if host in self.crash_on:
                 return {'failed': True, 'switched': True, 'msg': 'demoapp did not stay up after the restart'}
@@ -329,6 +334,19 @@ def test_prestaging_comes_with_the_release_read_and_skips_hosts_that_have_it():
     assert 'apps' not in survey and releases['apps'] == APPS and releases['stage'] == APPS
     # Only what this run installed counts as staged (and would be removed on a stop).
     assert state['staged'] == sorted(h for h in APPS if h != 'app3')
+    assert engine.report(state, str)['staged'] == state['staged']
+    # Every host has the release now: no switch ships the artifact.
+    assert [act['install'] for phase, act in fleet.asked if phase == 'switch'] == [[]] * len(APPS)
+
+
+def test_without_prestaging_every_switch_ships_the_artifact():
+    fleet = FakeFleet()
+    fleet.installed['app3'].add('v2')
+    state = run(fleet, canary_prestage='false')
+    assert state['decision'] == 'promoted' and state['staged'] == []
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [[]]
+    installs = dict((act['apps'][0], act['install']) for phase, act in fleet.asked if phase == 'switch')
+    assert installs == dict((h, [] if h == 'app3' else [h]) for h in APPS)
 
 
 def test_nothing_counts_as_staged_when_every_host_has_the_release():
@@ -416,6 +434,11 @@ def test_an_unhealthy_fleet_is_not_staged_on_and_a_run_that_goes_on_installs_at_
     assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [[]]
     assert state['staged'] == [] and fleet.staged == set()
     assert state['decision'] == 'promoted' and fleet.versions == dict((h, 'v2') for h in APPS)
+    # Every switch but app1's (which has the release) ships the artifact itself.
+    switches = [act for phase, act in fleet.asked if phase == 'switch']
+    expected = [[h] if h != 'app1' else [] for act in switches for h in act['apps']]
+    assert [act['install'] for act in switches] == expected
+    assert sorted(h for act in switches for h in act['install']) == APPS[1:]
     assert any(n.startswith('not pre-staged (not healthy and UP at pre-flight: app1)') for n in state['notes'])
 
 
