@@ -168,6 +168,10 @@ def test_without_prestaging_each_switch_installs_the_release(report_dir):
         marker = json.loads(docker("exec", host, "cat", "/opt/demoapp/releases/v3p/.grayrelease-release").stdout)
         assert marker["installed"] >= started[host], (host, marker, started[host])
     assert_fleet_serving({h: "v3p" for h in APPS})
+    # Back to v2 (every host's previous release) for the scenario's next tests.
+    res = run_playbook("rollback", "-e", "canary_max_unavailable=3")
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert_fleet_serving({h: "v2" for h in APPS})
 
 
 def test_interrupted_rollout_resumes(report_dir):
