@@ -116,27 +116,14 @@ class ActionModule(ActionBase):
             if not isinstance(state, dict) or 'act' not in state:
                 raise AnsibleActionFail('no rollout state: op=start must run first')
             state = json.loads(json.dumps(state))  # a private, plain copy
-            if op == 'record':
-                engine.record(state, self._results(state, task_vars), now)
-                if state['act'].get('phase') == 'pause':
-                    # canary_pause seconds after a step: waited here, on the
-                    # controller, where nothing else is going on meanwhile.
-                    time.sleep(float(state['act']['seconds']))
-                    engine.record(state, {}, time.time())
-            elif op == 'batch':
-                engine.begin_batch(state, int(args.get('index', 0)), now)
-            elif op == 'rollback':
-                engine.begin_rollback(state, now)
-            elif op == 'rollback_group':
-                engine.begin_rollback_group(state, int(args.get('index', 0)), now)
-            elif op == 'cleanup':
-                engine.cleanup(state, now)
-            elif op == 'finish_survey':
-                engine.begin_finish(state, now)
-            else:
-                engine.finish(state, now)
-                _remove_download(state['settings'])
-                result.update(self._write_report(state))
+            try:
+                engine.advance(state, op, lambda work: result.update(self._advance(work, op, task_vars, now)),
+                               time.time)
+            except Exception as exc:  # pylint: disable=broad-except
+                # Only the finish's errors come here: the lock is released by
+                # then, the report is what is lost.
+                raise AnsibleActionFail('internal error in the coordinator (finish): %s' % engine.redact(
+                    to_text(exc)))
         result['changed'] = False
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
         result['act'] = state['act'].get('phase', '')
@@ -145,6 +132,32 @@ class ActionModule(ActionBase):
         if state['halt']:
             result['halt'] = engine.redact(state['halt'])
         return result
+
+    def _advance(self, state, op, task_vars, now):
+        """One coordinator call on the private copy `state` (changed in place)."""
+        args = self._task.args
+        if op == 'record':
+            engine.record(state, self._results(state, task_vars), now)
+            if state['act'].get('phase') == 'pause':
+                # canary_pause seconds after a step: waited here, on the
+                # controller, where nothing else is going on meanwhile.
+                time.sleep(float(state['act']['seconds']))
+                engine.record(state, {}, time.time())
+        elif op == 'batch':
+            engine.begin_batch(state, int(args.get('index', 0)), now)
+        elif op == 'rollback':
+            engine.begin_rollback(state, now)
+        elif op == 'rollback_group':
+            engine.begin_rollback_group(state, int(args.get('index', 0)), now)
+        elif op == 'cleanup':
+            engine.cleanup(state, now)
+        elif op == 'finish_survey':
+            engine.begin_finish(state, now)
+        else:
+            engine.finish(state, now)
+            _remove_download(state['settings'])
+            return self._write_report(state)
+        return {}
 
     # -- start: settings and participants
 

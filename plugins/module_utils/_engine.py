@@ -22,6 +22,7 @@ The state is a plain dict (JSON-serialisable, it lives in a fact).
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 from urllib.parse import urlsplit, urlunsplit
@@ -465,6 +466,69 @@ def halt(state, phase, reason, kind='failed'):
     else:
         state['notes'].append('%s: %s' % (phase, reason))
     state['act'] = {}
+
+
+# The ops of the rollback and of the finish: after a halt, an error there can
+# only be noted (the run is already on its way back).
+ROLLBACK_OPS = ('rollback', 'rollback_group', 'cleanup')
+
+
+def advance(state, op, call, now):
+    """One coordinator call, `call(state)`, made safe: should it raise (a bug),
+    the state goes back to what it was before the call and the run halts
+    through coordinator_error(), instead of ending without its rollback and
+    report. Only an error in `finish` (the report) is raised. Changes `state`
+    in place; now: the clock (seconds)."""
+    before = copy.deepcopy(state)
+    try:
+        call(state)
+    except Exception as exc:  # pylint: disable=broad-except
+        if op == 'finish':
+            raise
+        state.clear()
+        state.update(coordinator_error(before, op, redact('%s: %s' % (type(exc).__name__, exc)), now()))
+    return state
+
+
+def coordinator_error(state, op, error, now):
+    """The coordinator's own failure (a bug in the engine, e.g. a batch begun
+    out of order) turned into a halt, so that the rollback, the clean-up, the
+    unlock and the report still run.
+
+    `state` is the state from before the failed call (the failed call's
+    half-made changes are dropped); `op` the coordinator call that failed,
+    `error` its message. What the pending act may have done counts as done:
+    its hosts were switched (the rollback puts them back; a host that never
+    moved is only made sure to run), its lock was taken (the release is by
+    owner, so another run's lock stays). Returns the state, with a plain act
+    so that the play goes on.
+    """
+    state['messages'] = []
+    reason = 'internal error in the coordinator (%s): %s (please report it with report.json)' % (op, error)
+    act = state.get('act') or {}
+    if op == 'record':
+        if act.get('phase') in ('switch', 'rollback_switch'):
+            state['switched'] += [h for h in act.get('apps', []) if h not in state['switched']]
+            for host in act.get('apps', []):
+                state['versions'][host] = None
+        if act.get('phase') == 'lock':
+            state['lock_held'] = True
+    state['act'] = {}
+    if op in ROLLBACK_OPS or (op == 'record' and state['phase'] == 'rollback'):
+        out = [h for h in state['out'] if h not in state['lost']]
+        state['rollback']['errors'].append(reason + ('; left out of rotation: %s' % ', '.join(out) if out else ''))
+        if op == 'rollback':
+            state['phase'] = 'rollback'
+    elif op in ('finish_survey', 'finish') or state['phase'] == 'finish':
+        state['notes'].append(reason)
+    else:
+        batch = _current_batch(state)
+        if batch is not None and batch['outcome'] == 'running':
+            _batch_failed(state, batch, now, reason)
+        else:
+            halt(state, 'step %d' % state['steps'][-1]['step'] if state['phase'] == 'batches' and state['steps']
+                 else state['phase'], reason)
+    return state
 
 
 def server_of(state, host):

@@ -42,6 +42,7 @@ SETTINGS = ('{"canary_max_unavailable": %d, "canary_analysis_count": 1, "canary_
             ' "canary_sample_url": "http://probe:%s@{{ inventory_hostname }}:8080/"}'
             % (MAX_UNAVAILABLE, SECRET, SECRET))
 STAGING = "/opt/demoapp/.staging"
+SCENARIO_FILES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "files")
 
 
 def rollout_args(version, artifact, report, *extra):
@@ -75,8 +76,8 @@ class Case(object):
         self.summary, self.capacity = None, {}
         time.sleep(1.5)  # load and monitors running before the first change
 
-    def start(self, version, artifact, *extra):
-        self.run = Background(ROLLOUT, *rollout_args(version, artifact, self.report, *extra))
+    def start(self, version, artifact, *extra, playbook=ROLLOUT):
+        self.run = Background(playbook, *rollout_args(version, artifact, self.report, *extra))
         return self.run
 
     def stop(self):
@@ -322,6 +323,31 @@ def test_crash_in_a_later_batch(report_dir, faulty):
     finally:
         case.record(rc, report, "halted, %d hosts rolled back one at a time" % len(report["rolled_back"]),
                     detect, restore)
+
+
+# ------------------------------------------------------------------ faults of the engine
+
+def test_coordinator_error_halts_and_the_run_still_rolls_back(report_dir, artifact):
+    # A play that begins batch 3 before batch 2 (files/out-of-order-rollout.yml):
+    # the engine's order guard raises on the coordinator. That must be a halt
+    # like any other: rollback, weights, staged releases removed, lock, report.
+    case = Case("coordinator error (batch out of order)", report_dir)
+    case.start("v2", artifact, playbook=os.path.join(SCENARIO_FILES, "out-of-order-rollout.yml"))
+    rc, report = case.result()
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert "internal error in the coordinator (batch)" in report["reason"], report["reason"]
+        assert "batch 3 started out of order (expected 2)" in report["reason"], report["reason"]
+        assert "flt-app1" in report["rolled_back"], report["rolled_back"]
+        # Nothing of v2 stays behind on the hosts that never switched to it.
+        never = [h for h in APPS if h not in report["rolled_back"]]
+        assert never and all(docker("exec", h, "test", "-e", "/opt/demoapp/releases/v2", check=False,
+                                    timeout=10).returncode == 1 for h in never), never
+        case.assert_safe(report)
+    finally:
+        detect, dummy = case.halted_after(case.run.started)
+        case.record(rc, report, "halted, touched hosts rolled back", detect,
+                    round(case.run.ended - case.run.started, 1))
 
 
 # ------------------------------------------------------------------ faults of the fleet

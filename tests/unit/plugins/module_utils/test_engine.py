@@ -197,8 +197,11 @@ class FakeFleet(object):
 BATCH_TASK_ORDER = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore', 'pause')
 
 
-def run(fleet, check_mode=False, **over):
-    """Drive a whole run the way roles/rollout/tasks/main.yml does."""
+def run(fleet, check_mode=False, batch_order=None, **over):
+    """Drive a whole run the way roles/rollout/tasks/main.yml does, each
+    coordinator call through engine.advance() as the action plugin makes it.
+    batch_order: the batch indexes in the order the play begins them (a
+    play that got them out of order)."""
     clock = [1000.0]
 
     def now():
@@ -211,9 +214,15 @@ def run(fleet, check_mode=False, **over):
     state = engine.new_state(conf, errors, fleet.apps, LBS, identities(fleet.apps, zones), probe_host, now(),
                              check_mode=check_mode, owner='me')
 
+    def call(op, step):
+        engine.advance(state, op, step, now)
+
+    def record():
+        call('record', lambda s: engine.record(s, fleet.answer(s), now()))
+
     def drain_acts():
         while state['act'].get('phase'):
-            engine.record(state, fleet.answer(state), now())
+            record()
 
     def batch_acts(index):
         # batch.yml's tasks run in this order once per batch: an act that
@@ -222,28 +231,27 @@ def run(fleet, check_mode=False, **over):
         while state['act'].get('phase') and BATCH_TASK_ORDER.index(state['act']['phase']) > last:
             last = BATCH_TASK_ORDER.index(state['act']['phase'])
             _assert_acts_within_batch(state, index)
-            engine.record(state, fleet.answer(state), now())
+            record()
 
     drain_acts()
-    for index in range(len(state['plan'])):
-        if state['halt'] is not None:
-            break
-        engine.begin_batch(state, index, now())
+    for index in range(len(state['plan'])) if batch_order is None else batch_order:
+        # Every batch is included; a halted run's begin_batch leaves no act.
+        call('batch', lambda s: engine.begin_batch(s, index, now()))
         batch_acts(index)
-    engine.begin_rollback(state, now())
+    call('rollback', lambda s: engine.begin_rollback(s, now()))
     view = engine.view(state)
     if view['rollback_groups'] or view['cleanup_due']:
         for index in range(len(state['rollback']['groups'])):
-            engine.begin_rollback_group(state, index, now())
+            call('rollback_group', lambda s: engine.begin_rollback_group(s, index, now()))
             drain_acts()
-        engine.cleanup(state, now())
+        call('cleanup', lambda s: engine.cleanup(s, now()))
         drain_acts()
     else:
         # main.yml skips the rollback's tasks: the clean-up would have had nothing to do.
         assert engine.cleanup(copy.deepcopy(state), now())['act'] == {}
-    engine.begin_finish(state, now())
+    call('finish_survey', lambda s: engine.begin_finish(s, now()))
     drain_acts()
-    engine.finish(state, now())
+    call('finish', lambda s: engine.finish(s, now()))
     return state
 
 
@@ -1061,3 +1069,99 @@ def test_no_judged_step_when_no_host_would_stay_behind():
     state = run(fleet, canary_steps=['100%'], canary_max_unavailable=1)
     assert state['decision'] == 'promoted'
     assert engine.view(state)['canary_batches'] == 0
+
+
+# ---------------------------------------------------------------- the coordinator's own errors
+
+def _everything_back(fleet, state):
+    assert fleet.out_of_rotation() == [] and set(fleet.versions.values()) == {'v1'}
+    assert fleet.weights == fleet.initial and state['out'] == [] and not state['lock_held']
+    # What was staged and never switched to is removed.
+    assert sorted(set(state['staged']) - set(state['switched']) - set(state['rollback']['done'])) == \
+        sorted(state['unstaged'])
+
+
+def test_a_batch_begun_out_of_order_halts_and_the_run_still_rolls_back_and_reports():
+    # The play bug CI met once: batch 3 included before batch 2.
+    fleet = FakeFleet()
+    state = run(fleet, canary_steps=[1, 1, '100%'], canary_analysis_count=1, batch_order=[0, 2, 1, 3])
+    # Batch 2 had begun (the canary's restore drained it): it fails, and goes back in.
+    assert state['halt']['reason'].startswith('step 2, batch 2: internal error in the coordinator (batch): '
+                                              'EngineError: batch 3 started out of order (expected 2)')
+    assert state['decision'] == 'rolled_back' and state['rollback']['hosts'] == ['app2', 'app1']
+    assert state['rollback']['done'] == ['app1']  # app2 never switched: only readied again
+    _everything_back(fleet, state)
+    assert [p for p, dummy in fleet.asked if p == 'unlock'] == ['unlock']
+    doc = engine.report(state, str)
+    assert doc['decision'] == 'rolled_back' and 'started out of order' in doc['reason']
+
+
+def test_an_error_while_recording_a_switch_counts_its_hosts_as_switched(monkeypatch):
+    fleet = FakeFleet()
+    after_switch = engine._HANDLERS['switch']
+    calls = []
+
+    def second_switch_breaks(state, results, now):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyError('current')
+        after_switch(state, results, now)
+
+    monkeypatch.setitem(engine._HANDLERS, 'switch', second_switch_breaks)
+    state = run(fleet, canary_steps=[1, 1, '100%'])
+    step2 = state['steps'][1]
+    assert step2['outcome'] == 'failed' and step2['batches'][0]['outcome'] == 'failed'
+    assert "internal error in the coordinator (record): KeyError: 'current'" in state['halt']['reason']
+    # app2 was switched although the engine never took its result: it goes back too, and its version is read.
+    assert state['decision'] == 'rolled_back' and sorted(state['rollback']['done']) == ['app1', 'app2']
+    assert state['final_versions'] == dict((h, 'v1') for h in APPS)
+    _everything_back(fleet, state)
+    assert max(out for dummy, out in fleet.log) <= 1
+
+
+def test_an_error_in_a_rollback_group_is_noted_and_the_run_still_finishes(monkeypatch):
+    fleet = FakeFleet()
+    fleet.crash_on = {'app4'}
+    begin_group = engine.begin_rollback_group
+
+    def second_group_breaks(state, index, now):
+        if index == 1:
+            raise IndexError('list index out of range')
+        return begin_group(state, index, now)
+
+    monkeypatch.setattr(engine, 'begin_rollback_group', second_group_breaks)
+    state = run(fleet, canary_max_unavailable=2, canary_steps=[1, '50%', '100%'])
+    assert state['rollback']['groups'] == [['app4', 'app5'], ['app1', 'app2'], ['app3']]
+    errors = state['rollback']['errors']
+    assert errors == ['internal error in the coordinator (rollback_group): IndexError: list index out of range '
+                      '(please report it with report.json)']
+    # The broken group stays as it was (serving, on v2); the groups around it went back.
+    assert sorted(state['rollback']['done']) == ['app3', 'app4', 'app5']
+    assert fleet.out_of_rotation() == [] and [h for h in APPS if fleet.versions[h] == 'v2'] == ['app1', 'app2']
+    assert state['decision'] == 'failed' and not state['lock_held'] and state['out'] == []
+    assert max(out for dummy, out in fleet.log) <= 2
+    assert 'internal error in the coordinator' in engine.report_markdown(engine.report(state, str))
+
+
+def test_an_error_after_the_lock_was_taken_still_releases_it(monkeypatch):
+    fleet = FakeFleet()
+
+    def lock_breaks(state, results, now):
+        raise TypeError('unhashable')
+
+    monkeypatch.setitem(engine._HANDLERS, 'lock', lock_breaks)
+    state = run(fleet)
+    assert state['halt']['phase'] == 'preflight' and 'TypeError: unhashable' in state['halt']['reason']
+    # Nothing was changed; the versions are read for the report, the lock released by owner.
+    assert [p for p, dummy in fleet.asked] == ['lock', 'final_versions', 'unlock']
+    assert state['decision'] == 'failed' and not state['lock_held'] and fleet.out_of_rotation() == []
+
+
+def test_an_error_in_the_finish_is_raised():
+    state = engine.new_state(settings()[0], [], APPS, LBS, identities(), 'lb1', 1.0)
+
+    def broken(dummy):
+        raise ValueError('no report')
+
+    with pytest.raises(ValueError, match='no report'):
+        engine.advance(state, 'finish', broken, lambda: 2.0)
