@@ -439,10 +439,6 @@ def view(state):
         'rollback_groups': len(state['rollback']['groups']),
         # A run with nothing to put back and nothing to clean up skips the rollback's tasks.
         'cleanup_due': cleanup_due(state),
-        # Who takes part in a batch: main.yml includes batch.yml only on them,
-        # so a host of another batch does not evaluate (and skip) its tasks.
-        'plan': state['plan'],
-        'in_every_batch': batch_regulars(state),
         'lock_owner': state['lock_owner'],
         'lock_info': state['lock_info'],
         'lock_ttl': state.get('lock_ttl', 0),
@@ -450,13 +446,6 @@ def view(state):
         'verdict_line': '%s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason'])
                         if verdict else (state['halt'] or {}).get('reason', 'not judged'),
     }
-
-
-def batch_regulars(state):
-    """The hosts every batch may ask to act: the coordinator, the balancers (drain,
-    ready, the lock refresh on the first) and the probe host; the batch's own app
-    hosts come on top (view 'plan')."""
-    return sorted(set(['localhost', state['probe_host']] + list(state['balancers'])))
 
 
 def halt(state, phase, reason, kind='failed'):
@@ -682,12 +671,14 @@ def _after_survey(state, results, now):
     maint_servers = set(s for b in backends for s, info in backends[b]['backends'][settings['backend']].items()
                         if s in servers and info.get('admin_state') == 'maint')
     maint = [h for h in state['app_hosts'] if server_of(state, h) in maint_servers]
-    # Kept for the releases' record, which decides with both (and drops it).
-    state['survey'] = {'balancers': backends, 'health': probe_ok[state['probe_host']], 'maint': maint}
+    health = probe_ok[state['probe_host']]
+    healthy_urls = set(redact(health.get('healthy') or []))
+    healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
+    # Kept for the releases' record, which decides with the versions too (and drops it).
+    state['survey'] = {'balancers': backends, 'consensus': consensus, 'healthy': healthy, 'maint': maint,
+                       'probed': dict((redact(url), result) for url, result in (health.get('results') or {}).items())}
     fleet = [h for h in state['app_hosts'] if h not in maint]
-    healthy_urls = set(redact(state['survey']['health'].get('healthy') or []))
-    unfit = [h for h in fleet if redact(state['identities'][h]['health_url']) not in healthy_urls
-             or server_of(state, h) in consensus['down']]
+    unfit = [h for h in fleet if h not in healthy or server_of(state, h) in consensus['down']]
     stage = []
     if settings['prestage'] and not state['check_mode'] and not unfit:
         # Shipped and unpacked in the same call that reads the releases: a
@@ -704,7 +695,7 @@ def _after_survey(state, results, now):
 def _after_releases(state, results, now):
     settings = state['settings']
     survey = state.pop('survey')
-    lbs_ok, health, maint = survey['balancers'], survey['health'], survey['maint']
+    lbs_ok, consensus, healthy, maint = survey['balancers'], survey['consensus'], survey['healthy'], survey['maint']
     stage = state['act'].get('stage') or []
     apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
     # A host that failed while staging may have installed nothing or everything: it is cleaned too.
@@ -721,16 +712,11 @@ def _after_releases(state, results, now):
             problems.append('nothing was changed: %s' % _describe_failures('reading the releases', read_failed))
         halt(state, 'preflight', '; '.join(problems))
         return
-    healthy_urls = set(redact(health.get('healthy') or []))
-    probed = dict((redact(url), result) for url, result in (health.get('results') or {}).items())
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
     state['versions'] = dict(versions)
     # Not staged (canary_prestage=false, or a fleet not fit for it): the switch installs.
     state['lacking'] = [h for h in state['app_hosts']
                         if settings['version'] not in (apps_ok[h].get('installed') or [])]
-    healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
-    servers = _servers(state, state['app_hosts'])
-    consensus = balancer_consensus(lbs_ok, settings['backend'], servers)
     maint_servers = set(_servers(state, maint))
     state['maint'] = maint
     fleet = [h for h in state['app_hosts'] if h not in maint]
@@ -747,7 +733,7 @@ def _after_releases(state, results, now):
     sick = [h for h in fleet if h not in healthy and versions[h] != version]
     if sick:
         errors.append('unhealthy before the rollout: %s (%s)' % (', '.join(sick), '; '.join(
-            '%s' % (probed.get(redact(state['identities'][h]['health_url']), {}).get('last_error') or 'unhealthy')
+            '%s' % (survey['probed'].get(redact(state['identities'][h]['health_url']), {}).get('last_error') or 'unhealthy')
             for h in sick)))
     # Disagreement on a server under maintenance is the operator's business;
     # on a healthy host (drain or weight, e.g. left by a lost balancer) the repair below fixes it.
