@@ -475,7 +475,9 @@ def advance(state, op, call, now):
         if op == 'finish':
             raise
         state.clear()
-        state.update(coordinator_error(before, op, redact('%s: %s' % (type(exc).__name__, exc)), now()))
+        # Bounded: the message goes into the report and every progress line.
+        error = redact('%s: %s' % (type(exc).__name__, exc))
+        state.update(coordinator_error(before, op, error if len(error) <= 500 else error[:497] + '...', now()))
     return state
 
 
