@@ -187,3 +187,33 @@ def test_module_defaults_group_sets_socket_and_backend(lab, tmp_path):
     drained = [line.split() for line in lab.raw("show servers state web").splitlines()
                if not line.startswith("#") and " s1 " in line]
     assert drained and int(drained[0][6]) & 0x08, drained  # srv_admin_state FDRAIN
+
+
+# Modules that talk to HAProxy's admin socket or write the lock on a balancer:
+# the socket is usually root's, so every such task must honour the role's
+# become variable (canary_become and the roles' own defaults from it).
+BALANCER_MODULES = ("grayrelease.canary.haproxy_server", "grayrelease.canary.haproxy_info",
+                    "grayrelease.canary.haproxy_log", "grayrelease.canary.rollout_lock")
+
+
+def _tasks(items):
+    for task in items or []:
+        if not isinstance(task, dict):
+            continue
+        for key in ("block", "rescue", "always"):
+            yield from _tasks(task.get(key))
+        yield task
+
+
+def test_every_balancer_task_of_every_role_honours_become():
+    missing, seen = [], 0
+    for path in sorted(glob.glob(os.path.join(REPO, "roles", "*", "tasks", "*.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            for task in _tasks(yaml.safe_load(handle)):
+                if any(name in task for name in BALANCER_MODULES):
+                    seen += 1
+                    become = str(task.get("become", ""))
+                    if not (become.startswith("{{") and "become" in become):
+                        missing.append("%s: %s" % (os.path.relpath(path, REPO), task.get("name")))
+    assert seen >= 15, seen  # the walk finds them (18 when this was written)
+    assert missing == [], "balancer tasks without become from the role's variable:\n" + "\n".join(missing)
