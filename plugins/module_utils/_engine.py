@@ -505,12 +505,22 @@ def coordinator_error(state, op, error, now):
         if act.get('phase') == 'lock':
             state['lock_held'] = True
     state['act'] = {}
-    if op in ROLLBACK_OPS or (op == 'record' and state['phase'] == 'rollback'):
+    if op == 'rollback' and state['halt'] is not None:
+        # No rollback plan: what is out of rotation and was never switched is
+        # still put back (it is on its old release); switched hosts stay as they are.
+        state['phase'] = 'rollback'
+        idle = [h for h in state['out'] if h not in state['switched'] and h not in state['lost']]
+        limit = max(1, state.get('max_unavailable') or 1)
+        state['rollback'].update(hosts=idle, groups=[idle[i:i + limit] for i in range(0, len(idle), limit)])
+        left = [h for h in state['out'] if h not in idle and h not in state['lost']]
+        state['rollback']['errors'].append(reason + '; not rolled back: %s' % (
+            ', '.join(h for h in state['app_hosts'] if h in state['switched'] and h not in state['lost']) or 'none')
+            + ('; left out of rotation: %s' % ', '.join(left) if left else ''))
+    elif (op in ROLLBACK_OPS or (op == 'record' and state['phase'] == 'rollback')) and state['halt'] is not None:
         out = [h for h in state['out'] if h not in state['lost']]
         state['rollback']['errors'].append(reason + ('; left out of rotation: %s' % ', '.join(out) if out else ''))
-        if op == 'rollback':
-            state['phase'] = 'rollback'
-    elif op in ('finish_survey', 'finish') or state['phase'] == 'finish':
+    elif op in ('finish_survey', 'finish') + ROLLBACK_OPS or state['phase'] in ('finish', 'rollback'):
+        # The finish, or the clean-up of a run that did not halt: the decision stands, noted.
         state['notes'].append(reason)
     else:
         batch = _current_batch(state)

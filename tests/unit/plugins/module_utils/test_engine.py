@@ -1160,3 +1160,49 @@ def test_an_error_in_the_finish_is_raised():
 
     with pytest.raises(ValueError, match='no report'):
         engine.advance(state, 'finish', broken, lambda: 2.0)
+
+
+def test_without_a_rollback_plan_the_hosts_never_switched_still_go_back_in(monkeypatch):
+    # A double fault: app3's ready fails on lb2 after lb1 drained app4 (the
+    # hand-over), then the rollback's own planning breaks.
+    fleet = FakeFleet()
+    calls = []
+    answer = fleet.act_on
+
+    def act_on(role, host, act, phase):
+        if role == 'balancers' and phase == 'ready' and act.get('then_drain'):
+            calls.append(host)
+            if host == 'lb2' and calls.count('lb2') == 2:
+                return {'failed': True, 'msg': 'health timeout: app3 DOWN'}
+        return answer(role, host, act, phase)
+
+    def broken_plan(state, now):
+        raise ZeroDivisionError('division by zero')
+
+    fleet.act_on = act_on
+    monkeypatch.setattr(engine, 'begin_rollback', broken_plan)
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['rollback']['groups'] == [['app4']] and state['rollback']['done'] == []
+    assert state['rollback']['errors'] == [
+        'internal error in the coordinator (rollback): ZeroDivisionError: division by zero (please report it '
+        'with report.json); not rolled back: app1, app2, app3']
+    # app4 (drained, never switched) is back in rotation; the switched hosts serve v2.
+    assert fleet.out_of_rotation() == [] and fleet.versions['app4'] == 'v1' and state['out'] == []
+    assert [h for h in APPS if fleet.versions[h] == 'v2'] == ['app1', 'app2', 'app3']
+    assert state['decision'] == 'failed' and not state['lock_held']
+    assert max(out for dummy, out in fleet.log) <= 1
+
+
+def test_an_error_after_a_promotion_is_a_note_and_the_run_stays_promoted(monkeypatch):
+    fleet = FakeFleet()
+
+    def broken(state, now):
+        raise RuntimeError('clean-up broke')
+
+    monkeypatch.setattr(engine, 'cleanup', broken)
+    monkeypatch.setattr(engine, 'cleanup_due', lambda state: True)
+    state = run(fleet)
+    assert state['decision'] == 'promoted' and state['rollback']['errors'] == []
+    assert state['notes'][-1:] == ['internal error in the coordinator (cleanup): RuntimeError: clean-up broke '
+                                   '(please report it with report.json)']
+    assert set(fleet.versions.values()) == {'v2'} and fleet.out_of_rotation() == [] and not state['lock_held']
