@@ -964,19 +964,24 @@ def test_a_failed_weights_restore_with_a_hand_over_puts_everything_back():
     assert fleet.out_of_rotation() == [] and fleet.weights == fleet.initial
 
 
-def test_a_failed_ready_with_a_hand_over_keeps_the_fleet_within_max_unavailable():
+def _fleet_whose_lb2_fails_app3s_ready():
+    """lb2 fails the second ready that hands over (app3's); lb1 drained app4 meanwhile."""
     fleet = FakeFleet()
     calls = []
     answer = fleet.act_on
 
     def act_on(role, host, act, phase):
-        # lb2 fails the second ready that hands over (app3's); lb1 drained app4 meanwhile
         if role == 'balancers' and phase == 'ready' and act.get('then_drain'):
             calls.append(host)
             if host == 'lb2' and calls.count('lb2') == 2:
                 return {'failed': True, 'msg': 'health timeout: app3 DOWN'}
         return answer(role, host, act, phase)
     fleet.act_on = act_on
+    return fleet
+
+
+def test_a_failed_ready_with_a_hand_over_keeps_the_fleet_within_max_unavailable():
+    fleet = _fleet_whose_lb2_fails_app3s_ready()
     state = run(fleet, canary_max_unavailable=1)
     assert state['decision'] == 'rolled_back'
     assert 'ready on lb2: health timeout' in state['halt']['reason']
@@ -1165,21 +1170,11 @@ def test_an_error_in_the_finish_is_raised():
 def test_without_a_rollback_plan_the_hosts_never_switched_still_go_back_in(monkeypatch):
     # A double fault: app3's ready fails on lb2 after lb1 drained app4 (the
     # hand-over), then the rollback's own planning breaks.
-    fleet = FakeFleet()
-    calls = []
-    answer = fleet.act_on
-
-    def act_on(role, host, act, phase):
-        if role == 'balancers' and phase == 'ready' and act.get('then_drain'):
-            calls.append(host)
-            if host == 'lb2' and calls.count('lb2') == 2:
-                return {'failed': True, 'msg': 'health timeout: app3 DOWN'}
-        return answer(role, host, act, phase)
+    fleet = _fleet_whose_lb2_fails_app3s_ready()
 
     def broken_plan(state, now):
         raise ZeroDivisionError('division by zero')
 
-    fleet.act_on = act_on
     monkeypatch.setattr(engine, 'begin_rollback', broken_plan)
     state = run(fleet, canary_max_unavailable=1)
     assert state['rollback']['groups'] == [['app4']] and state['rollback']['done'] == []
