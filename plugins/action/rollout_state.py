@@ -12,6 +12,7 @@ state as the same fact. At `finish` it also writes report.json, report.md and re
 from __future__ import annotations
 
 import errno
+import html
 import json
 import os
 import shutil
@@ -121,9 +122,16 @@ class ActionModule(ActionBase):
                                time.time)
             except Exception as exc:  # pylint: disable=broad-except
                 # Only the finish's errors come here: the lock is released by
-                # then, the report is what is lost.
-                raise AnsibleActionFail('internal error in the coordinator (finish): %s' % engine.redact(
-                    to_text(exc)))
+                # then; a report with what is known still names the error.
+                error = engine.redact(to_text(exc))
+                written = self._write_files(state, {
+                    'report.json': json.dumps(engine.fallback_report(state, iso, error), indent=2, sort_keys=True)
+                    + '\n',
+                    'report.md': '# Canary rollout: the report could not be built\n\n%s\n' % error,
+                    'report.html': '<!DOCTYPE html><title>Canary rollout</title><h1>The report could not be built'
+                                   '</h1><pre>%s</pre>\n' % html.escape(error)})
+                raise AnsibleActionFail('internal error in the coordinator (finish): %s; %s' % (
+                    error, written.get('report_error') or 'a short report is in %s' % written['report_path']))
         result['changed'] = False
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
         result['act'] = state['act'].get('phase', '')
@@ -249,13 +257,23 @@ class ActionModule(ActionBase):
 
     def _write_report(self, state):
         doc = engine.report(state, iso)
+        out = self._write_files(state, {'report.json': json.dumps(doc, indent=2, sort_keys=True) + '\n',
+                                        'report.md': engine.report_markdown(doc), 'report.html': report_html(doc)})
+        out.update(report=doc, report_html=os.path.join(os.path.dirname(out['report_path']), 'report.html'))
+        out['summary'] = engine.summary_lines(doc, os.path.join(os.path.dirname(out['report_path']), 'report.md'))
+        judged = [step['judge'] for step in doc['steps'] if step.get('judge')]
+        out['verdict'] = judged[0].get('verdict', '') if judged else ''
+        out['score'] = judged[0].get('score') if judged else None
+        return out
+
+    @staticmethod
+    def _write_files(state, texts):
+        """The report files, each written whole (temporary file + rename), in canary_report_dir."""
         directory = os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
-        out = {'report': doc, 'report_path': os.path.join(directory, 'report.json'),
-               'report_html': os.path.join(directory, 'report.html')}
+        out = {'report_path': os.path.join(directory, 'report.json')}
         try:
             os.makedirs(directory, exist_ok=True)
-            for name, text in (('report.json', json.dumps(doc, indent=2, sort_keys=True) + '\n'),
-                               ('report.md', engine.report_markdown(doc)), ('report.html', report_html(doc))):
+            for name, text in texts.items():
                 tmp = os.path.join(directory, '.%s.tmp' % name)
                 with open(tmp, 'w', encoding='utf-8') as handle:
                     handle.write(text)
@@ -263,10 +281,6 @@ class ActionModule(ActionBase):
         except OSError as exc:
             # The decision still stands and the lock is still released.
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
-        out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
-        judged = [step['judge'] for step in doc['steps'] if step.get('judge')]
-        out['verdict'] = judged[0].get('verdict', '') if judged else ''
-        out['score'] = judged[0].get('score') if judged else None
         return out
 
 

@@ -1766,6 +1766,35 @@ def _report(state, iso):
     }
 
 
+def fallback_report(state, iso, error):
+    """report.json when the full report could not be built (a bug): the
+    contract's keys from whatever the state still holds, the error as the
+    reason. Never raises on a damaged state."""
+    def get(key, default):
+        value = state.get(key) if isinstance(state, dict) else None
+        return value if isinstance(value, type(default)) else default
+
+    try:
+        decision = state.get('decision') or decide(state)
+    except Exception:  # pylint: disable=broad-except
+        decision = 'failed'
+    settings = get('settings', {})
+    started = state['started'] if isinstance(state.get('started'), (int, float)) else 0.0
+    finished = state['finished'] if isinstance(state.get('finished'), (int, float)) else started
+    return redact({
+        'decision': decision,
+        'reason': 'internal error in the coordinator (report): %s (please report it)' % error,
+        'version': settings.get('version', ''),
+        'previous_version': get('previous_version', ''),
+        'started': iso(started),
+        'finished': iso(finished),
+        'plan': get('plan', []),
+        'steps': [],
+        'hosts': get('final_versions', {}),
+        'notes': get('notes', []),
+    })
+
+
 def _report_step(step, iso, origin):
     # offset: seconds since the run started, for the report's timeline.
     out = dict(step, started=iso(step['started']), finished=iso(step['finished'] or step['started']),
