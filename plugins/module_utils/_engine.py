@@ -213,7 +213,9 @@ def _check_judge_settings(get, settings, errors):
 def _judge_options(settings):
     return {'confidence': settings.get('confidence') or DEFAULTS['canary_confidence'],
             'critical_ratio': settings.get('critical_ratio', CRITICAL_RATIO),
-            'critical_difference': settings.get('critical_difference', CRITICAL_DIFFERENCE)}
+            'critical_difference': settings.get('critical_difference', CRITICAL_DIFFERENCE),
+            # A canary failing 7 of its 12 real requests fails, few as they are.
+            'exact_below_min_samples': True}
 
 
 def check_settings(raw, artifact_exists=None):

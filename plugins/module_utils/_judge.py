@@ -119,6 +119,23 @@ def two_proportion_p(errors_canary, total_canary, errors_baseline, total_baselin
     return min(1.0, _normal_two_sided((p1 - p2) / math.sqrt(variance)))
 
 
+def _log_comb(n, k):
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def fisher_exact_p(errors_canary, total_canary, errors_baseline, total_baseline, alternative='greater'):
+    """One-sided Fisher exact test of the canary's error rate against the
+    baseline's: 'greater' = the canary's is higher, 'less' = lower. Equal to
+    scipy.stats.fisher_exact([[ec, tc - ec], [eb, tb - eb]], alternative).pvalue.
+    Valid for any counts, unlike the z-test's normal approximation."""
+    total, errors = total_canary + total_baseline, errors_canary + errors_baseline
+    low, high = max(0, total_canary - (total - errors)), min(total_canary, errors)
+    whole = _log_comb(total, total_canary)
+    tail = range(errors_canary, high + 1) if alternative == 'greater' else range(low, errors_canary + 1)
+    return min(1.0, sum(math.exp(_log_comb(errors, x) + _log_comb(total - errors, total_canary - x) - whole)
+                        for x in tail))
+
+
 # ---------------------------------------------------------------- validation
 
 def _check_samples(name, side, values):
@@ -305,7 +322,50 @@ def _beyond_text(metric, classification, base_value, can_value, lower, upper):
     return 'rate %s %s allowed %s' % (_rate(can_value), sign, _rate(max(0.0, upper if high else lower)))
 
 
-def classify(metric, alpha):
+def _few_but_clear(metric, result, alpha, base_value, can_value):
+    """A ratio metric with fewer than min_samples requests on a side is
+    nodata, unless an exact test shows it beyond its allowed rate in its bad
+    direction (7 errors in 12 canary requests against 0 in 108 is no lack of
+    data). Few requests never make a metric pass. Changes `result` and says
+    so; False when it stays nodata."""
+    n_base, n_can = result['baseline_count'], result['canary_count']
+    if metric['kind'] != 'ratio' or not n_base or not n_can:
+        return False
+    upper = base_value * (1 + metric['tolerance']) + metric['max_absolute']
+    lower = base_value * (1 - metric['tolerance']) - metric['max_absolute']
+    if can_value > upper:
+        classification, alternative, bound = 'high', 'greater', upper
+    elif can_value < lower:
+        classification, alternative, bound = 'low', 'less', lower
+    else:
+        return False
+    if classification not in BAD_CLASSIFICATION[metric['direction']]:
+        return False
+    p_value = fisher_exact_p(metric['canary']['errors'], n_can, metric['baseline']['errors'], n_base, alternative)
+    if metric['direction'] == 'either':
+        p_value = min(1.0, 2 * p_value)
+    if p_value >= alpha:
+        return False
+    breach = _critical_breach(metric, base_value, can_value)
+    p_text = format_p(p_value)
+    few = result['rule'].split(': ', 1)[1]
+    rule = 'few requests (%s), but Fisher\'s exact test shows it: p%s%s < %.3g, rate %s %s allowed %s' % (
+        few, '' if p_text.startswith('<') else '=', p_text, alpha, _rate(can_value),
+        '>' if classification == 'high' else '<', _rate(max(0.0, bound)))
+    if breach:
+        rule = '%s and %s' % (breach, rule)
+    result.update(classification=classification, failed=True, critical_breach=bool(breach), p_value=p_value,
+                  p_text=p_text, effect=can_value - base_value, exact_test=True, rule=rule,
+                  effect_text='rate %s (%s vs %s)' % (_points(can_value - base_value), _rate(can_value),
+                                                      _rate(base_value)))
+    result['thresholds'].update(allowed_low=lower, allowed_high=upper)
+    result['reason'] = ('%s: FAILED (%s%s, direction %s): %s; canary rate %s vs baseline %s, n=%s/%s'
+                        % (metric['name'], classification, ', critical threshold' if breach else '',
+                           metric['direction'], rule, _fmt(can_value), _fmt(base_value), _fmt(n_can), _fmt(n_base)))
+    return True
+
+
+def classify(metric, alpha, exact_below_min_samples=False):
     """Classify one normalized metric; returns the per-metric result dict.
 
     Besides the classification it says why, for people and machines:
@@ -359,6 +419,8 @@ def classify(metric, alpha):
         result['rule'] = 'nodata: %s %s < min_samples %d' % (
             ' and '.join(x for x in short if x), unit, metric['min_samples'])
         result['reason'] = '%s: %s' % (name, result['rule'])
+        if exact_below_min_samples:
+            _few_but_clear(metric, result, alpha, base_value, can_value)
         return result
     if kind == 'samples':
         p_value = mann_whitney_p(metric['canary'], metric['baseline'])
@@ -423,12 +485,15 @@ def classify(metric, alpha):
 
 
 def judge(metrics, confidence=CONFIDENCE, pass_score=95, marginal_score=75,
-          critical_ratio=CRITICAL_RATIO, critical_difference=CRITICAL_DIFFERENCE):
+          critical_ratio=CRITICAL_RATIO, critical_difference=CRITICAL_DIFFERENCE, exact_below_min_samples=False):
     """Judge all metrics; returns dict with verdict, score, metrics, reason.
 
     critical_ratio / critical_difference: the critical thresholds of the
     metrics that do not set their own (0 = off). Besides `reason` the result
     names the rule class that decided (`decided_by`) and the thresholds used.
+    exact_below_min_samples: a ratio metric below min_samples still fails
+    when Fisher's exact test shows it beyond its allowed rate (the rollout's
+    judge; canary_judge keeps the plain nodata rule).
     """
     _check_options(confidence, pass_score, marginal_score)
     critical_ratio = check_critical('critical_ratio', critical_ratio)
@@ -453,7 +518,7 @@ def judge(metrics, confidence=CONFIDENCE, pass_score=95, marginal_score=75,
     breached = []
     failed = []
     for metric in normalized:
-        res = classify(metric, alpha)
+        res = classify(metric, alpha, exact_below_min_samples)
         results[metric['name']] = res
         if res['classification'] == 'nodata':
             if metric['critical']:

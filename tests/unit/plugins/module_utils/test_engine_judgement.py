@@ -128,3 +128,38 @@ def test_a_canary_three_times_slower_fails_by_the_critical_threshold_and_the_rep
     judged = state['steps'][0]['judge']
     assert judged['verdict'] == 'marginal' and judged['decided_by'] == 'score'
     assert state['decision'] == 'rolled_back'
+
+
+class FewRequestsFleet(FakeFleet):
+    """The canary gets 12 real requests in the window, 6 of them 5xx; its
+    probes fail once in 20 (not significant against 0 in 100): the shape of
+    the faults scenario's case that CI once saw promoted."""
+
+    def info(self, after=False, canary=None):
+        result = super(FewRequestsFleet, self).info(after, canary)
+        if after and canary is not None:
+            for host, row in result['backends']['demoapp'].items():
+                bad = host in engine._canary_hosts(canary)
+                # Per balancer: 2 x (6, 3) for the canary, 2 x 5 x 11 for the baseline.
+                row['req_tot'], row['hrsp_5xx'] = (6, 3) if bad else (11, 0)
+        return result
+
+    def samples(self, act, state):
+        result = super(FewRequestsFleet, self).samples(act, state)
+        for url in ['http://%s/' % h for h in engine._canary_hosts(state)]:
+            for rnd in result['results']:
+                rnd['samples'][url]['errors'] = 1
+        return result
+
+
+def test_a_canary_failing_most_of_its_few_real_requests_is_rolled_back():
+    fleet = FewRequestsFleet()
+    state = run(fleet)
+    judged = state['steps'][0]['judge']
+    http = judged['metrics']['http_5xx_ratio']
+    assert (http['canary_count'], http['baseline_count']) == (12, 110)
+    assert http['classification'] == 'high' and http['exact_test'] is True
+    assert judged['verdict'] == 'fail' and judged['metrics']['probe_error_ratio']['failed'] is False
+    assert state['decision'] == 'rolled_back' and state['rollback']['done'] == ['app1']
+    assert "Fisher's exact test shows it" in state['halt']['reason']
+    assert set(fleet.versions.values()) == {'v1'}

@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
     JudgeError,
+    fisher_exact_p,
     format_p,
     judge,
     mann_whitney_p,
@@ -171,6 +172,51 @@ def test_nodata_below_min_samples():
     assert res['score'] is None and res['verdict'] == 'inconclusive'
     res = judge([_samples('lat', BASE[:5], HIGH[:5], min_samples=5)])
     assert res['metrics']['lat']['classification'] != 'nodata'
+
+
+def test_fisher_exact_matches_scipy():
+    rnd = random.Random(11)
+    cases = [(7, 12, 0, 108), (2, 12, 0, 108), (3, 12, 0, 108), (0, 5, 3, 40), (5, 5, 0, 1), (0, 0, 0, 10),
+             (12, 19, 40, 5000)]
+    for dummy in range(60):
+        tc, tb = rnd.randint(1, 25), rnd.randint(1, 300)
+        cases.append((rnd.randint(0, tc), tc, rnd.randint(0, tb), tb))
+    for ec, tc, eb, tb in cases:
+        for alternative in ('greater', 'less'):
+            expected = scipy_stats.fisher_exact([[ec, tc - ec], [eb, tb - eb]], alternative=alternative).pvalue
+            assert fisher_exact_p(ec, tc, eb, tb, alternative) == pytest.approx(expected, rel=1e-9, abs=1e-12), \
+                (ec, tc, eb, tb, alternative)
+
+
+def test_few_requests_with_clear_errors_fail_with_the_exact_test():
+    # The faults scenario's case on CI: 7 of 12 canary requests were 5xx
+    # through HAProxy against 0 of 108 (below min_samples 20), and the
+    # probes caught 2 errors in 20 against 0 in 60 (not significant).
+    metrics = [_ratio('http_5xx_ratio', 0, 108, 7, 12), _ratio('probe_error_ratio', 0, 60, 2, 20)]
+    plain = judge(metrics, confidence=0.995)
+    assert plain['metrics']['http_5xx_ratio']['classification'] == 'nodata' and plain['verdict'] == 'pass'
+    res = judge(metrics, confidence=0.995, exact_below_min_samples=True)
+    m = res['metrics']['http_5xx_ratio']
+    assert m['classification'] == 'high' and m['failed'] and m['exact_test'] is True
+    assert m['p_value'] == pytest.approx(scipy_stats.fisher_exact([[7, 5], [0, 108]], alternative='greater').pvalue)
+    assert m['rule'] == ("critical: rate +58.3 points >= +5 points and few requests (12 canary requests < "
+                         "min_samples 20), but Fisher's exact test shows it: p<0.001 < 0.005, rate 58.3% > allowed 1%")
+    assert res['verdict'] == 'fail' and res['decided_by'] == 'critical_threshold'
+    assert res['failed_metrics'] == ['http_5xx_ratio']
+
+
+@pytest.mark.parametrize('metric, why', [
+    (_ratio('err', 0, 108, 1, 12), 'not significant: 1 in 12'),
+    (_ratio('err', 0, 108, 2, 12), 'p=0.0092 >= 0.005'),
+    (_ratio('err', 5, 108, 0, 12, direction='increase'), 'lower is never bad for increase'),
+    (_ratio('err', 0, 108, 0, 12), 'no errors at all'),
+    (_ratio('err', 0, 0, 7, 12), 'no baseline at all'),
+    (_samples('lat', BASE, HIGH[:10]), 'samples keep the plain rule'),
+])
+def test_few_requests_without_clear_evidence_stay_nodata(metric, why):
+    res = judge([metric], confidence=0.995, exact_below_min_samples=True)
+    assert res['metrics'][metric['name']]['classification'] == 'nodata', why
+    assert res['verdict'] == 'inconclusive' and res['failed_metrics'] == []
 
 
 def test_score_weights_and_verdicts():
