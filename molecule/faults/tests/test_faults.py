@@ -275,9 +275,10 @@ def test_health_check_headers_stay_out_of_the_output():
 
 
 @pytest.mark.parametrize("knob,case_name,failed_metric", [
-    # The judge sees the errors in HAProxy's counters of real traffic when
-    # the canary got enough of it in the window (http_5xx_ratio), and in its
-    # own probes of the canary (probe_error_ratio) in any case.
+    # The judge sees the errors in HAProxy's counters of real traffic
+    # (http_5xx_ratio; with fewer than 20 canary requests in the window only
+    # when Fisher's exact test shows them), and in its own probes of the
+    # canary (probe_error_ratio) in any case.
     ("errors", "5xx on real traffic, health checks healthy", ("http_5xx_ratio", "probe_error_ratio")),
     ("slow", "latency regression", ("latency",)),
 ])
