@@ -322,6 +322,31 @@ def _beyond_text(metric, classification, base_value, can_value, lower, upper):
     return 'rate %s %s allowed %s' % (_rate(can_value), sign, _rate(max(0.0, upper if high else lower)))
 
 
+def _allowed(base_value, tolerance, extra):
+    """(lower, upper): how far the canary's median or rate may move before it counts as worse."""
+    return base_value * (1 - tolerance) - extra, base_value * (1 + tolerance) + extra
+
+
+def _rate_effect_text(base_value, can_value):
+    return 'rate %s (%s vs %s)' % (_points(can_value - base_value), _rate(can_value), _rate(base_value))
+
+
+def _metric_reason(metric, classification, failed, breach, rule, what, values, counts):
+    """The one line a classified metric says of itself; values: (canary, baseline, lower, upper),
+    counts: (canary, baseline)."""
+    if classification == 'pass':
+        verdict = 'pass'
+    elif failed:
+        verdict = 'FAILED (%s%s, direction %s)' % (classification, ', critical threshold' if breach else '',
+                                                   metric['direction'])
+    else:
+        verdict = 'pass (%s, allowed by direction %s)' % (classification, metric['direction'])
+    can_value, base_value, lower, upper = values
+    return '%s: %s: %s; canary %s %s vs baseline %s (allowed %s..%s), n=%s/%s' % (
+        metric['name'], verdict, rule, what, _fmt(can_value), _fmt(base_value), _fmt(lower), _fmt(upper),
+        _fmt(counts[0]), _fmt(counts[1]))
+
+
 def _few_but_clear(metric, result, alpha, base_value, can_value):
     """A ratio metric with fewer than min_samples requests on a side is
     nodata, unless an exact test shows it beyond its allowed rate in its bad
@@ -331,8 +356,7 @@ def _few_but_clear(metric, result, alpha, base_value, can_value):
     n_base, n_can = result['baseline_count'], result['canary_count']
     if metric['kind'] != 'ratio' or not n_base or not n_can:
         return False
-    upper = base_value * (1 + metric['tolerance']) + metric['max_absolute']
-    lower = base_value * (1 - metric['tolerance']) - metric['max_absolute']
+    lower, upper = _allowed(base_value, metric['tolerance'], metric['max_absolute'])
     if can_value > upper:
         classification, alternative, bound = 'high', 'greater', upper
     elif can_value < lower:
@@ -356,12 +380,10 @@ def _few_but_clear(metric, result, alpha, base_value, can_value):
         rule = '%s and %s' % (breach, rule)
     result.update(classification=classification, failed=True, critical_breach=bool(breach), p_value=p_value,
                   p_text=p_text, effect=can_value - base_value, exact_test=True, rule=rule,
-                  effect_text='rate %s (%s vs %s)' % (_points(can_value - base_value), _rate(can_value),
-                                                      _rate(base_value)))
+                  effect_text=_rate_effect_text(base_value, can_value))
     result['thresholds'].update(allowed_low=lower, allowed_high=upper)
-    result['reason'] = ('%s: FAILED (%s%s, direction %s): %s; canary rate %s vs baseline %s, n=%s/%s'
-                        % (metric['name'], classification, ', critical threshold' if breach else '',
-                           metric['direction'], rule, _fmt(can_value), _fmt(base_value), _fmt(n_can), _fmt(n_base)))
+    result['reason'] = _metric_reason(metric, classification, True, breach, rule, 'rate',
+                                      (can_value, base_value, lower, upper), (n_can, n_base))
     return True
 
 
@@ -431,13 +453,11 @@ def classify(metric, alpha, exact_below_min_samples=False):
     else:
         p_value = two_proportion_p(metric['canary']['errors'], n_can, metric['baseline']['errors'], n_base)
         result['effect'] = can_value - base_value
-        result['effect_text'] = 'rate %s (%s vs %s)' % (
-            _points(can_value - base_value), _rate(can_value), _rate(base_value))
+        result['effect_text'] = _rate_effect_text(base_value, can_value)
     result['p_value'] = p_value
     p_text = format_p(p_value)
     result['p_text'] = p_text
-    upper = base_value * (1 + tolerance) + extra
-    lower = base_value * (1 - tolerance) - extra
+    lower, upper = _allowed(base_value, tolerance, extra)
     thresholds['allowed_low'], thresholds['allowed_high'] = lower, upper
     significant = p_value < alpha
     p_rule = 'p%s%s %s %.3g' % ('' if p_text.startswith('<') else '=', p_text, '<' if significant else '>=', alpha)
@@ -471,16 +491,8 @@ def classify(metric, alpha, exact_below_min_samples=False):
     result['failed'] = failed
     result['critical_breach'] = bool(breach) and failed
     result['rule'] = rule
-    if classification == 'pass':
-        verdict = 'pass'
-    elif failed:
-        verdict = 'FAILED (%s%s, direction %s)' % (classification, ', critical threshold' if breach else '',
-                                                   metric['direction'])
-    else:
-        verdict = 'pass (%s, allowed by direction %s)' % (classification, metric['direction'])
-    result['reason'] = ('%s: %s: %s; canary %s %s vs baseline %s (allowed %s..%s), n=%s/%s'
-                        % (name, verdict, rule, what, _fmt(can_value), _fmt(base_value), _fmt(lower), _fmt(upper),
-                           _fmt(n_can), _fmt(n_base)))
+    result['reason'] = _metric_reason(metric, classification, failed, breach, rule, what,
+                                      (can_value, base_value, lower, upper), (n_can, n_base))
     return result
 
 
