@@ -259,8 +259,9 @@ class ActionModule(ActionBase):
         doc = engine.report(state, iso)
         out = self._write_files(state, {'report.json': json.dumps(doc, indent=2, sort_keys=True) + '\n',
                                         'report.md': engine.report_markdown(doc), 'report.html': report_html(doc)})
-        out.update(report=doc, report_html=os.path.join(os.path.dirname(out['report_path']), 'report.html'))
-        out['summary'] = engine.summary_lines(doc, os.path.join(os.path.dirname(out['report_path']), 'report.md'))
+        directory = _report_dir(state)
+        out.update(report=doc, report_html=os.path.join(directory, 'report.html'))
+        out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
         judged = [step['judge'] for step in doc['steps'] if step.get('judge')]
         out['verdict'] = judged[0].get('verdict', '') if judged else ''
         out['score'] = judged[0].get('score') if judged else None
@@ -269,7 +270,7 @@ class ActionModule(ActionBase):
     @staticmethod
     def _write_files(state, texts):
         """The report files, each written whole (temporary file + rename), in canary_report_dir."""
-        directory = os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
+        directory = _report_dir(state)
         out = {'report_path': os.path.join(directory, 'report.json')}
         try:
             os.makedirs(directory, exist_ok=True)
@@ -282,6 +283,10 @@ class ActionModule(ActionBase):
             # The decision still stands and the lock is still released.
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
         return out
+
+
+def _report_dir(state):
+    return os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
 
 
 def holder_gone(lock):

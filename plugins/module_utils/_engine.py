@@ -459,8 +459,8 @@ def halt(state, phase, reason, kind='failed'):
     state['act'] = {}
 
 
-# The ops of the rollback and of the finish: after a halt, an error there can
-# only be noted (the run is already on its way back).
+# The coordinator's calls of the rollback: an error there is noted in the
+# rollback's errors (the run is already on its way back).
 ROLLBACK_OPS = ('rollback', 'rollback_group', 'cleanup')
 
 
@@ -521,8 +521,9 @@ def coordinator_error(state, op, error, now):
     elif (op in ROLLBACK_OPS or (op == 'record' and state['phase'] == 'rollback')) and state['halt'] is not None:
         out = [h for h in state['out'] if h not in state['lost']]
         state['rollback']['errors'].append(reason + ('; left out of rotation: %s' % ', '.join(out) if out else ''))
-    elif op in ('finish_survey', 'finish') + ROLLBACK_OPS or state['phase'] in ('finish', 'rollback'):
-        # The finish, or the clean-up of a run that did not halt: the decision stands, noted.
+    elif op == 'finish_survey' or op in ROLLBACK_OPS or state['phase'] in ('finish', 'rollback'):
+        # The finish (its last call, which writes the report, raises instead: advance()),
+        # or the clean-up of a run that did not halt: the decision stands, noted.
         state['notes'].append(reason)
     else:
         batch = _current_batch(state)
