@@ -16,7 +16,7 @@ SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, path_exists, run_timed, version_of)
 from fleet_test import capacity_monitor as shared_capacity_monitor  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
@@ -31,7 +31,7 @@ def service_active(host):
 
 
 def lock_present(balancer):
-    return docker("exec", balancer, "test", "-e", LOCK, check=False, timeout=10).returncode == 0
+    return path_exists(balancer, LOCK)
 
 
 def run_playbook(playbook, *extra, timeout=600):

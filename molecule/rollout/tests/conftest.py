@@ -11,7 +11,7 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, Load, ansible_env, capacity_monitor, docker, haproxy_state, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, capacity_monitor, docker, haproxy_state, path_exists, run_timed, version_of)
 
 INVENTORY = os.path.join(REPO, "inventory", "local-fleet", "hosts.yml")
 APPS = ["app%d" % i for i in range(1, 7)]

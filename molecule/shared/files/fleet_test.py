@@ -16,6 +16,17 @@ def docker(*args, check=True, input_text=None, timeout=60):
                           input=input_text, timeout=timeout)
 
 
+def path_exists(host, path):
+    """Whether `path` exists in the container. A container that is gone or
+    paused raises (docker exec fails) instead of passing for "absent", as a
+    bare `test -e` exit code would."""
+    res = docker("exec", host, "sh", "-c", 'if test -e "$1"; then echo present; else echo absent; fi', "sh", path,
+                 timeout=15)
+    answer = res.stdout.strip()
+    assert answer in ("present", "absent"), (host, path, res.stdout, res.stderr)
+    return answer == "present"
+
+
 def version_of(host):
     """The release the host's current link points at, or None."""
     res = docker("exec", host, "readlink", "/opt/demoapp/current", check=False, timeout=15)
