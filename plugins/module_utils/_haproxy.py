@@ -306,7 +306,10 @@ def snapshot(api):
         st = state.get((backend, server))
         info = dict((name, _to_int(row.get(name))) for name in INFO_NUMBERS)
         info["status"] = row.get("status", "")
-        info["check_status"] = row.get("check_status", "")
+        # While a check runs HAProxy prefixes the last result with "* " (management guide, show stat):
+        # the result is what health waits judge and status shows.
+        check_status = row.get("check_status", "")
+        info["check_status"] = check_status[2:] if check_status.startswith("* ") else check_status
         info["check_desc"] = row.get("check_desc", "")
         info["last_chk"] = row.get("last_chk", "")
         info["check_duration"] = row.get("check_duration", "")

@@ -121,7 +121,7 @@ backends:
       description: HAProxy's status string.
       type: str
     check_status:
-      description: Last health check status.
+      description: Last health check status (without the C(* ) HAProxy puts before it while a check runs).
       type: str
     admin_state:
       description: C(ready), C(drain) or C(maint).

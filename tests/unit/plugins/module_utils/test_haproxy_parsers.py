@@ -31,7 +31,7 @@ STAT = (
     "0,,,,,-1,,,0,0,4,5,,,,Layer7 check passed,,2,2,3,\n"
     "be,s2,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,1,0,1,1,2,2,,1,3,2,,0,,2,0,,0,,,,0,0,0,0,0,0,,,,0,0,0,,,,,-1,"
     ",,0,0,0,0,,,,,,2,2,,\n"
-    "tcpbe,t1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,9,0,,1,4,1,,0,,2,0,,0,L4OK,,0,,,,,,,,,,,0,0,,,,,-1,,,0,"
+    "tcpbe,t1,0,0,0,0,,0,0,0,,0,,0,0,0,0,UP,1,1,0,0,0,9,0,,1,4,1,,0,,2,0,,0,* L4OK,,0,,,,,,,,,,,0,0,,,,,-1,,,0,"
     "0,0,0,,,,Layer4 check passed,,2,2,3,\n"
 )
 STATE = (
@@ -90,6 +90,7 @@ def test_gather_info_numbers_and_admin_state():
     assert s1["admin_state"] == "drain"  # bit 0x08 even though status says UP
     assert info["be"]["s2"]["admin_state"] == "maint" and info["be"]["s2"]["check_status"] == ""
     assert info["tcpbe"]["t1"]["hrsp_2xx"] == 0  # empty (TCP) counters become 0
+    assert info["tcpbe"]["t1"]["check_status"] == "L4OK"  # "* L4OK": a check is running, the last one passed
     with pytest.raises(HAProxyError) as err:
         gather_info(Canned(), "nope")
     assert "be, tcpbe" in err.value.msg
