@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
@@ -134,6 +135,13 @@ class ActionModule(ActionBase):
                     error, written.get('report_error') or 'a short report is in %s' % written['report_path']))
         result['changed'] = False
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
+        if Display().verbosity < 3:
+            # The state is the coordinator's working memory (16 KB for 6 hosts,
+            # about 0.9 MB for 1000), not something to read: like
+            # gather_facts' facts, -v and -vv do not print it after every
+            # coordinator task (the progress callback and the report say what
+            # happened); -vvv does, for debugging.
+            result['_ansible_verbose_override'] = True
         result['act'] = state['act'].get('phase', '')
         if state['messages']:
             result['msg'] = engine.redact(' | '.join(state['messages']))
