@@ -145,6 +145,24 @@ def record(case, **figures):
                                 sort_keys=True) + "\n")
 
 
+# Docker now and then loses the output of a quick exec (moby/moby#27289,
+# docker/docker-py#2042). Through community.docker.docker_api (flt-lb2,
+# flt-app4) that is the `id -u && id -g` it runs before a file transfer, and
+# the host is reported unreachable: a fault of the test fleet's transport, not
+# one the case put there. Case.result() raises DockerExecOutputLost when a run
+# met it, and such a case, and only such a case, is run once more.
+DOCKER_EXEC_OUTPUT_LOST = "Error while determining user and group ID of current user in container"
+
+
+class DockerExecOutputLost(Exception):
+    pass
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=["DockerExecOutputLost"]))
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fault matrix of this run, after the test results (molecule verify shows it)."""
     res = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "fault-matrix.py"), "--run", RUN_ID,

@@ -27,9 +27,10 @@ import time
 
 import pytest
 
-from conftest import (APPS, BALANCERS, INVENTORY, Background, assert_clean_balancers, build_release,
-                      capacity_monitor, docker, haproxy_state, lock_present, mixed_load, path_exists, read_report,
-                      record, reseed, run_playbook, run_timed, service_active, version_of, wait_for)
+from conftest import (APPS, BALANCERS, DOCKER_EXEC_OUTPUT_LOST, INVENTORY, Background, DockerExecOutputLost,
+                      assert_clean_balancers, build_release, capacity_monitor, docker, haproxy_state, lock_present,
+                      mixed_load, path_exists, read_report, record, reseed, run_playbook, run_timed, service_active,
+                      version_of, wait_for)
 
 ROLLOUT = "grayrelease.canary.rollout"
 MAX_UNAVAILABLE = 1
@@ -91,6 +92,9 @@ class Case(object):
     def result(self, timeout=400):
         rc = self.run.wait(timeout=timeout)
         self.stop()
+        if DOCKER_EXEC_OUTPUT_LOST in self.run.text():
+            raise DockerExecOutputLost("%s: Docker lost an exec's output, the case runs once more: %s"
+                                       % (self.name, self.run.text()[-1500:]))
         return rc, read_report(self.report)
 
     def max_out(self):
