@@ -59,6 +59,24 @@ def drained_on(balancer):
     return [s for s, info in haproxy_state(balancer).items() if info["admin_state"] == "drain"]
 
 
+def left_to_repair(balancer, quiet=1.0, timeout=15):
+    """Servers drained or off their initial weight on `balancer`, read once
+    two reads `quiet` s apart agree (bounded): a module a killed controller
+    started there (a ready, then the next batch's drain) runs on without it,
+    as it would over SSH."""
+    def read():
+        return sorted(s for s, info in haproxy_state(balancer).items()
+                      if info["admin_state"] == "drain" or info["weight"] != info["initial_weight"])
+    deadline, last = time.monotonic() + timeout, read()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = read()
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def wait_for_moment(run, what, predicate, timeout=300):
     """Wait until predicate() holds while `run` is still running."""
     wait_for(what, lambda: run.proc.poll() is not None or predicate(), timeout=timeout, interval=0.1)
@@ -503,11 +521,16 @@ def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, 
     run_a = case.start("v2", artifact)
     wait_for_moment(run_a, "a switched host drained on flt-lb1",
                     lambda: len(hosts_on("v2")) >= 1 and drained_on("flt-lb1"))
-    left_drained = drained_on("flt-lb1")
     run_a.kill()
     t_kill = time.monotonic()
+    # What A left is read after the kill, not before it: between the check
+    # above and the kill, A once readied the host it had drained and left
+    # canary weights instead (CI).
+    left = left_to_repair("flt-lb1")
+    assert left, "the killed run left nothing drained or weighted: nothing for the re-run to repair"
     assert lock_present("flt-lb1"), "the killed run's lock is what the re-run has to get past"
     run_c = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-rerun"))
+    c_started = run_c.started
     took_over = wait_for("the re-run taking the lock over", lambda: run_c.first_line_after(t_kill, "took over")[0],
                          timeout=180)
     run_b = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-second"))
@@ -546,12 +569,13 @@ def test_controller_killed_then_rerun_while_a_second_run_is_refused(report_dir, 
         assert rc_c == 0 and report["decision"] == "promoted", report["reason"]
         # (the first re-run's output showed the takeover: took_over above)
         assert transient or any("took over the lock" in n for n in report["notes"]), report["notes"]
-        assert set(left_drained) <= set(report["repaired"]) | set(h for s in report["steps"] for h in s["hosts"]), \
-            (left_drained, report["repaired"])
+        assert set(left) <= set(report["repaired"]) | set(h for s in report["steps"] for h in s["hosts"]), \
+            (left, report["repaired"])
         case.assert_safe(report, versions="v2")
     finally:
-        case.record(rc_c, report, "killed run taken over, re-run promoted", round(took_over - t_kill, 1),
-                    round(run_c.ended - t_kill, 1), left_drained=left_drained, transient_retries=transient)
+        # Timed from C's start: the read of what A left comes between the kill and C.
+        case.record(rc_c, report, "killed run taken over, re-run promoted", round(took_over - c_started, 1),
+                    round(run_c.ended - c_started, 1), left_to_repair=left, transient_retries=transient)
         record("lock held by a live run", outcome="second run refused, first unaffected (%s)" % report["decision"],
                rc=rc_b, decision=b_report["decision"], reason=b_report["reason"][:300],
                detect_s=b_refused, restore_s=None, second_run_s=round(run_b.ended - run_b.started, 1),
