@@ -64,10 +64,10 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._weights import WeightsError, canary_weights
 
-VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*\Z')
 # HAProxy names: what the runtime API accepts without quoting (no spaces, no
 # '/', nothing a socket command could be smuggled in with).
-NAME_RE = re.compile(r'^[A-Za-z0-9_.:-]+$')
+NAME_RE = re.compile(r'^[A-Za-z0-9_.:-]+\Z')
 VERDICT_POLICIES = ('rollback', 'promote')
 ZONE_MODES = ('spread', 'sequential')
 TRUE_STRINGS = ('true', 'yes', 'on', '1', 'y')

@@ -37,7 +37,7 @@ import time
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import HealthError, check_urls
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 
 ADMF_FMAINT = 0x01
 ADMF_IMAINT = 0x02

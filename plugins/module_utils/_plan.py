@@ -21,7 +21,7 @@ ZONE_MODES = ('spread', 'sequential')
 # A decimal percentage such as "25%", "12.5%" or ".5%". Parsed with Fraction so
 # that ceil/floor are exact: float arithmetic would turn 14.000000000000002
 # into a target of 15.
-_PERCENT_RE = re.compile(r'^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$')
+_PERCENT_RE = re.compile(r'^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*\Z')
 
 
 class PlanError(ValueError):

@@ -32,7 +32,7 @@ PLACEHOLDER_RE = re.compile(r'\$(?:\$|\{(\w+)\}|([A-Za-z_]\w*))')
 # other character becomes a one-character class ([.]), which needs no
 # backslash and so reads the same inside "..." and `...` PromQL strings.
 PLAIN_RE = re.compile(r'[A-Za-z0-9_:-]')
-SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_.:/@-]+$')
+SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_.:/@-]+\Z')
 
 
 class PrometheusError(ValueError):

@@ -42,10 +42,10 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._health import 
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
-VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*$')
+VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*\Z')
 # systemd unit names; a leading '-' would be read as an option by systemctl.
-SERVICE_RE = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*$')
-SHA256_RE = re.compile(r'^(?:sha256:)?([0-9a-fA-F]{64})$')
+SERVICE_RE = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*\Z')
+SHA256_RE = re.compile(r'^(?:sha256:)?([0-9a-fA-F]{64})\Z')
 MARKER = '.grayrelease-release'
 ROLLBACK_RECORD = '.rollback.json'
 DIR_MODE = 0o755

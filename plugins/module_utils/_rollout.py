@@ -171,7 +171,7 @@ BUILTIN_METRICS = ('http_5xx_ratio', 'probe_error_ratio', 'probe_latency_ms', 't
 # Options of a metric that are this module's business, not the judge's.
 POLICY_KEYS = ('enabled', 'dry_run', 'must_have_data')
 PROMETHEUS_KEYS = ('name', 'kind', 'query', 'errors_query', 'total_query', 'step')
-METRIC_NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]*$')
+METRIC_NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]*\Z')
 # Per server, the log timings kept in the report (the judge gets them all).
 REPORT_SAMPLES = 50
 TRUE_STRINGS = ('true', 'yes', 'on', '1', 'y')
