@@ -155,7 +155,7 @@ def _as_number(name, value, errors, low=None, high=None, low_open=False, integer
 
 def _step_item(item):
     # Survey answers and -e key=value give strings: '2' means 2.
-    if isinstance(item, str) and re.match(r'^\s*\d+\s*$', item):
+    if isinstance(item, str) and re.match(r'^\s*\d+\s*\Z', item):
         return int(item)
     if isinstance(item, str):
         return item.strip()

@@ -138,7 +138,7 @@ def _check_settings(where, settings):
             raise HealthError('%s: headers must be a dict of name -> value' % (where,))
         for name, value in headers.items():
             # The value is not echoed: headers may carry credentials.
-            if not isinstance(name, str) or not re.match(r'^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$', name):
+            if not isinstance(name, str) or not re.match(r'^[!#$%&\'*+.^_`|~0-9A-Za-z-]+\Z', name):
                 raise HealthError('%s: header name %r is not a valid HTTP header name' % (where, name))
             if not isinstance(value, (str, int, float)) or isinstance(value, bool) \
                     or '\n' in str(value) or '\r' in str(value):
