@@ -15,6 +15,7 @@ import errno
 import html
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -58,7 +59,7 @@ ANALYSIS_REGISTERS = {
 # Settings read from the inventory / extra vars (DESIGN.md's names).
 SETTING_NAMES = (
     'canary_version', 'canary_artifact', 'canary_artifact_checksum', 'canary_backend', 'canary_service',
-    'canary_haproxy_socket', 'canary_root', 'canary_port', 'canary_lock_path', 'canary_steps',
+    'canary_haproxy_socket', 'canary_root', 'canary_port', 'canary_lock_path', 'canary_limit', 'canary_steps',
     'canary_max_unavailable', 'canary_zone_mode', 'canary_traffic_percent', 'canary_pause',
     'canary_analysis_interval', 'canary_analysis_count', 'canary_drain_timeout', 'canary_health_deadline',
     'canary_auto_rollback', 'canary_on_marginal', 'canary_on_inconclusive', 'canary_report_dir',
@@ -70,6 +71,9 @@ SETTING_NAMES = (
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
+REPORT_DIR = './canary-reports'
+# Every run's own copy of its report, beside the latest at the top of canary_report_dir.
+RUNS = 'runs'
 
 
 def _fetch_artifact(settings):
@@ -128,7 +132,7 @@ class ActionModule(ActionBase):
                 written = self._write_files(state, {
                     'report.json': json.dumps(engine.fallback_report(state, iso, error), indent=2, sort_keys=True)
                     + '\n',
-                    'report.md': '# Canary rollout: the report could not be built\n\n%s\n' % error,
+                    'report.md': '# Canary rollout: the report could not be built\n\n%s\n' % engine.md_text(error),
                     'report.html': '<!DOCTYPE html><title>Canary rollout</title><h1>The report could not be built'
                                    '</h1><pre>%s</pre>\n' % html.escape(error)})
                 raise AnsibleActionFail('internal error in the coordinator (finish): %s; %s' % (
@@ -223,7 +227,10 @@ class ActionModule(ActionBase):
         probe = (reference.get('canary_probe_from') if app_hosts else None) or task_vars.get('canary_probe_from') \
             or (balancers[0] if balancers else 'localhost')
         probe = to_text(self._templar.template(probe))
-        errors += engine.check_hosts(app_hosts, balancers, identities, probe, list(groups.get('all') or []))
+        errors += engine.check_hosts(app_hosts, balancers, identities, probe, list(groups.get('all') or []),
+                                     settings['limit'])
+        # In the app group's order, as the plan and the report list hosts.
+        settings['limit'] = [h for h in app_hosts if h in settings['limit']]
         # One owner per run (two launches of the same job are two owners);
         # the lock also says where the run lives, so that a re-run on the
         # same controller can prove a killed holder gone.
@@ -270,6 +277,8 @@ class ActionModule(ActionBase):
         directory = _report_dir(state)
         out.update(report=doc, report_html=os.path.join(directory, 'report.html'))
         out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
+        if 'report_error' not in out:
+            out['summary'].append("this run's copy: %s" % out['report_run_dir'])
         judged = [step['judge'] for step in doc['steps'] if step.get('judge')]
         out['verdict'] = judged[0].get('verdict', '') if judged else ''
         out['score'] = judged[0].get('score') if judged else None
@@ -277,24 +286,79 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _write_files(state, texts):
-        """The report files, each written whole (temporary file + rename), in canary_report_dir."""
+        """The report files in canary_report_dir, and the same in this run's own directory under runs/.
+
+        The top-level files are the latest run's (what users and docs read);
+        runs sharing the directory each keep their own copy under runs/.
+        """
         directory = _report_dir(state)
-        out = {'report_path': os.path.join(directory, 'report.json')}
+        run_dir = os.path.join(directory, RUNS, _run_name(state))
+        out = {'report_path': os.path.join(directory, 'report.json'), 'report_run_dir': run_dir}
         try:
-            os.makedirs(directory, exist_ok=True)
-            for name, text in texts.items():
-                tmp = os.path.join(directory, '.%s.tmp' % name)
-                with open(tmp, 'w', encoding='utf-8') as handle:
-                    handle.write(text)
-                os.replace(tmp, os.path.join(directory, name))
+            os.makedirs(run_dir, exist_ok=True)
+            # The run's own copy first: it stays even if the top level cannot be replaced.
+            for target in (run_dir, directory):
+                for name, text in texts.items():
+                    _write_whole(target, name, text)
         except OSError as exc:
             # The decision still stands and the lock is still released.
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
         return out
 
 
+def _write_whole(directory, name, text):
+    """directory/name written whole: a fresh temporary file, then a rename over name.
+
+    mkstemp creates its file with O_EXCL under a random name, so a symlink
+    planted in the directory (a fixed '.report.json.tmp' -> elsewhere) is
+    never followed; the rename replaces a link at `name` itself, not its target.
+    """
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % name, suffix='.tmp', dir=directory)
+    try:
+        # mkstemp's 0600 would hide the report from the people it is for.
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _report_dir(state):
-    return os.path.abspath(os.path.expanduser(state['settings'].get('report_dir') or './canary-reports'))
+    # Also called on a damaged state (the short report of an internal error).
+    settings = state.get('settings') if isinstance(state, dict) else None
+    value = settings.get('report_dir') if isinstance(settings, dict) else None
+    return os.path.abspath(os.path.expanduser(value if isinstance(value, str) and value else REPORT_DIR))
+
+
+def _run_name(state):
+    """runs/ subdirectory of one run: <started, UTC>-<version>-<the run's id>, sorting by start.
+
+    The version is user text: only [A-Za-z0-9._+-] of it, at most 40
+    characters, so the name is one path component. The id is the run's
+    (the lock's), random when the state lost it, so two runs never share it.
+    """
+    state = state if isinstance(state, dict) else {}
+    try:
+        stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(state['started']))
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):  # a damaged state: now will do
+        stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+    settings = state.get('settings') if isinstance(state.get('settings'), dict) else {}
+    version = re.sub(r'[^A-Za-z0-9._+-]', '_', to_text(settings.get('version') or 'unknown'))[:40]
+    lock_info = state.get('lock_info') if isinstance(state.get('lock_info'), dict) else {}
+    run = lock_info.get('run')
+    run = run if isinstance(run, str) and re.match(r'[0-9a-f]{8}\Z', run) else uuid.uuid4().hex[:8]
+    return '%s-%s-%s' % (stamp, version, run)
 
 
 def holder_gone(lock):

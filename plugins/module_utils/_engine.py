@@ -27,6 +27,11 @@ import json
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._claims import (
+    is_normal,
+    matches as claim_matches,
+    out_of_rotation,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
     CRITICAL_DIFFERENCE,
     CRITICAL_RATIO,
@@ -98,6 +103,7 @@ DEFAULTS = {
     'canary_settle_seconds': 2,
     'canary_haproxy_socket': '/run/haproxy/admin.sock',
     'canary_port': 8080,
+    'canary_limit': [],
     # Stricter than canary_judge's 0.98: bench/calibrate.py measured it
     # (false alarms with 0.5% background errors 4.3% -> 1.8%, detection of a
     # 2% error rate unchanged at the default window).
@@ -299,8 +305,22 @@ def check_settings(raw, artifact_exists=None):
     if not isinstance(lock_path, str) or not lock_path.startswith('/') or '/../' in lock_path + '/':
         errors.append('canary_lock_path=%r must be an absolute path without ..' % (lock_path,))
     settings['lock_path'] = lock_path
+    settings['claims_path'] = '%s/%s.claims.json' % (lock_path.rsplit('/', 1)[0] if isinstance(lock_path, str) else '',
+                                                     settings['backend'])
+    settings['limit'] = _limit(get('canary_limit'), errors)
     settings['metrics'] = check_metric_settings(raw, errors)
     return settings, errors
+
+
+def _limit(value, errors):
+    """canary_limit: app hosts (a list, or names separated by commas) this run rolls; [] rolls them all."""
+    if value in (None, ''):
+        return []
+    names = value.split(',') if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+        errors.append('canary_limit=%r must be app host names, a list or separated by commas' % (value,))
+        return []
+    return [n.strip() for n in names]
 
 
 def _check_artifact(raw, get, settings, errors, artifact_exists):
@@ -335,9 +355,13 @@ def _check_artifact(raw, get, settings, errors, artifact_exists):
     settings['checksum'] = checksum
 
 
-def check_hosts(app_hosts, balancers, identities, probe_host, known_hosts):
-    """The inventory side: groups, server names, zones, the probe host."""
+def check_hosts(app_hosts, balancers, identities, probe_host, known_hosts, limit=()):
+    """The inventory side: groups, server names, zones, the probe host, canary_limit."""
     errors = []
+    strangers = [h for h in limit if h not in app_hosts]
+    if strangers:
+        errors.append('canary_limit names %s, not in the app group (%s)' % (
+            ', '.join(strangers), ', '.join(app_hosts) or 'empty'))
     if not app_hosts:
         errors.append('the app group has no hosts')
     if not balancers:
@@ -404,7 +428,9 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'initial_weights': {},
         'canary_weights': {},
         'repaired': [],
-        'maint': [],
+        # host -> what an operator set on its server (left alone); the run's own leftovers (servers, repaired)
+        'held': {},
+        'ours': [],
         'staged': [],
         'switched': [],
         'out': [],
@@ -680,20 +706,31 @@ def _after_survey(state, results, now):
         halt(state, 'preflight', 'nothing was changed: backend %s lacks servers: %s' % (
             settings['backend'], json.dumps(consensus['missing'], sort_keys=True)))
         return
-    backends = dict((b, {'backends': {settings['backend']: r['backends'][settings['backend']]}})
+    backends = dict((b, {'backends': {settings['backend']: r['backends'][settings['backend']]},
+                         'claims': (r.get('claims') or {}).get(settings['backend']) or {}})
                     for b, r in lbs_ok.items())
-    # An operator's maintenance is respected: those hosts are not rolled, nor staged on.
-    maint_servers = set(s for b in backends for s, info in backends[b]['backends'][settings['backend']].items()
-                        if s in servers and info.get('admin_state') == 'maint')
-    maint = [h for h in state['app_hosts'] if server_of(state, h) in maint_servers]
+    # An operator's choices are respected: those hosts are not rolled, nor staged on, nor readied.
+    held, unavailable, ours = _holders(state, backends)
+    state['held'] = held
+    state['ours'] = ours
+    cap = resolve_max_unavailable(settings['max_unavailable'], len(state['app_hosts'])) or len(state['app_hosts'])
+    state['capacity'] = {'max_unavailable': cap, 'out_before': unavailable, 'room': cap - len(unavailable)}
+    if cap - len(unavailable) < 1:
+        halt(state, 'preflight', 'nothing was changed: no room within canary_max_unavailable=%s (%d of %d hosts): '
+             'already out of rotation, not by a run of this collection: %s; bring them back into rotation or raise '
+             'canary_max_unavailable' % (settings['max_unavailable'], cap, len(state['app_hosts']), '; '.join(
+                 '%s (%s)' % (h, why) for h, why in sorted(unavailable.items()))))
+        return
+    maint = [h for h in state['app_hosts'] if h in held]
     health = probe_ok[state['probe_host']]
     healthy_urls = set(redact(health.get('healthy') or []))
     healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
     # Kept for the releases' record, which decides with the versions too (and drops it).
     state['survey'] = {'balancers': backends, 'consensus': consensus, 'healthy': healthy, 'maint': maint,
                        'probed': dict((redact(url), result) for url, result in (health.get('results') or {}).items())}
-    fleet = [h for h in state['app_hosts'] if h not in maint]
-    unfit = [h for h in fleet if h not in healthy or server_of(state, h) in consensus['down']]
+    serving = [h for h in state['app_hosts'] if h not in maint]
+    fleet = [h for h in serving if not settings['limit'] or h in settings['limit']]
+    unfit = [h for h in serving if h not in healthy or server_of(state, h) in consensus['down']]
     stage = []
     if settings['prestage'] and not state['check_mode'] and not unfit:
         # Shipped and unpacked in the same call that reads the releases: a
@@ -705,6 +742,42 @@ def _after_survey(state, results, now):
     elif settings['prestage'] and not state['check_mode']:
         state['survey']['unfit'] = unfit
     state['act'] = {'phase': 'releases', 'apps': list(state['app_hosts']), 'stage': stage}
+
+
+def _holders(state, backends):
+    """Who holds each app host's server off normal (out of rotation, or off its initial weight) on a balancer.
+
+    A run of this collection, when the balancer's claim says a run left it
+    exactly so: `ours` (servers), repaired in pre-flight. Anyone else, an
+    operator: `held` (host -> what, where), left alone and named in the
+    report; the held servers that take no traffic on some balancer are
+    `unavailable` (host -> why) and count against canary_max_unavailable.
+    """
+    backend = state['settings']['backend']
+    held, unavailable, ours = {}, {}, []
+    for host in state['app_hosts']:
+        server = server_of(state, host)
+        marks, out, claimed = [], [], False
+        for balancer in sorted(backends):
+            info = backends[balancer]['backends'][backend][server]
+            if is_normal(info):
+                pass
+            elif claim_matches(backends[balancer]['claims'].get(server), info):
+                claimed = True
+            elif info.get('admin_state') != 'ready':
+                marks.append('%s on %s' % (info['admin_state'], balancer))
+            else:
+                marks.append('weight %s (initial %s) on %s' % (info.get('weight'), info.get('initial_weight'), balancer))
+            why = out_of_rotation({server: info}).get(server)
+            if why:
+                out.append('%s on %s' % (why, balancer))
+        if marks:
+            held[host] = ', '.join(marks)
+            if out:
+                unavailable[host] = ', '.join(out)
+        elif claimed:
+            ours.append(server)
+    return held, unavailable, ours
 
 
 def _after_releases(state, results, now):
@@ -733,19 +806,20 @@ def _after_releases(state, results, now):
     state['lacking'] = [h for h in state['app_hosts']
                         if settings['version'] not in (apps_ok[h].get('installed') or [])]
     maint_servers = set(_servers(state, maint))
-    state['maint'] = maint
-    fleet = [h for h in state['app_hosts'] if h not in maint]
+    # The hosts this run may roll: not held by an operator, within canary_limit when it is set.
+    serving = [h for h in state['app_hosts'] if h not in maint]
+    fleet = [h for h in serving if not settings['limit'] or h in settings['limit']]
     version = settings['version']
     done = [h for h in fleet if versions[h] == version and h in healthy]
-    old_versions = sorted(set(versions[h] for h in fleet if versions[h] != version))
+    old_versions = sorted(set(versions[h] for h in serving if versions[h] != version))
     errors = []
     if '' in old_versions:
         errors.append('no current release on %s (see docs: adopting a fleet)' % ', '.join(
-            h for h in fleet if versions[h] == ''))
+            h for h in serving if versions[h] == ''))
     if len(old_versions) > 1:
         errors.append('the fleet must run one version (or that version and %s when resuming); found %s' % (
-            version, ', '.join('%s=%s' % (h, versions[h] or "''") for h in fleet)))
-    sick = [h for h in fleet if h not in healthy and versions[h] != version]
+            version, ', '.join('%s=%s' % (h, versions[h] or "''") for h in serving)))
+    sick = [h for h in serving if h not in healthy and versions[h] != version]
     if sick:
         errors.append('unhealthy before the rollout: %s (%s)' % (', '.join(sick), '; '.join(
             '%s' % (survey['probed'].get(redact(state['identities'][h]['health_url']), {}).get('last_error') or 'unhealthy')
@@ -771,29 +845,20 @@ def _after_releases(state, results, now):
     if any(state['identities'][h].get('zone') for h in fleet):
         zones = dict((h, state['identities'][h]['zone']) for h in fleet)
     try:
-        state['plan_steps'] = plan_steps(fleet, settings['steps'], settings['max_unavailable'], zones,
+        # Batches (and rollback groups) as large as the room the operator's servers leave.
+        state['max_unavailable'] = state['capacity']['room']
+        state['plan_steps'] = plan_steps(fleet, settings['steps'], state['max_unavailable'], zones,
                                          settings['zone_mode'], done)
-        state['max_unavailable'] = resolve_max_unavailable(settings['max_unavailable'], len(fleet)) or len(fleet)
     except PlanError as exc:
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
     state['plan'] = [batch for step in state['plan_steps'] for batch in step]
     if not _plan_samples(state, lbs_ok, maint_servers):
         return
-    # What an interrupted run left behind: drained servers of healthy hosts,
-    # weights off their initial value. Never an operator's maintenance.
-    repair = []
-    for host in fleet:
-        server = server_of(state, host)
-        info = consensus['servers'][server]
-        if host not in healthy:
-            continue
-        drained = any(lbs_ok[b]['backends'][settings['backend']][server].get('admin_state') == 'drain'
-                      for b in lbs_ok)
-        off_weight = any(lbs_ok[b]['backends'][settings['backend']][server].get('weight') != info['initial_weight']
-                         for b in lbs_ok)
-        if drained or off_weight:
-            repair.append(server)
+    # What an interrupted run left behind (drained, or off its initial
+    # weight), as its claims say, on healthy hosts. Never an operator's doing.
+    repair = [server_of(state, h) for h in state['app_hosts']
+              if h in healthy and h not in maint and server_of(state, h) in state['ours']]
     state['repaired'] = repair
     if survey.get('unfit'):
         state['notes'].append('not pre-staged (not healthy and UP at pre-flight: %s): each host installs %s at '
@@ -875,8 +940,16 @@ def plan_text(state):
         settings['backend'], state['previous_version'], settings['version'], len(state['app_hosts']))]
     if state['done_before']:
         lines.append('%d already done (resume): %s' % (len(state['done_before']), ', '.join(state['done_before'])))
-    if state['maint']:
-        lines.append('left alone (in maintenance): %s' % ', '.join(state['maint']))
+    if state['settings']['limit']:
+        lines.append('canary_limit: only %s; the other app hosts stay as they are' % ', '.join(state['settings']['limit']))
+    if state['held']:
+        lines.append('left alone (set by an operator): %s' % '; '.join(
+            '%s (%s)' % (h, why) for h, why in sorted(state['held'].items())))
+    capacity = state['capacity']
+    lines.append('at most %d of %d hosts out of rotation at once (canary_max_unavailable=%s)%s' % (
+        capacity['max_unavailable'], len(state['app_hosts']), settings['max_unavailable'],
+        ', %d out already: batches of at most %d' % (len(capacity['out_before']), capacity['room'])
+        if capacity['out_before'] else ''))
     lines.append('repaired before starting: %s' % (', '.join(state['repaired']) or 'nothing'))
     number = 0
     for index, step in enumerate(state['plan_steps']):
@@ -910,7 +983,7 @@ def _has_baseline_after(state, step_index):
     if step_index != 0:
         return False
     canary = set(_canary_hosts(state))
-    return any(h not in canary for h in state['app_hosts'] if h not in state['maint'])
+    return any(h not in canary for h in state['app_hosts'] if h not in state['held'])
 
 
 def begin_batch(state, index, now):
@@ -932,12 +1005,18 @@ def begin_batch(state, index, now):
         _end_batch(state, now)
         return state
     state['out'] = sorted(set(state['out']) | set(hosts))
-    act = {'balancers': live_balancers(state), 'servers': _servers(state, hosts), 'state': 'drain'}
+    act = dict(_capacity_guard(state), balancers=live_balancers(state), servers=_servers(state, hosts), state='drain')
     if _lock_due(state, now):
         # The live run keeps its short-lived lock fresh, alongside the drain.
         act['lock'] = [state['lock_host']]
     _set_act(state, 'drain', now, **act)
     return state
+
+
+def _capacity_guard(state):
+    """What every drain carries: each balancer refuses one that would leave more than
+    canary_max_unavailable app servers out of rotation there, whoever put them there."""
+    return {'max_out': state['capacity']['max_unavailable'], 'fleet': _servers(state, state['app_hosts'])}
 
 
 def _lock_due(state, now):
@@ -1126,6 +1205,7 @@ def _with_hand_over(state, now, act, judged=False):
     nothing comes between the two."""
     following = _hand_over_to(state, now, judged)
     if following:
+        act.update(_capacity_guard(state))
         act['then_drain'] = _servers(state, following)
         act['next_hosts'] = following
         # Out from here on: should the run halt, the rollback puts it back.
@@ -1209,7 +1289,7 @@ def _after_ready(state, results, now):
             state['analysis_start'] = start
         _set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                  count=settings['analysis_count'], interval=settings['analysis_interval'],
-                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['maint']],
+                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['held']],
                  counters_at_start=start is not None, **analysis)
         return
     _end_batch(state, end)
@@ -1292,7 +1372,7 @@ def _analysis_act(state):
     """The analysis act's sides and what it asks of the request logs and Prometheus."""
     settings = state['settings']
     canary = _canary_hosts(state)
-    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
 
     def members(hosts):
         return [(server_of(state, h), prometheus_instance(state['identities'][h])) for h in hosts]
@@ -1330,7 +1410,7 @@ def _after_analysis(state, results, now):
         _batch_failed(state, batch, now, _describe_failures('analysis', failed))
         return
     canary = _canary_hosts(state)
-    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
     rounds = [r.get('samples', {}) for r in ok_probe[state['probe_host']].get('results', [])]
     record_analysis(state, step, batch, ok_before, ok_after, rounds, canary, baseline, now)
     try:
@@ -1504,8 +1584,8 @@ def begin_rollback_group(state, index, now):
     _say(state, 'rollback %d/%d: %s -> %s' % (
         index + 1, len(rollback['groups']), ', '.join(group), state['previous_version']))
     if in_rotation:
-        state['act'] = {'phase': 'rollback_drain', 'balancers': live_balancers(state),
-                        'servers': _servers(state, in_rotation), 'state': 'drain'}
+        state['act'] = dict(_capacity_guard(state), phase='rollback_drain', balancers=live_balancers(state),
+                            servers=_servers(state, in_rotation), state='drain')
     else:
         _rollback_switch(state)
     return state
@@ -1747,7 +1827,11 @@ def _report(state, iso):
         'plan_steps': state['plan_steps'],
         'done_before': state['done_before'],
         'repaired': state['repaired'],
-        'maintenance': state['maint'],
+        'maintenance': [h for h in state['app_hosts'] if h in state['held']],
+        # host -> what an operator set on its server (maintenance, a drain, a weight): left alone
+        'operator_held': state['held'],
+        'capacity': state.get('capacity'),
+        'limit': settings.get('limit') or [],
         'settings': dict((k, settings.get(k)) for k in (
             'steps', 'max_unavailable', 'zone_mode', 'traffic_percent', 'analysis_interval', 'analysis_count',
             'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage',

@@ -29,13 +29,14 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import math
 import re
 import socket
 import time
 
+from ansible_collections.grayrelease.canary.plugins.module_utils import _claims
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import HealthError, check_urls
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._weights import parse_percent
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 
@@ -378,23 +379,21 @@ def resolve_weight(spec, initial, server=None):
     else:
         text = str(spec).strip()
         if text.endswith("%"):
-            try:
-                pct = float(text[:-1])
-            except ValueError:
-                raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%'" % (spec, where),
-                                   kind="bad_weight")
-            if pct < 0 or math.isnan(pct):
-                raise HAProxyError("invalid weight %r%s: the percentage must be >= 0" % (spec, where),
-                                   kind="bad_weight")
-            value = int(initial * pct / 100.0 + 0.5)
-            if value > MAX_WEIGHT:
-                raise HAProxyError("weight %r%s is %d (initial weight %d): above HAProxy's maximum %d"
-                                   % (spec, where, value, initial, MAX_WEIGHT), kind="bad_weight")
-            return value
-        try:
-            value = int(text)
-        except ValueError:
+            pct = parse_percent(text)
+            if pct is None:
+                raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%' with N a number >= 0"
+                                   % (spec, where), kind="bad_weight")
+            # Compared before int(): a huge N% (or initial * N) is infinite
+            # as a float, and int() of that raises OverflowError.
+            exact = initial * pct / 100.0 + 0.5
+            if exact >= MAX_WEIGHT + 1:
+                raise HAProxyError("weight %r%s of initial weight %d is above HAProxy's maximum %d"
+                                   % (spec, where, initial, MAX_WEIGHT), kind="bad_weight")
+            return int(exact)
+        # int() alone would also take '1_0' and other scripts' digits.
+        if not (text.isascii() and text.isdigit()):
             raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%'" % (spec, where), kind="bad_weight")
+        value = int(text)
     if value < 0 or value > MAX_WEIGHT:
         raise HAProxyError("invalid weight %r%s: must be between 0 and %d" % (spec, where, MAX_WEIGHT),
                            kind="bad_weight")
@@ -443,8 +442,16 @@ def diff_text(backend, servers, infos):
 class ServerControl(object):
     """What haproxy_server does, without Ansible: plan, apply, wait, report."""
 
-    def __init__(self, api, backend, servers, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, api, backend, servers, clock=time.monotonic, sleep=time.sleep, claims=None, owner='',
+                 max_unavailable=None, fleet=None):
         self.api = api
+        # A drain that would leave more than max_unavailable of fleet (default: every server of the
+        # backend) out of rotation here is refused before anything changes.
+        self.max_unavailable = max_unavailable
+        self.fleet = fleet
+        # Where this balancer keeps what runs of this collection set (_claims), and this run's name there.
+        self.claims = claims
+        self.owner = owner
         self.backend = validate_name("backend", backend)
         if not servers:
             raise HAProxyError("servers must list at least one server", kind="bad_input")
@@ -489,9 +496,14 @@ class ServerControl(object):
         ops = plan_changes(current, self.servers, state, weight, weights)
         result = {"changed": bool(ops), "before": dict((s, public(i)) for s, i in before.items())}
         result["commands"] = [self._command(*op) for op in ops]
+        if self.max_unavailable is not None and state in ("drain", "maint"):
+            self._check_room(current, ops)
         if check_mode:
             after = predict(before, ops)
         else:
+            if self.claims and ops:
+                # Claimed before the change: a run killed right after it still leaves its claim.
+                self._claims(_claims.claim, predict(before, ops), current, self.owner, time.time())
             left_maint = set(s for s, what, value in ops
                              if what == "state" and before[s]["admin_state"] == "maint")
             applied = []
@@ -514,6 +526,12 @@ class ServerControl(object):
             if wait and state == "ready" and wait_healthy:
                 result["health"] = self._wait_healthy(health_timeout, left_maint, after, result)
                 after = self.read()
+            if self.claims:
+                try:
+                    self._claims(_claims.release, after)
+                except HAProxyError as exc:
+                    # The change is made; a claim left on a normal server is dropped by the next claim.
+                    self.warnings.append(exc.msg)
         result["servers"] = dict((s, public(after[s])) for s in self.servers)
         result["process"] = self.api.process()
         if want_diff:
@@ -524,6 +542,24 @@ class ServerControl(object):
                 "after": diff_text(self.backend, self.servers, after),
             }
         return result
+
+    def _check_room(self, current, ops):
+        fleet = [s for s in (self.fleet or sorted(current)) if s in current]
+        planned = predict(dict((s, current[s]) for s in fleet), [op for op in ops if op[0] in fleet])
+        out = _claims.out_of_rotation(planned)
+        if len(out) > self.max_unavailable:
+            raise HAProxyError(
+                "draining %s would leave %d servers of backend %s out of rotation here, more than max_unavailable=%d: "
+                "%s; nothing was changed" % (", ".join(self.servers), len(out), self.backend, self.max_unavailable,
+                                             ", ".join("%s (%s)" % (s, why) for s, why in sorted(out.items()))),
+                kind="capacity")
+
+    def _claims(self, change, *args):
+        try:
+            change(self.claims, self.backend, *args)
+        except (OSError, _claims.ClaimsError) as exc:
+            raise HAProxyError("could not record this run's claims on its servers in %s: %s" % (self.claims, exc),
+                               kind="claims")
 
     def _command(self, server, what, value):
         if what == "weight":
@@ -681,7 +717,7 @@ def probe_before_ready(api, backend, servers, probe, check=None):
     return report
 
 
-def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None, check_mode=False,
+def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None, control_args=None, check_mode=False,
               want_diff=False, clock=time.monotonic, sleep=time.sleep):
     """Ready ``servers`` and, once they are healthy, drain ``then_drain``: a rolling
     update hands over from one batch to the next with one call to this balancer.
@@ -704,8 +740,8 @@ def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None,
     if overlap:
         raise HAProxyError("then_drain names servers that are readied in the same call: %s" % ", ".join(overlap),
                            kind="bad_input")
-    readied = ServerControl(api, backend, servers, clock, sleep)
-    drained = ServerControl(api, backend, then_drain, clock, sleep)
+    readied = ServerControl(api, backend, servers, clock, sleep, **(control_args or {}))
+    drained = ServerControl(api, backend, then_drain, clock, sleep, **(control_args or {}))
     # Unknown names fail here, before the ready changes anything.
     drained.read()
     result = readied.run(check_mode=check_mode, want_diff=want_diff, **run_args)

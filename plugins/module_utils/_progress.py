@@ -256,7 +256,7 @@ def _canary_groups(state):
     """(canary hosts, baseline hosts) of the analysis, as the engine splits them."""
     from ansible_collections.grayrelease.canary.plugins.module_utils._engine import _canary_hosts
     canary = _canary_hosts(state)
-    return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['maint']]
+    return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
 
 
 # ---------------------------------------------------------------- the view

@@ -41,6 +41,11 @@ options:
     description: Seconds allowed for one runtime API command.
     type: float
     default: 10
+  claims:
+    description:
+      - The claims file of P(grayrelease.canary.haproxy_server#module)'s O(grayrelease.canary.haproxy_server#module:claims)
+        option; its claims are returned as RV(claims). A missing or damaged file reads as no claims.
+    type: path
 seealso:
   - module: grayrelease.canary.haproxy_server
 """
@@ -65,6 +70,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+claims:
+  description:
+    - With O(claims), backend -> server -> what a run set there and recorded (C(admin_state), C(weight),
+      C(owner), C(at)), for servers out of rotation or off their initial weight by a run, not by an operator.
+  returned: when O(claims) is set
+  type: dict
+  sample: {demoapp: {app2: {admin_state: drain, weight: 1, owner: "alice@ctl 2026-12-06T03:00:00Z 4242", at: 1796526000.0}}}
 probe:
   description:
     - The checks of O(probe), as M(grayrelease.canary.health_check) returns them
@@ -149,6 +161,7 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._claims import load as load_claims
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
     PROBE_SPEC,
     HAProxyError,
@@ -165,6 +178,7 @@ def main():
             backend=dict(type='str'),
             timeout=dict(type='float', default=10),
             probe=PROBE_SPEC,
+            claims=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -175,6 +189,9 @@ def main():
         process = api.process()
         if module.params['probe']:
             extra['probe'] = run_probe(module.params['probe'])
+        if module.params['claims']:
+            claims = load_claims(module.params['claims'])
+            extra['claims'] = dict((b, claims.get(b, {})) for b in backends)
     except HAProxyError as exc:
         module.fail_json(msg=exc.msg, error_kind=exc.kind)
     initial = dict((b, dict((s, i['initial_weight']) for s, i in servers.items())) for b, servers in backends.items())

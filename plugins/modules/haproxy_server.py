@@ -114,6 +114,29 @@ options:
     description: Seconds allowed for one runtime API command.
     type: float
     default: 10
+  claims:
+    description:
+      - A file on this host where runs record what they set (a drain, a weight off the initial
+        one) before they set it, and drop it once the server is ready at its initial weight
+        again. The rollout's pre-flight repairs only servers a claim says a run left exactly
+        as they are; anything else out of rotation or off-weight is an operator's and is left alone.
+      - Its directory is created mode 0700 when missing and must not be writable by other users.
+      - Omitted, nothing is recorded.
+    type: path
+  owner:
+    description: The run recorded in O(claims).
+    type: str
+    default: ''
+  max_unavailable:
+    description:
+      - With O(state=drain) or O(state=maint) (and O(then_drain)), refuse, changing nothing, when the change
+        would leave more than this many servers of O(fleet) out of rotation on this balancer
+        (maintenance, drain, not UP, or weight 0), whoever put them there.
+    type: int
+  fleet:
+    description: The servers O(max_unavailable) counts; default every server of O(backend).
+    type: list
+    elements: str
   then_drain:
     description:
       - With O(state=ready), servers to drain once O(servers) are ready (and healthy with
@@ -335,6 +358,10 @@ def main():
             timeout=dict(type='float', default=10),
             then_drain=dict(type='list', elements='str'),
             probe=PROBE_SPEC,
+            claims=dict(type='path'),
+            owner=dict(type='str', default=''),
+            max_unavailable=dict(type='int'),
+            fleet=dict(type='list', elements='str'),
         ),
         supports_check_mode=True,
     )
@@ -351,12 +378,14 @@ def main():
         probed = probe_before_ready(api, p['backend'], p['servers'], p['probe']) if p['probe'] else None
         ready_args = dict(state=p['state'], weight=p['weight'], weights=p['weights'],
                           wait_healthy=p['wait_healthy'], health_timeout=p['health_timeout'], wait=p['wait'])
+        control_args = dict(claims=p['claims'], owner=p['owner'], max_unavailable=p['max_unavailable'],
+                            fleet=p['fleet'])
         if p['then_drain']:
             result, warnings = hand_over(api, p['backend'], p['servers'], p['then_drain'], run_args=ready_args,
-                                         drain_args=drain_args, check_mode=module.check_mode,
-                                         want_diff=module._diff)
+                                         drain_args=drain_args, control_args=control_args,
+                                         check_mode=module.check_mode, want_diff=module._diff)
         else:
-            ctl = ServerControl(api, p['backend'], p['servers'])
+            ctl = ServerControl(api, p['backend'], p['servers'], **control_args)
             ready_args.update(drain_args)
             result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
             warnings = ctl.warnings

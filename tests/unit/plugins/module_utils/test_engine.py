@@ -35,12 +35,20 @@ def identities(apps=tuple(APPS), zones=None):
 class FakeFleet(object):
     """Answers acts like the real actors; knobs inject faults."""
 
-    def __init__(self, apps=tuple(APPS), versions=None, maint=(), drained=(), weights=None):
+    def __init__(self, apps=tuple(APPS), versions=None, maint=(), drained=(), weights=None, held_drained=(),
+                 held_weights=None):
+        """drained / weights: left by a killed run (claimed, repaired); maint, held_drained /
+        held_weights: an operator's (no claim)."""
         self.apps = list(apps)
         self.versions = dict(versions or dict((h, 'v1') for h in apps))
-        self.admin = dict((h, 'maint' if h in maint else 'drain' if h in drained else 'ready') for h in apps)
+        self.admin = dict((h, 'maint' if h in maint else 'drain' if h in tuple(drained) + tuple(held_drained)
+                           else 'ready') for h in apps)
         self.initial = dict((h, 1) for h in apps)
         self.weights = dict(self.initial, **(weights or {}))
+        self.weights.update(held_weights or {})
+        # What the balancers' claims file holds: the servers a run left off normal.
+        self.claims = dict((h, {'admin_state': self.admin[h], 'weight': self.weights[h]})
+                           for h in set(drained) | set(weights or {}))
         self.unhealthy = set()
         self.crash_on = set()      # release fails (did not stay up) on these hosts
         self.lose_on = {}          # phase -> host that vanishes in that phase
@@ -56,6 +64,25 @@ class FakeFleet(object):
         self.info_without = None   # a server the balancers' backend lacks
         self.ready_without_counters = False  # haproxy_server's read-back without req_tot / hrsp_5xx
         self.counters_before = 0   # requests every server had counted when the canary was readied
+
+    def claim(self, servers):
+        """haproxy_server's claims: what it left off normal is claimed, what it put back is not."""
+        for server in servers:
+            if self.admin[server] == 'ready' and self.weights[server] == self.initial[server]:
+                self.claims.pop(server, None)
+            else:
+                self.claims[server] = {'admin_state': self.admin[server], 'weight': self.weights[server]}
+
+    def refuses_drain(self, act, servers):
+        """haproxy_server's capacity guard (max_unavailable, fleet)."""
+        if act.get('max_out') is None:
+            return None
+        out = set(h for h in act['fleet'] if self.admin[h] != 'ready' or self.weights[h] == 0) | set(servers)
+        if len(out) > act['max_out']:
+            return {'failed': True, 'changed': False,
+                    'msg': 'draining %s would leave %d servers out of rotation here, more than max_unavailable=%d'
+                           % (', '.join(servers), len(out), act['max_out'])}
+        return None
 
     def out_of_rotation(self):
         return sorted(h for h in self.apps if self.admin[h] != 'ready')
@@ -128,10 +155,11 @@ class FakeFleet(object):
             return {'changed': True, 'acquired': True}
         if role == 'balancers':
             if phase == 'survey':
+                claims = {'claims': {'demoapp': json.loads(json.dumps(self.claims))}}
                 if act.get('info_probe_from') == host:
                     # haproxy_info's probe: the checks come with the backend, URL credentials redacted.
-                    return dict(self.info(), probe=engine.redact(self.probe(act['info_probe']['urls'])))
-                return self.info()
+                    return dict(self.info(), probe=engine.redact(self.probe(act['info_probe']['urls'])), **claims)
+                return dict(self.info(), **claims)
             probe = None
             if act.get('ready_probe'):
                 # haproxy_server's probe: checked from this balancer before anything changes.
@@ -139,11 +167,16 @@ class FakeFleet(object):
                 if probe['unhealthy']:
                     return {'failed': True, 'changed': False, 'probe': probe,
                             'msg': 'not readied: unhealthy as probed from this host: %s' % probe['msg']}
+            if act.get('state') == 'drain':
+                refused = self.refuses_drain(act, act['servers'])
+                if refused:
+                    return refused
             for server in act.get('servers', []):
                 if act.get('state'):
                     self.admin[server] = act['state']
             for server, weight in (act.get('weights') or {}).items():
                 self.weights[server] = weight
+            self.claim(set(act.get('servers', [])) | set(act.get('weights') or {}))
             # haproxy_server reads back every server it named (the weights' too), counters included.
             table = self.info()['backends']['demoapp']
             if self.ready_without_counters:
@@ -159,8 +192,13 @@ class FakeFleet(object):
                 if self.fail_then_drain_on in [(host, server) for server in act['then_drain']]:
                     return dict(result, failed=True, msg='readied; then draining failed: drain timeout',
                                 then_drain={'failed': True, 'msg': 'drain timeout'})
+                refused = self.refuses_drain(act, act['then_drain'])
+                if refused:
+                    return dict(result, failed=True, msg='readied; then ' + refused['msg'],
+                                then_drain=dict(refused, changed=False))
                 for server in act['then_drain']:
                     self.admin[server] = 'drain'
+                self.claim(act['then_drain'])
                 result['then_drain'] = {'changed': True, 'servers': {}, 'drain': {'waited': 0.5}, 'seconds': 0.6}
             return result
         if role == 'probe':
@@ -564,16 +602,113 @@ def test_resume_counts_done_hosts_and_repairs_what_the_killed_run_left():
     assert fleet.versions == dict((h, 'v2') for h in APPS)
 
 
-def test_operator_maintenance_is_left_alone():
+def test_operator_maintenance_counts_against_the_cap_and_refuses_without_room():
+    # 25% of 6 hosts: 1 out at once, and app6 is out already (an operator's MAINT).
     fleet = FakeFleet(maint=['app6'])
     state = run(fleet)
-    assert state['maint'] == ['app6']
+    assert state['decision'] == 'failed'
+    reason = state['halt']['reason']
+    assert 'canary_max_unavailable=25%' in reason and 'app6 (maint on lb1, maint on lb2)' in reason, reason
+    # Refused before the releases are read: nothing staged, drained or switched.
+    assert [p for p, dummy in fleet.log] == ['lock', 'survey', 'final_versions', 'unlock']
+    assert not fleet.staged and fleet.admin == dict((h, 'maint' if h == 'app6' else 'ready') for h in APPS)
+
+
+def test_five_of_six_in_maintenance_never_drain_the_last_serving_host():
+    fleet = FakeFleet(maint=APPS[1:])
+    state = run(fleet, canary_max_unavailable='1')
+    assert state['decision'] == 'failed' and 'no room' in state['halt']['reason']
+    assert fleet.admin['app1'] == 'ready' and fleet.versions['app1'] == 'v1'
+
+
+def test_operator_maintenance_is_left_alone_with_room():
+    fleet = FakeFleet(maint=['app6'])
+    state = run(fleet, canary_max_unavailable='2')
+    assert state['held'] == {'app6': 'maint on lb1, maint on lb2'}
     assert 'app6' not in [h for b in state['plan'] for h in b]
+    # The room left is 1: one host out at a time, app6 included, never more than 2.
+    assert max(len(b) for b in state['plan']) == 1
+    assert max(out for dummy, out in fleet.log) <= 2
     assert fleet.admin['app6'] == 'maint' and fleet.versions['app6'] == 'v1'
     assert state['decision'] == 'promoted'
     # Nothing is written to it either: not staged on.
     assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [APPS[:5]]
     assert 'app6' not in fleet.staged and 'v2' not in fleet.installed['app6']
+    doc = engine.report(state, str)
+    assert doc['operator_held'] == {'app6': 'maint on lb1, maint on lb2'} and doc['maintenance'] == ['app6']
+    assert doc['capacity'] == {'max_unavailable': 2, 'out_before': {'app6': 'maint on lb1, maint on lb2'},
+                               'room': 1}
+
+
+def test_an_operators_drain_and_weight_are_left_alone_not_repaired():
+    # app3 drained by hand, app4 re-weighted by hand: no claim of a run, so
+    # neither is readied nor rolled; the drained one counts against the cap.
+    fleet = FakeFleet(held_drained=['app3'], held_weights={'app4': 5})
+    state = run(fleet, canary_max_unavailable='2')
+    assert state['decision'] == 'promoted', state['halt']
+    assert state['repaired'] == []
+    assert state['held'] == {'app3': 'drain on lb1, drain on lb2',
+                             'app4': 'weight 5 (initial 1) on lb1, weight 5 (initial 1) on lb2'}
+    assert fleet.admin['app3'] == 'drain' and fleet.weights['app4'] == 5
+    assert fleet.versions['app3'] == fleet.versions['app4'] == 'v1'
+    assert state['capacity']['out_before'] == {'app3': 'drain on lb1, drain on lb2'}
+    # The canary's weights leave the operator's servers alone.
+    assert not [act for phase, act in fleet.asked if set(act.get('weights') or {}) & {'app3', 'app4'}]
+
+
+def test_a_server_changed_after_the_run_left_it_is_the_operators():
+    # A killed run left app3 drained (claimed); an operator then put it in
+    # maintenance: the claim no longer matches, and it is left alone.
+    fleet = FakeFleet(drained=['app3'])
+    fleet.admin['app3'] = 'maint'
+    state = run(fleet, canary_max_unavailable='2')
+    assert state['repaired'] == [] and 'app3' in state['held']
+    assert fleet.admin['app3'] == 'maint'
+
+
+def test_every_drain_carries_the_capacity_guard():
+    fleet = FakeFleet(maint=['app6'])
+    run(fleet, canary_max_unavailable='2')
+    drains = [act for phase, act in fleet.asked if act.get('state') == 'drain' or act.get('then_drain')]
+    assert drains and all(act['max_out'] == 2 and act['fleet'] == APPS for act in drains)
+
+
+def test_a_balancer_refusing_a_drain_for_capacity_halts_with_nothing_more_out():
+    # An operator takes app5 out during the run: the next drain would pass the cap there.
+    class Fleet(FakeFleet):
+        def act_on(self, role, host, act, phase):
+            if phase == 'ready' and self.admin['app5'] == 'ready':
+                self.admin['app5'] = 'maint'
+            return FakeFleet.act_on(self, role, host, act, phase)
+
+    fleet = Fleet()
+    state = run(fleet, canary_max_unavailable='1')
+    assert state['decision'] == 'failed'
+    assert 'max_unavailable=1' in state['halt']['reason'], state['halt']
+    assert max(out for dummy, out in fleet.log) <= 2  # app5 (the operator's) and at most one of ours, once
+    assert fleet.out_of_rotation() == ['app5']
+
+
+def test_canary_limit_rolls_exactly_those_hosts():
+    fleet = FakeFleet()
+    state = run(fleet, canary_limit='app2, app3')
+    assert state['decision'] == 'promoted', state['halt']
+    assert [h for b in state['plan'] for h in b] == ['app2', 'app3']
+    assert dict((h, v) for h, v in fleet.versions.items() if v == 'v2') == {'app2': 'v2', 'app3': 'v2'}
+    assert [act['stage'] for phase, act in fleet.asked if phase == 'releases'] == [['app2', 'app3']]
+    # The canary is judged against the hosts outside the limit.
+    analysis = [act for phase, act in fleet.asked if phase == 'analysis'][0]
+    assert analysis['canary'] == ['app2'] and analysis['baseline'] == ['app1', 'app3', 'app4', 'app5', 'app6']
+    assert engine.report(state, str)['limit'] == ['app2', 'app3']
+
+
+def test_canary_limit_names_only_app_hosts():
+    conf, errors = settings(canary_limit=['app2', 'nosuch'])
+    assert errors == []
+    assert engine.check_hosts(APPS, LBS, identities(APPS), 'lb1', APPS + LBS, conf['limit']) == [
+        'canary_limit names nosuch, not in the app group (%s)' % ', '.join(APPS)]
+    conf, errors = settings(canary_limit=[3])
+    assert errors == ["canary_limit=[3] must be app host names, a list or separated by commas"]
 
 
 def test_check_mode_plans_and_touches_nothing():
@@ -702,11 +837,21 @@ def test_next_run_repairs_what_a_lost_balancer_left_drained():
             answer = FakeFleet.act_on(self, role, host, act, phase)
             if role == 'balancers' and phase == 'survey' and host == 'lb2':
                 answer['backends']['demoapp']['app2']['admin_state'] = 'drain'
+                if self.claimed:
+                    # Drained there by the run, which claimed it there first.
+                    answer['claims']['demoapp']['app2'] = {'admin_state': 'drain', 'weight': 1}
             return answer
 
-    state = run(Fleet())
+    fleet = Fleet()
+    fleet.claimed = True
+    state = run(fleet)
     assert state['decision'] == 'promoted', state['halt']
     assert state['repaired'] == ['app2']
+    # Without the run's claim there, the same drain is an operator's: it counts, and there is no room.
+    fleet = Fleet()
+    fleet.claimed = False
+    state = run(fleet)
+    assert state['repaired'] == [] and 'app2 (drain on lb2)' in state['halt']['reason'], state['halt']
 
 
 def _held(state, gone=False):
