@@ -599,6 +599,8 @@ def _collect(state, role, results, phase):
             failed[host] = error
             if result is None or result.get('unreachable') or TASK_TIMEOUT in error:
                 state['lost'][host] = '%s during %s' % (error, phase)
+                if role == 'balancers':
+                    _note_drained_on_lost(state, host)
         elif role == 'balancers' and _restarted(state, host, result):
             failed[host] = _restarted(state, host, result)
             state['lb_pids'][host] = result['process']['pid']
@@ -607,6 +609,23 @@ def _collect(state, role, results, phase):
                 state['lb_pids'][host] = result['process']['pid']
             ok[host] = result
     return ok, failed
+
+
+def _note_drained_on_lost(state, balancer):
+    """A balancer that stops answering may still route: what is known drained
+    there is what was drained on every balancer before the act it was lost in,
+    less what that act may have readied (or re-weighted) there. Nothing else
+    may be restarted while it is gone (a rollback checks this)."""
+    act = state['act']
+    touched = set(act.get('servers', [])) | set(act.get('weights') or {}) if act.get('state') != 'drain' else set()
+    state.setdefault('drained_on_lost', {})[balancer] = [
+        h for h in state.get('drained', []) if server_of(state, h) not in touched]
+
+
+def _drained(state, hosts, drained=True):
+    """Note hosts as drained on every live balancer (or as back in rotation on some)."""
+    kept = [h for h in state.get('drained', []) if h not in hosts]
+    state['drained'] = kept + (list(hosts) if drained else [])
 
 
 def _restarted(state, host, result):
@@ -1114,6 +1133,7 @@ def _after_drain(state, results, now):
     if failed:
         _batch_failed(state, batch, now, _describe_failures('drain', failed))
         return
+    _drained(state, batch['hosts'])
     _switch_act(state, batch, now)
 
 
@@ -1272,6 +1292,7 @@ def _after_ready(state, results, now):
     if ok or set(failed) - set(refused):
         # Readied on some balancers at least: the rollback drains it before it goes back.
         state['out'] = [h for h in state['out'] if h not in batch['hosts']]
+        _drained(state, batch['hosts'], False)
     if failed:
         _next_batch_untouched(state, raw, following)
         _batch_failed(state, batch, now, unhealthy or _describe_failures('ready', failed))
@@ -1365,6 +1386,7 @@ def _take_over(state, hosts, ok, drain_failed, now, by):
     if drain_failed:
         _batch_failed(state, batch, now, _describe_failures('drain', drain_failed))
         return
+    _drained(state, hosts)
     _switch_act(state, batch, now)
 
 
@@ -1596,12 +1618,33 @@ def _rollback_record(state):
 
 
 def _rollback_switch(state):
-    group = _rollback_record(state)['hosts']
+    record_ = _rollback_record(state)
+    group = record_['hosts']
     switch = [h for h in group if h in state['switched'] or h in state['done_before']]
+    # A restart drops what a balancer still sends: only hosts drained on
+    # every balancer that may route to them go back. A lost balancer routes
+    # on for all we know, unless it had the host drained before it was lost.
+    unsafe = dict((h, _routes_to(state, h)) for h in switch if _routes_to(state, h))
+    if unsafe:
+        record_['errors'].append(
+            'not rolled back, a balancer may still send them traffic (their restart would drop it): %s; still on %s, '
+            'readied again where they were drained; run the rollback or the rollout again once every balancer '
+            'answers' % ('; '.join('%s (%s)' % (h, why) for h, why in sorted(unsafe.items())),
+                         state['settings']['version']))
+        switch = [h for h in switch if h not in unsafe]
     if switch:
         state['act'] = {'phase': 'rollback_switch', 'apps': switch, 'version': state['previous_version']}
     else:
         _rollback_health(state, group)
+
+
+def _routes_to(state, host):
+    """Which balancers may still route to host (why it must not restart), or ''."""
+    drained = state.get('drained', [])
+    gone = sorted(b for b, hosts in state.get('drained_on_lost', {}).items() if host not in hosts)
+    where = (['not drained on every live balancer'] if host not in drained else []) + \
+        ['%s unreachable, it had not drained it' % b for b in gone]
+    return ', '.join(where)
 
 
 # Seconds a host that was drained but never restarted has to answer: it ran
@@ -1623,8 +1666,9 @@ def _rollback_health(state, hosts, restarted=()):
 def _after_rollback_drain(state, results, now):
     ok, failed = _collect(state, 'balancers', results, 'the rollback')
     if failed:
-        # Going back matters more than the sessions still open.
         _rollback_record(state)['errors'].append(_describe_failures('drain', failed))
+    else:
+        _drained(state, [h for h in _rollback_record(state)['hosts'] if server_of(state, h) in state['act']['servers']])
     _rollback_switch(state)
 
 
@@ -1674,7 +1718,9 @@ def _after_rollback_ready(state, results, now):
     record_ = _rollback_record(state)
     if failed:
         record_['errors'].append(_describe_failures('ready', failed))
-    else:
+    if ok:
+        _drained(state, state['act']['hosts'], False)
+    if not failed:
         state['out'] = [h for h in state['out'] if h not in state['act']['hosts']]
     state['act'] = {}
 
@@ -1948,8 +1994,9 @@ def _traffic_lines(traffic):
     for server, item in sorted(traffic.items()):
         tr = item['response_ms']
         lines.append('| %s | %s | %d | %d | %s / %s / %s | %s | %s |' % (
-            server, item['role'], item['requests'], item['errors_5xx'], _num(tr['p50']), _num(tr['p95']),
-            _num(tr['max']), _num(item['total_ms']['p50']), ' '.join(str(v) for v in item['response_ms_samples'][:20])))
+            md_text(server), md_text(item['role']), item['requests'], item['errors_5xx'], _num(tr['p50']),
+            _num(tr['p95']), _num(tr['max']), _num(item['total_ms']['p50']),
+            ' '.join(_num(v) for v in item['response_ms_samples'][:20])))
     return lines
 
 
@@ -1958,7 +2005,7 @@ def _sample_plan_lines(plan):
         return []
     lines = ['', '### Sample-size plan of the canary analysis', '',
              '| | |', '|---|---|',
-             '| request rate | %s req/s (%s) |' % (_num(plan['request_rate']), plan.get('rate_source', '')),
+             '| request rate | %s req/s (%s) |' % (_num(plan['request_rate']), md_text(plan.get('rate_source', ''))),
              '| window | %s s at %s%% of the traffic |' % (_num(plan['window_seconds']), _num(plan['traffic_percent'])),
              '| expected requests | %d canary, %d baseline |' % (plan['canary_requests'], plan['baseline_requests']),
              '| power: %s errors (baseline %s) | %.2f |' % (_percent(plan['error_target_rate']),
@@ -1970,15 +2017,16 @@ def _sample_plan_lines(plan):
                              'median >= %sx' % _num(plan['detectable_latency_ratio'])
                              if plan['detectable_latency_ratio'] is not None else '') if x) or 'nothing')]
     if plan.get('fix'):
-        lines.append('| underpowered | %s |' % _cell(plan['fix']))
+        lines.append('| underpowered | %s |' % md_text(plan['fix']))
     return lines
 
 
 def _judgement_lines(number, verdict):
     """The verdict, what decided it, and per metric the figures and the rule."""
-    lines = ['', '### Canary judgement (step %s): %s, score %s' % (number, verdict['verdict'], _score(verdict['score'])),
-             '', '%s%s' % ('decided by %s: ' % verdict['decided_by'] if verdict.get('decided_by') else '',
-                           _cell(verdict.get('reason', '')))]
+    lines = ['', '### Canary judgement (step %s): %s, score %s' % (md_text(number), md_text(verdict['verdict']),
+                                                                    _score(verdict['score'])),
+             '', md_text('%s%s' % ('decided by %s: ' % verdict['decided_by'] if verdict.get('decided_by') else '',
+                                   verdict.get('reason', '')), starts_line=True)]
     limits = verdict.get('thresholds')
     if limits:
         lines += ['', 'confidence %s (alpha %s), pass_score %s, marginal_score %s, critical: %s, %s'
@@ -1997,12 +2045,12 @@ def _judgement_lines(number, verdict):
         elif metric.get('failed'):
             result = '**FAILED**'
         else:
-            result = metric.get('classification')
+            result = md_text(metric.get('classification'))
         lines.append('| %s | %s | %s / %s | %s | %s | %s | %s | %s | %s |' % (
-            name, result, _num(metric.get('canary_count')), _num(metric.get('baseline_count')),
-            _num(metric.get('baseline')), _num(metric.get('canary')), _cell(metric.get('effect_text', '-')),
-            metric.get('p_text') or format_p(metric.get('p_value')), _cell(_limits_text(metric)),
-            _cell(metric.get('rule') or metric.get('reason', ''))))
+            md_text(name), result, _num(metric.get('canary_count')), _num(metric.get('baseline_count')),
+            _num(metric.get('baseline')), _num(metric.get('canary')), md_text(metric.get('effect_text', '-')),
+            md_text(metric.get('p_text') or format_p(metric.get('p_value'))), md_text(_limits_text(metric)),
+            md_text(metric.get('rule') or metric.get('reason', ''))))
     return lines
 
 

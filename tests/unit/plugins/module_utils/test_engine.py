@@ -808,24 +808,44 @@ def test_a_failed_switch_is_read_back_at_the_end():
     assert state['final_versions']['app1'] == 'v2'
 
 
-def test_lost_balancer_at_ready_host_readied_elsewhere_is_drained_before_it_goes_back():
-    # lb2 vanishes during a batch's ready: lb1 has already put the batch's
-    # server back in rotation. The rollback must drain it on lb1 before it
-    # restarts it on the old release (else requests in flight fail).
+def test_lost_balancer_at_ready_the_host_it_may_route_to_is_not_restarted():
+    # lb2 vanishes during the canary's ready: it may have put app1 back in
+    # rotation, and it may still route to it. Restarting app1 would drop
+    # what lb2 sends, so app1 stays on v2, readied again on lb1, and the
+    # report says why; nothing is ever restarted while in rotation.
     class Fleet(FakeFleet):
         def act_on(self, role, host, act, phase):
             if phase == 'rollback_switch':
-                self.switched_in_rotation = getattr(self, 'switched_in_rotation', []) + (
-                    [host] if self.admin[host] == 'ready' else [])
+                self.restarted = getattr(self, 'restarted', []) + [host]
             return FakeFleet.act_on(self, role, host, act, phase)
 
     fleet = Fleet()
     fleet.lose_on = {'ready': 'lb2'}
     state = run(fleet, canary_max_unavailable=1)
     assert state['decision'] == 'failed' and list(state['lost']) == ['lb2']
-    assert fleet.versions == dict((h, 'v1') for h in APPS)
-    assert state['rollback']['done'] == ['app1']
-    assert getattr(fleet, 'switched_in_rotation', []) == []
+    assert getattr(fleet, 'restarted', []) == []
+    assert fleet.versions == dict((h, 'v2' if h == 'app1' else 'v1') for h in APPS)
+    assert fleet.admin['app1'] == 'ready'
+    errors = engine.report(state, str)['rollback_errors']
+    assert any('not rolled back' in e and 'app1 (lb2 unreachable, it had not drained it)' in e for e in errors), errors
+
+
+def test_rollback_restarts_only_hosts_drained_on_every_balancer():
+    # The rollback's drain of the canary fails on lb2 (its socket): lb2 may
+    # still send app1 traffic, so app1 is not restarted.
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    fleet.fail_lb_on = {'rollback_drain': 'lb2'}
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'failed'
+    assert fleet.versions['app1'] == 'v2' and state['rollback']['done'] == []
+    errors = engine.report(state, str)['rollback_errors']
+    assert any('app1 (not drained on every live balancer)' in e for e in errors), errors
+    # The same run with the drain through: app1 goes back.
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back' and fleet.versions['app1'] == 'v1'
 
 
 def test_next_run_repairs_what_a_lost_balancer_left_drained():
