@@ -393,8 +393,13 @@ def lock_ttl(settings):
     passed, so the TTL must cover twice the longest gap between two batches.
     """
     pause = settings['pause'] if isinstance(settings.get('pause'), (int, float)) else 0
-    gap = (settings['drain_timeout'] or 0) + (settings['settle_seconds'] or 0) + 2 * (settings['health_deadline'] or 0) \
-        + (settings['analysis_interval'] or 0) * (settings['analysis_count'] or 0) + pause + 60
+    # The tasks' own timeouts between two refreshes (roles/rollout/tasks): a drain, a switch (one
+    # that installs, without pre-staging, may take the transfer's 1800 s), a ready with its probe
+    # and the next drain, an analysis window, a pause.
+    switch = 1800 if settings.get('prestage') is False else (settings['settle_seconds'] or 0) + 120
+    gap = (settings['drain_timeout'] or 0) + 60 + switch + 2 * (settings['health_deadline'] or 0) \
+        + (settings['drain_timeout'] or 0) + 60 \
+        + (settings['analysis_interval'] or 0) * (settings['analysis_count'] or 0) + pause
     return int(max(settings['lock_ttl'] or 1, 2 * gap))
 
 
@@ -1610,7 +1615,23 @@ def begin_rollback_group(state, index, now):
                             servers=_servers(state, in_rotation), state='drain')
     else:
         _rollback_switch(state)
+    if state['act'].get('phase') in ('rollback_drain', 'rollback_switch') and _lock_due(state, now):
+        # A long rollback keeps its lock too, so that no other run takes it over meanwhile.
+        state['act']['lock'] = [state['lock_host']]
     return state
+
+
+def _rollback_lock(state, results, now):
+    """The lock refresh that came with a rollback group's first act."""
+    if 'lock' not in state['act']:
+        return
+    refreshed, lost_lock = _collect(state, 'lock', results, 'the lock refresh')
+    if lost_lock:
+        # Going back matters more: the rollback goes on, and says so.
+        _rollback_record(state)['errors'].append('could not refresh the rollout lock (another run may take it '
+                                                 'over): %s' % _describe_failures('refresh', lost_lock))
+    else:
+        state['lock_refreshed'] = now
 
 
 def _rollback_record(state):
@@ -1664,6 +1685,7 @@ def _rollback_health(state, hosts, restarted=()):
 
 
 def _after_rollback_drain(state, results, now):
+    _rollback_lock(state, results, now)
     ok, failed = _collect(state, 'balancers', results, 'the rollback')
     if failed:
         _rollback_record(state)['errors'].append(_describe_failures('drain', failed))
@@ -1673,6 +1695,7 @@ def _after_rollback_drain(state, results, now):
 
 
 def _after_rollback_switch(state, results, now):
+    _rollback_lock(state, results, now)
     ok, failed = _collect(state, 'apps', results, 'the rollback')
     record_ = _rollback_record(state)
     for host in ok:

@@ -922,6 +922,34 @@ def test_the_lock_ttl_covers_the_longest_gap_and_is_refreshed_during_the_run():
     assert 'lost the rollout lock' in state['halt']['reason']
 
 
+def test_a_long_rollback_keeps_its_lock_fresh_and_goes_on_if_it_cannot():
+    class Fleet(FakeFleet):
+        def answer(self, state):
+            if state['act'].get('phase') == 'analysis':
+                # The analysis took long: a third of the TTL has passed by the rollback.
+                state['lock_refreshed'] -= state['lock_ttl']
+            return FakeFleet.answer(self, state)
+
+        def act_on(self, role, host, act, phase):
+            if role == 'lock' and phase == 'rollback_drain' and self.refuse:
+                return {'failed': True, 'msg': 'lock is held by bob'}
+            return FakeFleet.act_on(self, role, host, act, phase)
+
+    for refuse in (False, True):
+        fleet = Fleet()
+        fleet.bad_canary = True
+        fleet.refuse = refuse
+        state = run(fleet, canary_max_unavailable=1)
+        refreshes = [act for phase, act in fleet.asked if phase == 'rollback_drain' and 'lock' in act]
+        assert len(refreshes) == 1, fleet.asked
+        assert fleet.versions == dict((h, 'v1') for h in APPS)
+        errors = engine.report(state, str)['rollback_errors']
+        if refuse:
+            assert state['decision'] == 'failed' and any('could not refresh the rollout lock' in e for e in errors)
+        else:
+            assert state['decision'] == 'rolled_back' and errors == []
+
+
 def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
     fleet = FakeFleet()
     conf, errors = settings()
