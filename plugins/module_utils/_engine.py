@@ -55,6 +55,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._power import (
 from ansible_collections.grayrelease.canary.plugins.module_utils._progress import record_analysis
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import SHA256_RE, is_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._sequential import look_confidence
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
     RolloutError,
     analysis_metrics,
@@ -104,6 +105,7 @@ DEFAULTS = {
     'canary_haproxy_socket': '/run/haproxy/admin.sock',
     'canary_port': 8080,
     'canary_limit': [],
+    'canary_judge_every_step': True,
     # Stricter than canary_judge's 0.98: bench/calibrate.py measured it
     # (false alarms with 0.5% background errors 4.3% -> 1.8%, detection of a
     # 2% error rate unchanged at the default window).
@@ -289,6 +291,7 @@ def check_settings(raw, artifact_exists=None):
     settings['auto_rollback'] = _as_bool('canary_auto_rollback', get('canary_auto_rollback'), errors)
     settings['prestage'] = _as_bool('canary_prestage', get('canary_prestage'), errors)
     settings['lock_takeover'] = _as_bool('canary_lock_takeover', get('canary_lock_takeover'), errors)
+    settings['judge_every_step'] = _as_bool('canary_judge_every_step', get('canary_judge_every_step'), errors)
     for key in ('canary_on_marginal', 'canary_on_inconclusive'):
         value = get(key)
         if value not in VERDICT_POLICIES:
@@ -467,8 +470,6 @@ def view(state):
         'settings': state['settings'],
         'halted': state['halt'] is not None,
         'batches': len(state['plan']),
-        # The judged first step's batches: the analysis follows them.
-        'canary_batches': len(state['plan_steps'][0]) if state['plan_steps'] and _has_baseline_after(state, 0) else 0,
         'rollback_groups': len(state['rollback']['groups']),
         # A run with nothing to put back and nothing to clean up skips the rollback's tasks.
         'cleanup_due': cleanup_due(state),
@@ -980,9 +981,19 @@ def plan_text(state):
         for batch in step:
             number += 1
             lines.append('step %d, batch %d: %s' % (index + 1, number, ', '.join(batch)))
-    if state['plan_steps'] and _has_baseline_after(state, 0):
+    looks = _looks(state) if state['plan_steps'] else []
+    if 0 in looks:
         lines.append('step 1 gets %s%% of traffic for %s x %s s of analysis before full weight' % (
             settings['traffic_percent'], settings['analysis_count'], settings['analysis_interval']))
+    later = [i + 1 for i in looks if i]
+    if later:
+        lines.append('step%s %s judged too, at full weight against the hosts still on %s (%s x %s s each)' % (
+            's' if len(later) > 1 else '', ', '.join(str(i) for i in later), state['previous_version'],
+            settings['analysis_count'], settings['analysis_interval']))
+    if len(looks) > 1:
+        lines.append('%d looks share confidence %s (each judged at %s and above)' % (
+            len(looks), settings['confidence'], ', '.join(
+                '%.6g' % look_confidence(settings['confidence'], n, len(looks)) for n in range(1, len(looks) + 1))))
     return lines
 
 
@@ -1002,12 +1013,30 @@ def _canary_hosts(state):
     return state['done_before'] + [h for batch in state['plan_steps'][0] for h in batch]
 
 
+def _sides(state, step_index):
+    """(canary, baseline) of step `step_index`'s analysis: the step's own hosts (the
+    first step's with the hosts done before) against the hosts still on the old
+    release (operators' hosts aside)."""
+    rolled = set(state['done_before'])
+    for step in state['plan_steps'][:step_index]:
+        rolled.update(h for batch in step for h in batch)
+    own = [h for batch in state['plan_steps'][step_index] for h in batch]
+    canary = (state['done_before'] if step_index == 0 else []) + own
+    baseline = [h for h in state['app_hosts'] if h not in rolled and h not in own and h not in state['held']]
+    return canary, baseline
+
+
 def _has_baseline_after(state, step_index):
-    """Is the step judged? Only the first step, and only if hosts stay behind."""
-    if step_index != 0:
+    """Is the step judged? The first step, and every later one with canary_judge_every_step; each only
+    if hosts stay behind on the old release to compare it with."""
+    if step_index != 0 and not state['settings'].get('judge_every_step'):
         return False
-    canary = set(_canary_hosts(state))
-    return any(h not in canary for h in state['app_hosts'] if h not in state['held'])
+    return bool(_sides(state, step_index)[1])
+
+
+def _looks(state):
+    """The judged steps' indexes: the sequential rule shares the confidence among them."""
+    return [i for i in range(len(state['plan_steps'])) if _has_baseline_after(state, i)]
 
 
 def begin_batch(state, index, now):
@@ -1054,7 +1083,9 @@ def _open_batch(state, index, now):
     if in_step == 0:
         state['steps'].append({
             'step': step_index + 1, 'hosts': [h for b in state['plan_steps'][step_index] for h in b],
-            'canary': _has_baseline_after(state, step_index), 'started': now, 'finished': None,
+            # canary: the first step, at canary_traffic_percent; judged: an analysis ends the step.
+            'canary': step_index == 0 and _has_baseline_after(state, 0), 'judged': _has_baseline_after(state, step_index),
+            'started': now, 'finished': None,
             'seconds': None, 'outcome': 'running', 'batches': [], 'judge': {}, 'weights': {}, 'errors': [],
         })
         if state['steps'][-1]['canary']:
@@ -1248,7 +1279,7 @@ def _hand_over_to(state, now, judged=False):
     # The step ends here: the analysis (unless judged already) or a pause
     # (as _end_batch reads canary_pause) comes next.
     if in_step == len(state['plan_steps'][step_index]) - 1 and (
-            (state['steps'][-1]['canary'] and not judged) or state['settings']['pause']):
+            (state['steps'][-1]['judged'] and not judged) or state['settings']['pause']):
         return []
     return list(state['plan'][index + 1])
 
@@ -1305,9 +1336,9 @@ def _after_ready(state, results, now):
     step_index, in_step = _position(state, state['batch_index'])
     step = state['steps'][-1]
     last_in_step = in_step == len(state['plan_steps'][step_index]) - 1
-    if step['canary'] and last_in_step:
+    if step['judged'] and last_in_step:
         settings = state['settings']
-        analysis = _analysis_act(state)
+        analysis = _analysis_act(state, step_index)
         # The ready's read-back, with every server's traffic counters, is the
         # analysis's starting snapshot: taken with the canary live at its share.
         start = _counters_from(state, ok, analysis['canary'] + analysis['baseline'])
@@ -1315,7 +1346,7 @@ def _after_ready(state, results, now):
             state['analysis_start'] = start
         _set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                  count=settings['analysis_count'], interval=settings['analysis_interval'],
-                 urls=[state['identities'][h]['sample_url'] for h in state['app_hosts'] if h not in state['held']],
+                 urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
                  counters_at_start=start is not None, **analysis)
         return
     _end_batch(state, end)
@@ -1395,11 +1426,15 @@ def _take_over(state, hosts, ok, drain_failed, now, by):
     _switch_act(state, batch, now)
 
 
-def _analysis_act(state):
+def _analysis_act(state, step_index):
     """The analysis act's sides and what it asks of the request logs and Prometheus."""
     settings = state['settings']
-    canary = _canary_hosts(state)
-    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
+    canary, baseline = _sides(state, step_index)
+    looks = _looks(state)
+    state['steps'][-1]['sides'] = {'canary': canary, 'baseline': baseline}
+    state['steps'][-1]['look'] = {'look': looks.index(step_index) + 1, 'looks': len(looks), 'shared': settings['confidence'],
+                                  'confidence': look_confidence(settings['confidence'], looks.index(step_index) + 1,
+                                                                len(looks))}
 
     def members(hosts):
         return [(server_of(state, h), prometheus_instance(state['identities'][h])) for h in hosts]
@@ -1436,8 +1471,7 @@ def _after_analysis(state, results, now):
     if failed:
         _batch_failed(state, batch, now, _describe_failures('analysis', failed))
         return
-    canary = _canary_hosts(state)
-    baseline = [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
+    canary, baseline = state['act']['canary'], state['act']['baseline']
     rounds = [r.get('samples', {}) for r in ok_probe[state['probe_host']].get('results', [])]
     record_analysis(state, step, batch, ok_before, ok_after, rounds, canary, baseline, now)
     try:
@@ -1446,20 +1480,30 @@ def _after_analysis(state, results, now):
                                  [state['identities'][h]['sample_url'] for h in canary],
                                  [state['identities'][h]['sample_url'] for h in baseline])
         metrics = _more_metrics(state, step, metrics, sources, results.get('custom'), canary, baseline)
-        verdict = judge_analysis(metrics, **_judge_options(settings))
+        # Each judged step looks at the new release once more: the sequential rule gives
+        # each look its share of the confidence, so that looking at every step does not
+        # raise the whole rollout's false alarms above one look's.
+        verdict = judge_analysis(metrics, **dict(_judge_options(settings), confidence=step['look']['confidence']))
     except (RolloutError, JudgeError) as exc:
         _batch_failed(state, batch, now, 'the canary could not be judged: %s' % exc)
         return
     verdict['seconds_to_verdict'] = round(now - step['started'], 1)
     step['judge'] = verdict
-    _say(state, 'canary judged %s (score %s): %s' % (verdict['verdict'], _score(verdict['score']), verdict['reason']))
+    _say(state, 'step %d judged %s (score %s, look %d of %d): %s' % (
+        step['step'], verdict['verdict'], _score(verdict['score']), step['look']['look'], step['look']['looks'],
+        verdict['reason']))
     allowed = (verdict['verdict'] == 'pass'
                or (verdict['verdict'] == 'marginal' and settings['on_marginal'] == 'promote')
                or (verdict['verdict'] == 'inconclusive' and settings['on_inconclusive'] == 'promote'))
     if not allowed:
         failing = [m['reason'] for m in verdict['metrics'].values() if m.get('failed')]
-        _batch_failed(state, batch, now, 'canary judged %s (score %s): %s' % (
-            verdict['verdict'], _score(verdict['score']), '; '.join(failing) or verdict['reason']))
+        _batch_failed(state, batch, now, '%s judged %s (score %s): %s' % (
+            'canary' if step['canary'] else 'step %d' % step['step'], verdict['verdict'], _score(verdict['score']),
+            '; '.join(failing) or verdict['reason']))
+        return
+    if not step['canary']:
+        # A later step is at full weight already: it ends here.
+        _end_batch(state, now)
         return
     # Judged: the weights go back, and the same call can drain the next batch.
     act = _with_hand_over(state, now, {'balancers': live_balancers(state), 'servers': sorted(state['initial_weights']),
@@ -1963,25 +2007,26 @@ def _report_step(step, iso, origin):
 
 
 def report_markdown(doc):
-    """report.md: the same facts for a person."""
-    lines = ['# Canary rollout of %s: %s' % (doc['backend'], str(doc['decision']).upper()), '',
+    """report.md: the same facts for a person. Every text from outside goes through md_text."""
+    lines = ['# Canary rollout of %s: %s' % (md_text(doc['backend']), md_text(str(doc['decision']).upper())), '',
              '| | |', '|---|---|',
-             '| decision | **%s** |' % doc['decision'],
-             '| version | %s -> %s |' % (doc['previous_version'], doc['version']),
+             '| decision | **%s** |' % md_text(doc['decision']),
+             '| version | %s -> %s |' % (md_text(doc['previous_version']), md_text(doc['version'])),
              '| started / finished (UTC) | %s / %s (%s s) |' % (doc['started'], doc['finished'], doc['seconds'])]
     if doc['reason']:
-        lines.append('| reason | %s |' % _cell(doc['reason']))
-    lines += ['| rolled back | %s |' % (', '.join(doc['rolled_back']) or 'nothing'),
-              '| repaired before start | %s |' % (', '.join(doc['repaired']) or 'nothing')]
+        lines.append('| reason | %s |' % md_text(doc['reason']))
+    lines += ['| rolled back | %s |' % (_md_names(doc['rolled_back']) or 'nothing'),
+              '| repaired before start | %s |' % (_md_names(doc['repaired']) or 'nothing')]
     if doc['maintenance']:
-        lines.append('| left alone (maintenance) | %s |' % ', '.join(doc['maintenance']))
+        lines.append('| left alone (maintenance) | %s |' % _md_names(doc['maintenance']))
     if doc['lost']:
-        lines.append('| lost | %s |' % _cell('; '.join(doc['lost_may_hold']) or ', '.join(doc['lost'])))
+        lines.append('| lost | %s |' % md_text('; '.join(doc['lost_may_hold']) or ', '.join(doc['lost'])))
     lines += ['', '## Plan', '']
     for number, step in enumerate(doc['plan_steps'], 1):
-        lines.append('%d. %s' % (number, ' | '.join(', '.join(b) for b in step)))
+        lines.append('%d. %s' % (number, md_text(' | '.join(', '.join(b) for b in step), starts_line=True)))
     if doc['done_before']:
-        lines += ['', 'Already on %s before this run (resume): %s' % (doc['version'], ', '.join(doc['done_before']))]
+        lines += ['', 'Already on %s before this run (resume): %s' % (md_text(doc['version']),
+                                                                      _md_names(doc['done_before']))]
     lines += _sample_plan_lines(doc.get('sample_plan'))
     lines += ['', '## Steps', '', '| step | batch | hosts | canary | outcome | seconds | drain | switch | health | ready |',
               '|---|---|---|---|---|---|---|---|---|---|']
@@ -1989,21 +2034,21 @@ def report_markdown(doc):
         for batch in step['batches']:
             t = batch['timings']
             lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
-                step['step'], batch['batch'], ', '.join(batch['hosts']), 'yes' if step['canary'] else '',
-                batch['outcome'], batch['seconds'], t.get('drain', '-'), t.get('switch', '-'), t.get('health', '-'),
-                t.get('ready', '-')))
+                step['step'], batch['batch'], _md_names(batch['hosts']), 'yes' if step['canary'] else '',
+                md_text(batch['outcome']), batch['seconds'], t.get('drain', '-'), t.get('switch', '-'),
+                t.get('health', '-'), t.get('ready', '-')))
     for step in doc['steps']:
         verdict = step.get('judge') or {}
         if not verdict.get('metrics'):
             continue
-        lines += _judgement_lines(step['step'], verdict)
+        lines += _judgement_lines(step['step'], verdict, step.get('look'))
         lines += _traffic_lines(step.get('traffic'))
     errors = [e for s in doc['steps'] for e in s['errors']]
     for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes'])):
         if items:
-            lines += ['', '### %s' % title, ''] + ['- %s' % _cell(e) for e in items]
+            lines += ['', '### %s' % title, ''] + ['- %s' % md_text(e, starts_line=True) for e in items]
     lines += ['', '## Hosts', '', '| host | version |', '|---|---|']
-    lines += ['| %s | %s |' % (h, v) for h, v in sorted(doc['hosts'].items())]
+    lines += ['| %s | %s |' % (md_text(h), md_text(v)) for h, v in sorted(doc['hosts'].items())]
     return '\n'.join(lines) + '\n'
 
 
@@ -2044,7 +2089,7 @@ def _sample_plan_lines(plan):
     return lines
 
 
-def _judgement_lines(number, verdict):
+def _judgement_lines(number, verdict, look=None):
     """The verdict, what decided it, and per metric the figures and the rule."""
     lines = ['', '### Canary judgement (step %s): %s, score %s' % (md_text(number), md_text(verdict['verdict']),
                                                                     _score(verdict['score'])),
@@ -2057,7 +2102,9 @@ def _judgement_lines(number, verdict):
                      _num(limits['marginal_score']),
                      'median %sx' % _num(limits['critical_ratio']) if limits['critical_ratio'] else 'median off',
                      'rate +%s' % _points(limits['critical_difference']) if limits['critical_difference']
-                     else 'rate off')]
+                     else 'rate off')
+                  + ('; look %d of %d, sharing canary_confidence %s' % (look['look'], look['looks'], _num(look['shared']))
+                     if look and look['looks'] > 1 else '')]
     lines += ['', '| metric | result | n canary / baseline | baseline | canary | effect | p-value | thresholds | rule |',
               '|---|---|---|---|---|---|---|---|---|']
     for name, metric in sorted(verdict['metrics'].items()):
@@ -2101,21 +2148,59 @@ def _percent(rate):
     return '%.3g%%' % (rate * 100)
 
 
-def _cell(text):
-    return ' '.join(str(text).split()).replace('|', '/')
+# Control characters (ESC starts a terminal's escape sequence) other than
+# the whitespace that _one_line folds.
+_CONTROL_RE = re.compile('[\x00-\x08\x0e-\x1f\x7f-\x9f]')
+# What text from users and hosts (names, versions, reasons, hosts' error
+# messages, metric names) must not do in report.md: '|' and newlines break
+# the table row; [text](url) and ![](url) make links and images, '<tag' and
+# '<scheme:' HTML and autolinks, '&name;' characters; backticks, '*', '~'
+# and '#', '_' change how it looks; '\' would undo an escape.
+_MD_ESCAPES = {'\\': '\\\\', '`': '\\`', '*': '\\*', '_': '\\_', '[': '\\[', ']': '\\]', '|': '\\|', '#': '\\#',
+               '~': '\\~', '&': '&amp;', '<': '&lt;'}
+# '<' only where it could open a tag or an autolink: 'p<0.001' and '< 0.005' stay as they are.
+# '_' only where it is not inside a word (CommonMark does not emphasise there): fe_demoapp stays.
+_MD_SPECIAL_RE = re.compile(r'[\\`*\[\]|#~&]|<(?=[A-Za-z/!?])|(?<![^\W_])_|_(?![^\W_])')
+# What makes a line a list item ('- x', '+ x', '1. x', '1) x'), a quote
+# ('>') or a heading's underline ('===', '---') when text starts the line.
+_MD_LINE_START_RE = re.compile(r'\A(?:[-+]|[0-9]{1,9}[.)])(?= |\Z)|\A>|\A[-=]+\Z')
+
+
+def _one_line(value):
+    """Outside text on one line: whitespace (newlines too) folded, control characters shown as U+FFFD."""
+    return _CONTROL_RE.sub('\ufffd', ' '.join(str(value).split()))
+
+
+def md_text(value, starts_line=False):
+    """Outside text as literal Markdown on one line (a table cell; with starts_line, a list item or paragraph)."""
+    text = _MD_SPECIAL_RE.sub(lambda match: _MD_ESCAPES[match.group()[0]], _one_line(value))
+    return _MD_LINE_START_RE.sub(_md_line_start, text) if starts_line else text
+
+
+def _md_line_start(match):
+    marker = match.group()
+    if marker[0].isdigit():
+        return marker[:-1] + '\\' + marker[-1]  # 1. -> 1\.
+    return '\\' + marker
+
+
+def _md_names(names):
+    return md_text(', '.join(str(name) for name in names))
 
 
 def _num(value):
     if isinstance(value, float):
         return '%.4g' % value
-    return '-' if value is None else str(value)
+    return '-' if value is None else md_text(value)
 
 
 def summary_lines(doc, report_path):
-    lines = ['decision: %s (%s -> %s)' % (doc['decision'], doc['previous_version'] or '?', doc['version'] or '?')]
+    """The run's summary for the terminal and set_stats: one line per fact, whatever a host's text holds."""
+    lines = ['decision: %s (%s -> %s)' % (doc['decision'], _one_line(doc['previous_version'] or '?'),
+                                          _one_line(doc['version'] or '?'))]
     if doc['reason']:
-        lines.append('reason: %s' % doc['reason'])
-    lines += ['%s: %s' % (h, v) for h, v in sorted(doc['hosts'].items())]
+        lines.append('reason: %s' % _one_line(doc['reason']))
+    lines += ['%s: %s' % (_one_line(h), _one_line(v)) for h, v in sorted(doc['hosts'].items())]
     lines.append('report: %s' % report_path)
     return lines
 

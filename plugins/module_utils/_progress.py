@@ -112,9 +112,13 @@ def record_analysis(state, step, batch, before, after, rounds, canary, baseline,
         })
     step['intervals'] = intervals
     servers = dict((h, identities[h].get('server') or h) for h in canary + baseline)
-    share = traffic_share(step.get('weights') or {}, [servers[h] for h in canary], before or {}, after or {},
+    # A later step is at the initial weights: its share of what its two sides take.
+    weights = step.get('weights') or dict((servers[h], state.get('initial_weights', {}).get(servers[h], 0))
+                                          for h in canary + baseline)
+    share = traffic_share(weights, [servers[h] for h in canary], before or {}, after or {},
                           state['settings'].get('backend'), [servers[h] for h in baseline])
-    step['traffic_share'] = dict(share, asked_percent=state['settings'].get('traffic_percent'))
+    step['traffic_share'] = dict(share, asked_percent=state['settings'].get('traffic_percent')
+                                 if step.get('canary', True) else None)
 
 
 # ---------------------------------------------------------------- formatting
@@ -222,9 +226,10 @@ def _drain_detail(batch):
     return ''
 
 
-def interval_line(index, count, stats):
+def interval_line(index, count, stats, step=1):
+    """One analysis interval; a later step's (judged at full weight) names its step."""
     canary, baseline = stats['canary'], stats['baseline']
-    return 'analysis interval %d/%d: canary %d/%d errors (%s), p50 %s | baseline %d/%d errors (%s), p50 %s' % (
+    return ('step %d ' % step if step > 1 else '') + 'analysis interval %d/%d: canary %d/%d errors (%s), p50 %s | baseline %d/%d errors (%s), p50 %s' % (
         index, count, canary['errors'], canary['requests'], fmt_rate(canary['error_rate']), fmt_ms(canary['p50_ms']),
         baseline['errors'], baseline['requests'], fmt_rate(baseline['error_rate']), fmt_ms(baseline['p50_ms']))
 
@@ -241,8 +246,8 @@ def traffic_line(traffic):
         traffic['baseline_errors'])
 
 
-def verdict_lines(verdict):
-    lines = ['verdict: %s, score %s (%s)' % (verdict.get('verdict'), fmt_number(verdict.get('score')),
+def verdict_lines(verdict, step=1):
+    lines = [('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s (%s)' % (verdict.get('verdict'), fmt_number(verdict.get('score')),
                                              readable(verdict.get('reason', '')))]
     for name, metric in sorted((verdict.get('metrics') or {}).items()):
         if metric.get('failed'):
@@ -254,6 +259,9 @@ def verdict_lines(verdict):
 
 def _canary_groups(state):
     """(canary hosts, baseline hosts) of the analysis, as the engine splits them."""
+    sides = (state.get('steps') or [{}])[-1].get('sides')
+    if sides:
+        return sides['canary'], sides['baseline']
     from ansible_collections.grayrelease.canary.plugins.module_utils._engine import _canary_hosts
     canary = _canary_hosts(state)
     return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
@@ -331,13 +339,13 @@ class ProgressView(object):
                         state['settings']['analysis_count'], fmt_seconds(state['settings']['analysis_interval']))])
         # Intervals not already printed as they completed (the analysis was not a loop).
         for number, interval in enumerate(step.get('intervals') or [], 1):
-            if number > self.live_intervals and interval.get('probe'):
+            if interval.get('probe'):
                 lines += self._once(('interval', step['step'], number), [
-                    interval_line(number, len(step['intervals']), interval['probe'])])
+                    interval_line(number, len(step['intervals']), interval['probe'], step['step'])])
         if step.get('traffic_share'):
             lines += self._once(('traffic', step['step']), [traffic_line(step['traffic_share'])])
         if step.get('judge'):
-            lines += self._once(('verdict', step['step']), verdict_lines(step['judge']))
+            lines += self._once(('verdict', step['step']), verdict_lines(step['judge'], step['step']))
         # A batch's line once it is over: after its analysis, which explains its end.
         for batch in step['batches']:
             if batch['outcome'] != 'running':
@@ -354,8 +362,11 @@ class ProgressView(object):
         if not set(urls.values()) & set(samples):
             return []
         self.live_intervals += 1
+        # Said as it completed: the step's lines never print it again, whatever analysis comes next.
+        self._said.add(('interval', len(state['steps']), self.live_intervals))
         stats = interval_stats(samples, [urls[h] for h in canary], [urls[h] for h in baseline])
-        return [interval_line(self.live_intervals, state['act'].get('count') or self.live_intervals, stats)]
+        return [interval_line(self.live_intervals, state['act'].get('count') or self.live_intervals, stats,
+                              len(state['steps']))]
 
     def waiting(self, coordinator=False):
         """(what the running task waits for, its bound in seconds or None), or None.
@@ -459,4 +470,5 @@ def _pause_follows(state):
     step = state['steps'][-1]
     last_of_step = len(step['batches']) == len(state['plan_steps'][step['step'] - 1])
     more = step['step'] < len(state['plan_steps'])
-    return last_of_step and more and act == ('restore' if step['canary'] else 'ready')
+    return last_of_step and more and act == ('restore' if step['canary'] else 'analysis' if step.get('judged')
+                                            else 'ready')

@@ -64,6 +64,7 @@ class FakeFleet(object):
         self.info_without = None   # a server the balancers' backend lacks
         self.ready_without_counters = False  # haproxy_server's read-back without req_tot / hrsp_5xx
         self.counters_before = 0   # requests every server had counted when the canary was readied
+        self.bad_on_v2 = set()     # hosts that fail half their requests once they run v2
 
     def claim(self, servers):
         """haproxy_server's claims: what it left off normal is claimed, what it put back is not."""
@@ -123,6 +124,8 @@ class FakeFleet(object):
                 req = 200
                 if self.bad_canary and canary is not None and h in engine._canary_hosts(canary):
                     errors = 100
+                if h in self.bad_on_v2 and self.versions[h] == 'v2':
+                    errors = 100
             table[h] = {'admin_state': self.admin[h], 'status': 'MAINT' if self.admin[h] == 'maint' else 'UP',
                         'weight': self.weights[h], 'initial_weight': self.initial[h],
                         'req_tot': req + self.counters_before,
@@ -141,7 +144,8 @@ class FakeFleet(object):
         for _i in range(act['count']):
             samples = {}
             for url in act['urls']:
-                bad = self.bad_canary and url in canary_urls
+                bad = (self.bad_canary and url in canary_urls) or any(
+                    url == 'http://%s/' % h and self.versions[h] == 'v2' for h in self.bad_on_v2)
                 samples[url] = {'latencies_ms': [5.0 + i % 3 for i in range(20)], 'errors': 20 if bad else 0,
                                 'total': 20}
             rounds.append({'samples': samples})
@@ -1088,7 +1092,8 @@ def _acts(fleet, phase):
 
 def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
     fleet = FakeFleet()
-    state = run(fleet, canary_max_unavailable=1)
+    # Only the canary judged: no analysis between the later steps.
+    state = run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)
     assert state['decision'] == 'promoted'
     assert state['plan'] == [['app1'], ['app2'], ['app3'], ['app4'], ['app5'], ['app6']]
     # Drained by a drain act: the canary (first) only. The batch after the
@@ -1101,7 +1106,6 @@ def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
     handed = [(b['batch'], b['drained_with']) for step in state['steps'] for b in step['batches']
               if b.get('handed_over')]
     assert handed == [(2, 'restore'), (3, 'ready'), (4, 'ready'), (5, 'ready'), (6, 'ready')]
-    assert engine.view(state)['canary_batches'] == 1
     batch = state['steps'][-1]['batches'][-1]
     assert batch['timings']['drain']['seconds'] == 0.6 and batch['drain']['lb1']['drain'] == {'waited': 0.5}
     assert max(out for dummy, out in fleet.log) <= 1
@@ -1110,14 +1114,14 @@ def test_each_ready_drains_the_next_batch_when_nothing_comes_between():
 
 def test_no_hand_over_across_a_pause_or_into_the_analysis():
     fleet = FakeFleet()
-    state = run(fleet, canary_pause=5, canary_steps=[2, '100%'], canary_max_unavailable=1)
+    state = run(fleet, canary_pause=5, canary_steps=[2, 4, '100%'], canary_max_unavailable=1)
     assert state['decision'] == 'promoted'
-    # app1 -> app2 inside the canary step; none into the analysis, none across the pause.
+    # app1 -> app2 inside the canary step, app3 -> app4 inside step 2; none into
+    # an analysis (steps 1 and 2 are judged), none across a pause.
     assert [act.get('then_drain') for act in _acts(fleet, 'ready')] == [
-        ['app2'], None, ['app4'], ['app5'], ['app6'], None]
-    # main.yml loops over the judged step's batches, judges, then loops over the rest.
-    assert engine.view(state)['canary_batches'] == 2
-    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app3']]
+        ['app2'], None, ['app4'], None, ['app6'], None]
+    assert [act['servers'] for act in _acts(fleet, 'drain')] == [['app1'], ['app3'], ['app5']]
+    assert [s['judged'] for s in state['steps']] == [True, True, False]
 
 
 @pytest.mark.parametrize('server,by,outcomes,rolled_back', [
@@ -1128,7 +1132,7 @@ def test_no_hand_over_across_a_pause_or_into_the_analysis():
 def test_a_failed_drain_of_the_next_batch_fails_that_batch_and_everything_goes_back(server, by, outcomes, rolled_back):
     fleet = FakeFleet()
     fleet.fail_then_drain_on = ('lb2', server)
-    state = run(fleet, canary_max_unavailable=1)
+    state = run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)
     assert state['decision'] == 'rolled_back'
     batches = [b for step in state['steps'] for b in step['batches']]
     # The batches before finished; the next one failed in its drain, before any switch.
@@ -1175,7 +1179,7 @@ def _fleet_whose_lb2_fails_app3s_ready():
 
 def test_a_failed_ready_with_a_hand_over_keeps_the_fleet_within_max_unavailable():
     fleet = _fleet_whose_lb2_fails_app3s_ready()
-    state = run(fleet, canary_max_unavailable=1)
+    state = run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)
     assert state['decision'] == 'rolled_back'
     assert 'ready on lb2: health timeout' in state['halt']['reason']
     assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3']
@@ -1257,11 +1261,51 @@ def test_a_failed_ready_before_any_hand_over_leaves_the_next_batch_in_rotation()
     assert 'app2' not in state['rollback']['hosts'] and state['rollback']['done'] == ['app1']
 
 
+def test_every_step_that_leaves_hosts_behind_is_judged_against_them():
+    fleet = FakeFleet()
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'promoted'
+    # Steps 1, 2, 4, 6 hosts... of 6: targets 1, 2, 3, 6; the last leaves no baseline.
+    assert [s['judged'] for s in state['steps']] == [True, True, True, False]
+    assert [s['canary'] for s in state['steps']] == [True, False, False, False]
+    analyses = _acts(fleet, 'analysis')
+    assert [(a['canary'], a['baseline']) for a in analyses] == [
+        (['app1'], ['app2', 'app3', 'app4', 'app5', 'app6']),
+        (['app2'], ['app3', 'app4', 'app5', 'app6']),
+        (['app3'], ['app4', 'app5', 'app6'])]
+    # Each look probes its two sides only.
+    assert analyses[2]['urls'] == ['http://app3/', 'http://app4/', 'http://app5/', 'http://app6/']
+    looks = [s['look'] for s in state['steps'][:3]]
+    assert [(l['look'], l['looks']) for l in looks] == [(1, 3), (2, 3), (3, 3)]
+    # The three looks' alphas together are at most one look's at canary_confidence.
+    assert sum(1 - l['confidence'] for l in looks) <= 1 - 0.995 + 1e-12
+    assert all(s['judge']['verdict'] == 'pass' for s in state['steps'][:3])
+    # Later steps are at full weight: only the canary's weights are ever changed.
+    assert [a for a in _acts(fleet, 'restore')] and len(_acts(fleet, 'restore')) == 1
+    assert any('steps 2, 3 judged too' in line for line in state['plan_lines']), state['plan_lines']
+
+
+def test_a_release_that_fails_only_from_the_third_step_is_rolled_back():
+    fleet = FakeFleet()
+    fleet.bad_on_v2 = {'app3'}
+    state = run(fleet, canary_max_unavailable=1)
+    assert state['decision'] == 'rolled_back', state['halt']
+    assert state['halt']['reason'].startswith('step 3, batch 3: step 3 judged fail'), state['halt']['reason']
+    assert [s['judge'].get('verdict') for s in state['steps']] == ['pass', 'pass', 'fail']
+    assert sorted(state['rollback']['done']) == ['app1', 'app2', 'app3']
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+    assert max(out for dummy, out in fleet.log) <= 1
+    # Only the canary with canary_judge_every_step=false: promoted.
+    fleet = FakeFleet()
+    fleet.bad_on_v2 = {'app3'}
+    assert run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)['decision'] == 'promoted'
+
+
 def test_no_judged_step_when_no_host_would_stay_behind():
     fleet = FakeFleet(apps=['app1', 'app2'])
     state = run(fleet, canary_steps=['100%'], canary_max_unavailable=1)
     assert state['decision'] == 'promoted'
-    assert engine.view(state)['canary_batches'] == 0
+    assert [s['judged'] for s in state['steps']] == [False] and _acts(fleet, 'analysis') == []
 
 
 # ---------------------------------------------------------------- the coordinator's own errors
@@ -1369,7 +1413,7 @@ def test_without_a_rollback_plan_the_hosts_never_switched_still_go_back_in(monke
         raise ZeroDivisionError('division by zero')
 
     monkeypatch.setattr(engine, 'begin_rollback', broken_plan)
-    state = run(fleet, canary_max_unavailable=1)
+    state = run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)
     assert state['rollback']['groups'] == [['app4']] and state['rollback']['done'] == []
     assert state['rollback']['errors'] == [
         'internal error in the coordinator (rollback): ZeroDivisionError: division by zero (please report it '

@@ -116,13 +116,15 @@ def test_a_canary_three_times_slower_fails_by_the_critical_threshold_and_the_rep
     judged = state['steps'][0]['judge']
     assert judged['verdict'] == 'fail' and judged['decided_by'] == 'critical_threshold'
     latency = judged['metrics']['probe_latency_ms']
-    assert latency['rule'] == 'critical: median 2.5x >= 2x and p<0.001 < 0.005'
+    # Three judged steps share confidence 0.995: the canary's look is judged at alpha 0.005 / 3.
+    assert latency['rule'] == 'critical: median 2.5x >= 2x and p<0.001 < 0.00167'
     assert state['decision'] == 'rolled_back' and 'critical: median 2.5x' in state['halt']['reason']
     text = engine.report_markdown(engine.report(state, str))
     assert 'decided by critical_threshold: critical threshold reached: probe_latency_ms' in text
     assert ('| probe_latency_ms | **FAILED (critical)** | 20 / 100 | 6 | 15 | median 2.5x (+150%) | <0.001 | '
-            'tolerance 50%, critical 2x, min 20 | critical: median 2.5x >= 2x and p<0.001 < 0.005 |') in text
-    assert 'confidence 0.995 (alpha 0.005), pass_score 95, marginal_score 75, critical: median 2x, rate +5 points' in text
+            'tolerance 50%, critical 2x, min 20 | critical: median 2.5x >= 2x and p<0.001 < 0.00167 |') in text
+    assert 'confidence 0.9983 (alpha 0.001667), pass_score 95, marginal_score 75, critical: median 2x, rate +5 points; ' \
+        'look 1 of 3, sharing canary_confidence 0.995' in text
     # The global variable reaches the judge: off, the same canary is only marginal (and still rolled back).
     state = run(RatedFleet(rate=50, canary_latency=14.0), canary_critical_ratio=0)
     judged = state['steps'][0]['judge']

@@ -44,11 +44,17 @@ def test_a_promoted_run_reads_step_by_step():
     # One line per batch, with its position and the seconds of each phase.
     batch_lines = [line for line in lines if re.match(r'step \d/4, batch \d/6: app\d -> v2: drained', line)]
     assert len(batch_lines) == 6
-    # Batch 2 was drained by the canary's weights restore, batch 3 by batch 2's ready.
+    # Batch 2 was drained by the canary's weights restore; steps 2 and 3 are judged too (at full
+    # weight), so batch 3 has a drain of its own; batch 5 was drained by batch 4's ready.
     assert 'step 2/4, batch 2/6: app2 -> v2: drained 0.8 s (with the weights restore), switched 1.8 s, healthy 0.8 s, ' \
+        'ready 0.6 s, analysed 30.3 s (34.3 s)' in lines
+    assert 'step 3/4, batch 3/6: app3 -> v2: drained 0.8 s, switched 1.5 s, healthy 0.8 s, ready 0.6 s, ' \
+        'analysed 30.3 s (34.0 s)' in lines
+    assert 'step 4/4, batch 5/6: app5 -> v2: drained 0.8 s (with the last ready), switched 1.8 s, healthy 0.8 s, ' \
         'ready 0.6 s (4.0 s)' in lines
-    assert 'step 3/4, batch 3/6: app3 -> v2: drained 0.8 s (with the last ready), switched 1.8 s, healthy 0.8 s, ' \
-        'ready 0.6 s (4.0 s)' in lines
+    assert 'step 2 verdict: pass, score 100 (score 100 reaches pass_score 95)' in lines
+    assert 'traffic share of the canary: set 25.0%, measured 25.0% (300 of 1200 requests through HAProxy, 0 vs 0 5xx)' \
+        in lines
     assert re.search(r'step 1/4, batch 1/6: app1 -> v2: .* analysed 30\.3 s, weights restored 0\.5 s', text)
     # Each interval once, as it completed, not again when the analysis is recorded.
     intervals = [line for line in lines if line.startswith('analysis interval')]
@@ -82,7 +88,7 @@ def test_a_bad_canary_shows_its_intervals_verdict_failing_metrics_and_rollback()
     assert any(line.startswith('  failing metric probe_error_ratio: canary 0.') and line.endswith(', critical')
                for line in failing)
     # Readable p-values: 3 significant digits, never 17.
-    assert all(not re.search(r'\d\.\d{5,}', line) for line in failing)
+    assert all(not re.search(r'\d\.0*[1-9]\d{3,}', line) for line in failing)
     assert any(line.startswith('step 1/4, batch 1/6: app1 -> v2: drained') and 'FAILED: canary judged fail' in line
                for line in lines)
     assert any(line.startswith('HALTED (step 1): step 1, batch 1: canary judged fail') for line in lines)
@@ -95,6 +101,7 @@ def test_intervals_come_from_the_state_when_the_analysis_was_not_a_loop():
     events, dummy = record_run(RealisticFleet())
     lines, dummy = watch([e for e in events if e[0] != 'item'])
     assert len([line for line in lines if line.startswith('analysis interval')]) == 3
+    assert len([line for line in lines if line.startswith('step 3 analysis interval')]) == 3
 
 
 def test_countdowns_name_what_is_waited_for_and_its_bound():
