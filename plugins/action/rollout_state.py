@@ -67,7 +67,7 @@ SETTING_NAMES = (
     'canary_artifact_remote',
     'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
     'canary_min_power',
-    'canary_underpowered',
+    'canary_underpowered', 'canary_judge_every_step',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
@@ -132,7 +132,8 @@ class ActionModule(ActionBase):
                 written = self._write_files(state, {
                     'report.json': json.dumps(engine.fallback_report(state, iso, error), indent=2, sort_keys=True)
                     + '\n',
-                    'report.md': '# Canary rollout: the report could not be built\n\n%s\n' % engine.md_text(error),
+                    'report.md': '# Canary rollout: the report could not be built\n\n%s\n'
+                                 % engine.md_text(error, starts_line=True),
                     'report.html': '<!DOCTYPE html><title>Canary rollout</title><h1>The report could not be built'
                                    '</h1><pre>%s</pre>\n' % html.escape(error)})
                 raise AnsibleActionFail('internal error in the coordinator (finish): %s; %s' % (
