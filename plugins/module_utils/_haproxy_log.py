@@ -18,27 +18,52 @@ with the syslog daemon and its template, and is skipped):
 Timers (ms): TR (request headers received) / Tw (queued) / Tc (connect) /
 Tr (server response headers) / Ta (active time, all of it). -1 means the stage
 was never reached (e.g. Tr for a request the server never answered).
+
+Everything the judge reads (backend, server, timers, status) comes before the
+first text a client controls (captured cookies and headers, the request
+line), so a line is read strictly from its start: the syslog tag must be
+HAProxy's, the fields must follow it at their fixed places, and the rest of
+the line is never looked at. A request line that looks like another record
+("GET /?x= haproxy[1]: ... demoapp/app9 0/0/0/9999/9999 500 ...") is then
+just text; so is a record quoted in another program's line, or in an HAProxy
+line of another kind (a health check's reason written by the server). Raw
+newlines cannot split a record: HAProxy escapes control characters and '"'
+in what it logs (#0A, #22).
 """
 
 from __future__ import annotations
 
 import calendar
+import math
 import os
 import re
 import time
 
-# The httplog part of a line, from the client address to the status code.
+# The syslog header ends with the program tag at the line's first ': '
+# (its timestamps, '20:31:02' or '+00:00', have no space after a colon).
+# It must be a whole header, as rsyslog, syslog-ng and journalctl write it:
+# [<PRI>] an RFC 3339 or a BSD timestamp, [the host name], HAProxy's tag.
+# Another program's line, or text that does not start as a log line does,
+# is no record.
+HEADER_RE = re.compile(
+    r'(?:<[0-9]{1,3}>)?'
+    r'(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(?:Z|[+-][0-9]{2}:?[0-9]{2})?'
+    r'|[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)'
+    r'(?: [^\s"]+)? haproxy\[[0-9]+\]\Z', re.ASCII)
+# HAProxy's proxy and server names ([A-Za-z0-9_.:-], a '~' after an SSL
+# frontend's); where no server took the request, a placeholder in <>:
+# <NOSRV>, <STATS>, <CACHE>, <PROMEX>, <lua.NAME> for a Lua service.
+NAME = r'[A-Za-z0-9_.:-]+'
+# The httplog record right after the tag, from the client address to the
+# bytes read: what HAProxy writes before any client-controlled text.
 HTTPLOG_RE = re.compile(
-    r'haproxy\[\d+\]: '
     r'(?P<client>\S+) '
     r'\[(?P<day>\d{2})/(?P<month>[A-Z][a-z]{2})/(?P<year>\d{4}):(?P<hms>\d{2}:\d{2}:\d{2})\.(?P<ms>\d{3})\] '
-    r'(?P<frontend>\S+) (?P<backend>[^/\s]+)/(?P<server>\S+) '
+    r'(?P<frontend>' + NAME + r'~?) (?P<backend>' + NAME + r')/(?P<server>' + NAME + r'|<' + NAME + r'>) '
     r'(?P<TR>-?\d+)/(?P<Tw>-?\d+)/(?P<Tc>-?\d+)/(?P<Tr>-?\d+)/\+?(?P<Ta>-?\d+) '
-    r'(?P<status>-?\d+) ')
+    r'(?P<status>-?\d+) \+?\d+(?: |\Z)', re.ASCII)
 MONTHS = dict((name, index) for index, name in enumerate(
     ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'), 1))
-# Servers HAProxy names when no real server took the request.
-NO_SERVER = ('<NOSRV>', '<STATS>', '<CACHE>', '<PROMEX>')
 # Read the file backwards in blocks of this size until the window is covered.
 BLOCK = 1 << 20
 # Requests are logged when they end, so a line can be older than the line
@@ -58,7 +83,12 @@ def parse_line(line, utc_offset=None):
     local time (the module runs on the balancer), or with utc_offset seconds
     when given.
     """
-    match = HTTPLOG_RE.search(line)
+    header, colon, record = line.partition(': ')
+    if not colon or not HEADER_RE.match(header):
+        return None
+    # match(), not search(): anchored right after the tag, never a record
+    # found further on in text a client or a server wrote.
+    match = HTTPLOG_RE.match(record)
     if not match:
         return None
     month = MONTHS.get(match.group('month'))
@@ -82,6 +112,24 @@ def parse_line(line, utc_offset=None):
         'Ta': int(match.group('Ta')),
         'status': int(match.group('status')),
     }
+
+
+def window(now, seconds=60, since=None, until=None):
+    """(since, until) in epoch seconds: `since` when given, else the `seconds` before `now`.
+
+    A NaN bound compares false with every date (a NaN `since` lets every
+    request in) and an infinite one is no window at all: both are refused,
+    naming the value, as is a window of no length. `seconds` is not looked
+    at when `since` is given.
+    """
+    bounds = (('since', since), ('until', until)) + ((('window', seconds),) if since is None else ())
+    for name, value in bounds:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise LogError('%s=%r must be a finite number of seconds' % (name, value))
+    if since is None and seconds <= 0:
+        raise LogError('window=%r must be a number of seconds > 0' % (seconds,))
+    return (now - seconds if since is None else since), (now if until is None else until)
 
 
 def _thin(values, limit):
@@ -115,7 +163,8 @@ def collect(lines, backend, since, until=None, servers=None, max_samples=10000, 
         if entry is None:
             unparsed += 1
             continue
-        if entry['backend'] != backend or entry['server'] in NO_SERVER:
+        # A server in <> is HAProxy's placeholder for none (<NOSRV>, <STATS>...).
+        if entry['backend'] != backend or entry['server'].startswith('<'):
             continue
         if entry['accepted'] < since or (until is not None and entry['accepted'] > until):
             continue

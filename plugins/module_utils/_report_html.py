@@ -115,7 +115,7 @@ def _batch_rows(doc, scale, top):
         failed = batch.get('outcome') == 'failed'
         parts.append('<rect class="batch batch-%s" data-batch="%s" x="%s" y="%d" width="%s" height="%d" fill="none" '
                      'stroke="%s" stroke-width="%s"><title>%s: %s, %s</title></rect>' % (
-                         _e(batch.get('outcome')), batch['batch'], _num(scale.x(start)), y,
+                         _e(batch.get('outcome')), _e(batch['batch']), _num(scale.x(start)), y,
                          _num(max(scale.x(end) - scale.x(start), 1.0)), ROW, '#c0302a' if failed else '#555',
                          2 if failed else 0.6, _e(label), _e(batch.get('outcome')), fmt_seconds(batch.get('seconds'))))
         y += ROW + GAP
@@ -174,8 +174,8 @@ def _traffic_lane(step, scale, top, height=50):
         at = float(intervals[-1].get('end')) if intervals and intervals[-1].get('end') is not None else end
         parts.append('<circle class="traffic-measured" cx="%s" cy="%s" r="5" fill="#222"><title>measured by '
                      'HAProxy: %s (%s of %s requests)</title></circle>' % (
-                         _num(scale.x(at)), _num(y(measured)), fmt_percent(measured), traffic.get('canary_requests'),
-                         traffic.get('requests')))
+                         _num(scale.x(at)), _num(y(measured)), fmt_percent(measured),
+                         _e(traffic.get('canary_requests')), _e(traffic.get('requests'))))
         parts.append('<text x="%s" y="%s">measured %s</text>' % (_num(scale.x(at) + 8), _num(y(measured) + 4),
                                                                  fmt_percent(measured)))
     return parts, top + height
@@ -225,7 +225,8 @@ def _chart(points, bands, scale, top, title, kind, fmt, floor, height=80):
                 else 'r="3.5" fill="%s"' % colour
             parts.append('<circle class="interval-point %s %s" data-interval="%s" cx="%s" cy="%s" %s>'
                          '<title>interval %s, %s: %s</title></circle>' % (
-                             kind, group, number, _num(x), _num(y(value)), style, number, group, _e(fmt(value))))
+                             kind, group, _e(number), _num(x), _num(y(value)), style, _e(number), group,
+                             _e(fmt(value))))
         parts.append('<text x="%d" y="%d" fill="%s" style="fill:%s">%s</text>' % (
             WIDTH - RIGHT - 140 + 70 * index, top - 6, colour, colour, group))
     return parts, top + height
@@ -316,8 +317,8 @@ def _interval_table(step):
                 fields.append((source, group, name))
                 headers.append('%s %s %s' % (source, group, name.replace('_', ' ')))
     for interval in intervals:
-        row = [_e(interval.get('interval')), '%s-%s' % (fmt_number(interval.get('start')),
-                                                        fmt_number(interval.get('end')))]
+        row = [_e(interval.get('interval')), _e('%s-%s' % (fmt_number(interval.get('start')),
+                                                           fmt_number(interval.get('end'))))]
         for source, group, name in fields:
             value = ((interval.get(source) or {}).get(group) or {}).get(name)
             row.append(_e(fmt_rate(value) if name.endswith('rate') and value is not None else fmt_number(value)))

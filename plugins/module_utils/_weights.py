@@ -27,8 +27,15 @@ Cost: 256 * a few candidates * n servers; 1,000 servers take milliseconds.
 from __future__ import annotations
 
 import math
+import re
 
 MAX_WEIGHT = 256
+# A percentage as people write it: ASCII digits, an optional decimal part.
+# float() alone also takes 'inf', 'nan', '1e999', '1_0' and other scripts'
+# digits, which end in an OverflowError or a NaN weight far from the value
+# that caused it.
+DECIMAL_RE = re.compile(r'[0-9]+(?:\.[0-9]+)?\Z')
+INTEGER_RE = re.compile(r'[0-9]+\Z')
 
 
 class WeightsError(ValueError):
@@ -52,13 +59,45 @@ def _distortion(initial, names, weights):
     return sum(abs(weights[n] / wt - initial[n] / it) for n in names)
 
 
-def _check_number(what, value):
+def parse_percent(value):
+    """P (a finite float >= 0) from a number or a text "P" / "P%"; None for anything else.
+
+    Shared with the "N%" weights of haproxy_server (_haproxy.resolve_weight),
+    so both refuse the same values.
+    """
     if isinstance(value, bool):
-        raise WeightsError("%s must be a number, got %r" % (what, value))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise WeightsError("%s must be a number, got %r" % (what, value))
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            return None
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith('%'):
+            text = text[:-1].rstrip()
+        if not DECIMAL_RE.match(text):
+            return None
+        number = float(text)
+    else:
+        return None
+    # A decimal of 400 digits is still one, but float() makes it infinite.
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _initial_weight(name, value):
+    """An int 0-256 from an int, an integral float or a text of digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        weight = value
+    elif isinstance(value, float) and value.is_integer():  # False for inf and nan too
+        weight = int(value)
+    elif isinstance(value, str) and INTEGER_RE.match(value.strip()):
+        weight = int(value.strip())
+    else:
+        weight = -1
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise WeightsError("initial weight of %s must be an integer 0-256, got %r" % (name, value))
+    return weight
 
 
 def canary_weights(initial, canary, percent):
@@ -75,15 +114,7 @@ def canary_weights(initial, canary, percent):
         raise WeightsError("initial weights must be a non-empty dict server -> weight, got %r" % (initial,))
     weights = {}
     for name, value in initial.items():
-        if isinstance(value, bool):
-            raise WeightsError("initial weight of %s must be an integer 0-256, got %r" % (name, value))
-        try:
-            w = int(value)
-        except (TypeError, ValueError):
-            raise WeightsError("initial weight of %s must be an integer 0-256, got %r" % (name, value))
-        if w != _check_number("initial weight of %s" % name, value) or w < 0 or w > MAX_WEIGHT:
-            raise WeightsError("initial weight of %s must be an integer 0-256, got %r" % (name, value))
-        weights[str(name)] = w
+        weights[str(name)] = _initial_weight(name, value)
     if isinstance(canary, str) or not isinstance(canary, (list, tuple)) or not canary:
         raise WeightsError("canary must be a non-empty list of server names, got %r" % (canary,))
     canary = [str(c) for c in canary]
@@ -93,11 +124,10 @@ def canary_weights(initial, canary, percent):
                            % (", ".join(unknown), ", ".join(sorted(weights))))
     if len(set(canary)) != len(canary):
         raise WeightsError("canary lists a server twice: %r" % (canary,))
-    if isinstance(percent, str):
-        percent = percent.strip().rstrip("%")
-    p = _check_number("percent", percent)
-    if math.isnan(p) or not 0 <= p <= 100:
-        raise WeightsError("percent must be between 0 and 100, got %r" % (percent,))
+    p = parse_percent(percent)
+    if p is None or p > 100:
+        raise WeightsError("percent must be a number between 0 and 100 (or 'N%%'), got %r" % (percent,))
+    percent = int(p) if p.is_integer() else p  # for the messages below, whatever form it came in
 
     live_canary = [c for c in canary if weights[c] > 0]
     live_stable = [s for s in weights if s not in canary and weights[s] > 0]

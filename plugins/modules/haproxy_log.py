@@ -19,6 +19,10 @@ description:
     rsyslog (C(/var/log/haproxy.log)), and HAProxy must log at level info with
     C(option httplog) (the default HTTP log format). See docs/haproxy.md.
   - Read-only; runs in check mode too. Reads the file backwards, only as far as the window needs.
+  - A line counts only when it starts with a syslog header (an RFC 3339 or BSD timestamp, the host
+    name, the tag C(haproxy[PID]:)) followed by the httplog fields at their fixed places. The
+    text HAProxy logs after them (captured cookies and headers, the request line) is never read,
+    so what a client sends cannot make a request count for another server, nor make one up.
 author:
   - Grayrelease Canary Maintainers (@grayrelease)
 options:
@@ -128,6 +132,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy_log im
     LogError,
     collect,
     tail_lines,
+    window,
 )
 
 
@@ -146,11 +151,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    now = time.time()
-    if params['since'] is None and params['window'] <= 0:
-        module.fail_json(msg='window=%s must be a number of seconds > 0' % params['window'])
-    since = params['since'] if params['since'] is not None else now - params['window']
-    until = params['until'] if params['until'] is not None else now
+    try:
+        since, until = window(time.time(), params['window'], params['since'], params['until'])
+    except LogError as exc:
+        module.fail_json(msg=str(exc))
     found = os.path.exists(params['path'])
     if not found and not params['missing_ok']:
         module.fail_json(msg='no HAProxy request log at %s (HAProxy must log with option httplog at level info '
