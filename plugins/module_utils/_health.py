@@ -9,9 +9,7 @@ jmespath may be missing and most checks do not need it.
 
 from __future__ import annotations
 
-import heapq
 import http.client
-import itertools
 import json
 import math
 import os
@@ -25,6 +23,9 @@ import traceback
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._http import WATCHDOG, ssl_context
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
+
 USER_AGENT = 'grayrelease.canary.health_check'
 # Health endpoints answer small documents; a cap keeps a misconfigured URL
 # (a large file) from eating memory on the balancer host.
@@ -35,7 +36,11 @@ OVERRIDES = ('status_codes', 'body_regex', 'json_query', 'json_expect', 'max_lat
 
 
 class HealthError(ValueError):
-    """Invalid health_check input; the message names the offending value."""
+    """Invalid health_check input; the message names the offending value, any
+    credentials in it redacted (it names the URL the value belongs to)."""
+
+    def __init__(self, msg):
+        super(HealthError, self).__init__(redact_url(msg))
 
 
 class MissingLibraryError(Exception):
@@ -215,17 +220,8 @@ def build_targets(targets, defaults):
 
 
 def _ssl_context(validate_certs, ca_path, where):
-    if not validate_certs:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
     try:
-        if ca_path is None:
-            return ssl.create_default_context()
-        if os.path.isdir(ca_path):
-            return ssl.create_default_context(capath=ca_path)
-        return ssl.create_default_context(cafile=ca_path)
+        return ssl_context(validate_certs, ca_path)
     except (ssl.SSLError, OSError) as exc:
         raise HealthError('%s: cannot load CA certificates from %r: %s' % (where, ca_path, exc))
 
@@ -296,81 +292,6 @@ def _describe_error(exc, timeout):
     if isinstance(exc, http.client.HTTPException):
         return 'bad HTTP response: %s' % (exc.__class__.__name__ if not str(exc) else exc,)
     return '%s: %s' % (exc.__class__.__name__, exc)
-
-
-class _Watch(object):
-    """One request's deadline and a duplicate of its socket, for the watchdog."""
-
-    __slots__ = ('end', 'sock', 'fired')
-
-    def __init__(self, end, sock):
-        self.end = end
-        self.sock = sock
-        self.fired = False
-
-
-class _Watchdog(object):
-    """One daemon thread that cuts off the requests that pass their deadline.
-
-    A socket timeout bounds each read, not a request: a server that trickles
-    its TLS handshake, headers or body a byte at a time keeps http.client
-    reading for hours. At a request's deadline the watchdog shuts its
-    connection down, so whatever read blocks in the probing thread returns at
-    once. It shuts down a duplicate descriptor of the socket, which the
-    watchdog alone owns: shutdown() acts on the connection, and http.client
-    closing (or TLS wrapping) its own socket object cannot make the watchdog
-    touch a descriptor number that was closed and reused meanwhile.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._heap = []
-        # Tie-breaker: the heap never compares two _Watch objects.
-        self._seq = itertools.count()
-        self._thread = None
-
-    def watch(self, sock, end):
-        entry = _Watch(end, sock.dup())
-        with self._cond:
-            heapq.heappush(self._heap, (end, next(self._seq), entry))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name='health_check-watchdog')
-                self._thread.daemon = True
-                self._thread.start()
-            elif self._heap[0][2] is entry:
-                self._cond.notify()
-        return entry
-
-    def release(self, entry):
-        """Stop watching; returns whether the deadline cut the request off."""
-        with self._cond:
-            sock, entry.sock = entry.sock, None
-        if sock is not None:
-            sock.close()
-        return entry.fired
-
-    def _run(self):
-        with self._cond:
-            while True:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                end, dummy, entry = self._heap[0]
-                left = end - time.monotonic()
-                if entry.sock is not None and left > 0:
-                    self._cond.wait(left)
-                    continue
-                # Released entries leave the heap when they reach its top.
-                heapq.heappop(self._heap)
-                if entry.sock is not None:
-                    entry.fired = True
-                    try:
-                        entry.sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass  # already closed by the server
-
-
-_WATCHDOG = _Watchdog()
 
 
 def _time_left(end):
@@ -456,7 +377,7 @@ def probe(target, timeout, clock=time.monotonic):
     try:
         try:
             sock = conn.sock = _connect(target.host, port, end)
-            watch = _WATCHDOG.watch(sock, end)
+            watch = WATCHDOG.watch(sock, end)
             if target.https:
                 phase = 'tls'
                 sock.settimeout(_time_left(end))
@@ -477,7 +398,7 @@ def probe(target, timeout, clock=time.monotonic):
             status = response.status
         finally:
             # Whatever failed after the watchdog cut the connection is a timeout.
-            cut_off = watch is not None and _WATCHDOG.release(watch)
+            cut_off = watch is not None and WATCHDOG.release(watch)
             if response is not None:
                 response.close()
             conn.close()
@@ -677,10 +598,12 @@ def _report(states, elapsed, deadline):
                                                                '; '.join(reasons))
     else:
         msg = 'all %d targets healthy after %.1f s' % (len(states), elapsed)
-    return {
+    # Printed when a task fails, and at -v: URLs are shown redacted,
+    # as keys and in the lists too (callers compare URLs redacted).
+    return redact({
         'healthy': healthy,
         'unhealthy': unhealthy,
         'results': results,
         'elapsed': round(elapsed, 3),
         'msg': msg,
-    }
+    })

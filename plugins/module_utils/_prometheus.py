@@ -2,10 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Prometheus as a source of canary metrics (module prometheus_query).
 
-Private to grayrelease.canary. Stdlib plus Ansible's open_url (proxies and
-TLS as every Ansible HTTP module has them): PromQL templates with
+Private to grayrelease.canary. Stdlib only: PromQL templates with
 placeholders for one side (canary or baseline), and the HTTP API's
-query / query_range calls and answers.
+query / query_range calls and answers, through _http (proxies from the
+environment; a redirect to another origin drops the headers and the
+URL's user:password@).
 
 Placeholders in a query: $instances and $servers (a regular expression
 matching exactly the side's instance labels or HAProxy server names, for
@@ -17,14 +18,15 @@ otherwise reach Prometheus as a label value that matches nothing).
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
 import urllib.error
 import urllib.parse
 
-from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
-from ansible.module_utils.urls import open_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._http import open_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 
 PLACEHOLDERS = ('instances', 'servers', 'backend', 'window', 'interval')
 PLACEHOLDER_RE = re.compile(r'\$(?:\$|\{(\w+)\}|([A-Za-z_]\w*))')
@@ -36,7 +38,11 @@ SAFE_VALUE_RE = re.compile(r'^[A-Za-z0-9_.:/@-]+\Z')
 
 
 class PrometheusError(ValueError):
-    """Invalid input or a failed query; the message names the offending value."""
+    """Invalid input or a failed query; the message names the offending value,
+    any credentials in it redacted (messages name the Prometheus URL)."""
+
+    def __init__(self, msg):
+        super(PrometheusError, self).__init__(redact_url(msg))
 
 
 def alternation(values):
@@ -148,7 +154,7 @@ def fetch(url, timeout=10.0, headers=None, opener=open_url):
         if body.lstrip().startswith('{'):
             return body
         raise PrometheusError('HTTP %s from %s' % (exc.code, url.split('?')[0]))
-    except (urllib.error.URLError, UrlsConnectionError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         raise PrometheusError('cannot reach %s: %s' % (url.split('?')[0], getattr(exc, 'reason', exc)))
 
 

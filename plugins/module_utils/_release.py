@@ -21,7 +21,6 @@ is checked before anything is unpacked.
 
 from __future__ import annotations
 
-import base64
 import errno
 import grp
 import hashlib
@@ -36,9 +35,10 @@ import time
 import zlib
 from http.client import HTTPException
 from urllib.error import HTTPError, URLError
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, probe
+from ansible_collections.grayrelease.canary.plugins.module_utils._http import Deadline, open_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
@@ -56,6 +56,10 @@ CHUNK = 1024 * 1024
 URL_RE = re.compile(r'^https?://', re.IGNORECASE)
 # Seconds one network read may stall (not the whole download).
 DOWNLOAD_TIMEOUT = 60
+# Seconds a whole download may take, redirects included: a server that
+# trickles its answer never trips the per-read timeout, and a rollout's
+# coordinator waits for the download.
+DOWNLOAD_DEADLINE = 1800
 
 
 class ReleaseError(Exception):
@@ -100,39 +104,46 @@ def is_url(src):
     return isinstance(src, str) and bool(URL_RE.match(src.strip()))
 
 
-def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, opener=None):
+def download(url, dest, expected=None, timeout=DOWNLOAD_TIMEOUT, validate_certs=True, deadline=DOWNLOAD_DEADLINE,
+             clock=time.monotonic):
     """Stream ``url`` into the new file ``dest``, hashing on the way; returns its sha256.
 
-    ``user:password@`` in the URL becomes a Basic Authorization header and is
-    never repeated in a message. With ``expected`` (hex) a different sum fails.
-    Whatever fails, ``dest`` is removed and ReleaseError names the URL.
+    ``user:password@`` in the URL becomes a Basic Authorization header, sent
+    only to the URL's origin (see _http), and is never repeated in a message.
+    With ``expected`` (hex) a different sum fails. ``timeout`` bounds each
+    read, ``deadline`` (seconds, on ``clock``) the whole download, redirects
+    included. Whatever fails, ``dest`` is removed and ReleaseError names the URL.
     """
-    # Imported here, not at the top: Ansible's HTTP stack costs every release
-    # call on every host about 50 ms of imports, and only downloads need it.
-    from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
-    opener = opener or open_url
     shown = redact_url(url)
-    parts = urlsplit(url.strip())
-    headers = {'User-Agent': 'grayrelease.canary'}
-    if parts.username is not None:
-        secret = '%s:%s' % (unquote(parts.username), unquote(parts.password or ''))
-        headers['Authorization'] = 'Basic ' + base64.b64encode(secret.encode('utf-8')).decode('ascii')
-        parts = parts._replace(netloc=parts.netloc.rpartition('@')[2])
+    limit = Deadline(deadline, clock)
     digest = hashlib.sha256()
+    error = None
     try:
-        with opener(urlunsplit(parts), headers=headers, timeout=timeout, validate_certs=validate_certs,
-                    follow_redirects='safe') as response:
+        with open_url(url.strip(), timeout=timeout, validate_certs=validate_certs, deadline=limit) as response:
             with open(dest, 'xb') as handle:
-                for block in iter(lambda: response.read(CHUNK), b''):
+                # read1, not read(CHUNK): a server trickling a byte at a time
+                # would hold read(CHUNK) until the watchdog, and the clock is
+                # asked between reads.
+                while not limit.passed():
+                    block = response.read1(CHUNK)
+                    if not block:
+                        break
                     digest.update(block)
                     handle.write(block)
     except HTTPError as exc:
+        error = 'HTTP %s %s' % (exc.code, exc.reason)
+    except (URLError, HTTPException, OSError, ValueError) as exc:
+        error = str(getattr(exc, 'reason', None) or exc)
+    finally:
+        limit.close()
+    # Checked last, whatever happened: a connection the watchdog shut may
+    # read as the end of a body that has no length.
+    if limit.passed():
+        error = ('not complete within its deadline of %g s for the whole download (the server sends too '
+                 'slowly, or stalls)' % deadline)
+    if error is not None:
         _remove(dest)
-        raise ReleaseError('cannot download %s: HTTP %s %s' % (shown, exc.code, exc.reason), url=shown)
-    except (URLError, UrlConnectionError, HTTPException, OSError, ValueError) as exc:
-        _remove(dest)
-        reason = getattr(exc, 'reason', None) or exc
-        raise ReleaseError('cannot download %s: %s' % (shown, redact_url(str(reason))), url=shown)
+        raise ReleaseError('cannot download %s: %s' % (shown, redact_url(error)), url=shown)
     actual = digest.hexdigest()
     if expected and actual != expected:
         _remove(dest)

@@ -18,6 +18,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._health import 
     HealthError,
     probe,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact
 
 # Reasons kept per target: enough to explain a failure, bounded in size.
 MAX_REASONS = 5
@@ -29,7 +30,8 @@ def sample(targets, count=10, duration=10.0, concurrency=64,
 
     targets: the list built by _health.build_targets. Returns url ->
     {total, errors, latencies_ms (of answered requests), statuses
-    (code -> count, '-' for no answer), reasons (first failures)}.
+    (code -> count, '-' for no answer), reasons (first failures)}, the
+    URLs' credentials redacted (see _redact), in the keys too.
 
     Rounds start on schedule: a round waits for the previous one only until
     its own start, so a slow target (each request bounded by its timeout,
@@ -89,4 +91,4 @@ def sample(targets, count=10, duration=10.0, concurrency=64,
                 rec['errors'] += 1
                 if len(rec['reasons']) < MAX_REASONS:
                     rec['reasons'].append(reason)
-    return out
+    return redact(out)

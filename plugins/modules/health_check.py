@@ -23,7 +23,14 @@ description:
     that reaches the application hosts the way HAProxy does. Needs only the Python standard
     library, plus C(jmespath) when O(json_query) is used.
   - Connects directly to each URL; proxy environment variables are ignored and redirects are not
-    followed (add 3xx codes to O(status_codes) to accept them).
+    followed (add 3xx codes to O(status_codes) to accept them), so O(headers) never reach another
+    host than the target's.
+  - URLs appear in the result and in messages with their credentials redacted, the URLs given in
+    O(targets) too (as keys of RV(results) and in RV(healthy) and RV(unhealthy)) - C(user:password@)
+    (up to the last C(@) before the host) becomes C(***@), and the value of a query parameter whose
+    name looks secret (C(token), C(access_token), C(api_key), C(password), C(secret), C(sig),
+    C(X-Amz-Signature) and the like) becomes C(***). Ansible masks them in the module's arguments
+    too.
 author:
   - grayrelease.canary maintainers (@grayrelease)
 requirements:
@@ -44,6 +51,7 @@ options:
         O(ca_path) to override the module-wide value for that target. Per-target O(headers) are
         merged over the module-wide ones.
       - Per-target headers are not hidden from logs; put secrets in the module-wide O(headers).
+      - C(user:password@) in a URL is not sent; give credentials in O(headers).
       - URLs must be unique.
     type: list
     elements: raw
@@ -173,19 +181,19 @@ EXAMPLES = r'''
 
 RETURN = r'''
 healthy:
-  description: URLs that reached O(rise) consecutive healthy probes, in target order.
+  description: URLs that reached O(rise) consecutive healthy probes, in target order, credentials redacted.
   returned: always
   type: list
   elements: str
   sample: [http://10.0.0.11:8080/healthz]
 unhealthy:
-  description: URLs that were not healthy at the deadline, in target order.
+  description: URLs that were not healthy at the deadline, in target order, credentials redacted.
   returned: always
   type: list
   elements: str
   sample: [http://10.0.0.12:8080/healthz]
 results:
-  description: Per URL, the outcome and figures of its probes.
+  description: Per URL (credentials redacted), the outcome and figures of its probes.
   returned: always
   type: dict
   contains:
@@ -263,6 +271,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._health import 
     build_targets,
     run_checks,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
 
 
 def main():
@@ -287,6 +296,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    # targets cannot be no_log, they are returned; their credentials are
+    # redacted in the result, and this masks them in the invocation too.
+    module.no_log_values.update(url_secrets(params['targets']))
     try:
         targets = build_targets(params['targets'], params)
         result = run_checks(targets, interval=params['interval'], deadline=params['deadline'],

@@ -17,11 +17,17 @@ description:
   - A request counts as an error when it gets no answer, times out, or its
     status is not in O(status_codes).
   - Read-only towards the targets (GET only); runs in check mode too.
+  - Like M(grayrelease.canary.health_check) it connects directly and follows no redirect, so
+    O(headers) never reach another host than the target's; URLs appear in the result (as keys of
+    RV(samples)) and in messages with their credentials redacted (C(user:password@) becomes
+    C(***@), the value of a query parameter whose name looks secret, such as C(token), C(***)).
 author:
   - Grayrelease Canary Maintainers (@grayrelease)
 options:
   targets:
-    description: URLs (http or https) to sample.
+    description:
+      - URLs (http or https) to sample.
+      - C(user:password@) in a URL is not sent; give credentials in O(headers).
     type: list
     elements: str
     required: true
@@ -89,7 +95,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 samples:
-  description: Per target URL, what the requests gave.
+  description: Per target URL (credentials redacted), what the requests gave.
   returned: always
   type: dict
   contains:
@@ -126,6 +132,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._health import 
     HealthError,
     build_targets,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
 from ansible_collections.grayrelease.canary.plugins.module_utils._sample import sample
 
 
@@ -145,6 +152,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    # targets cannot be no_log, they are returned; their credentials are
+    # redacted in the result, and this masks them in the invocation too.
+    module.no_log_values.update(url_secrets(params['targets']))
     # Target settings this module has options for; the other checks of
     # health_check (body, JSON, latency limit) stay off, rise is moot.
     defaults = dict((key, params.get(key)) for key in OVERRIDES)

@@ -22,7 +22,14 @@ author:
   - Grayrelease Canary Maintainers (@grayrelease)
 options:
   url:
-    description: Prometheus base URL, e.g. C(http://prometheus:9090).
+    description:
+      - Prometheus base URL, e.g. C(http://prometheus:9090).
+      - C(user:password@) in it is sent as HTTP Basic authentication. It and O(headers) go only to
+        this URL's origin; a redirect to another scheme, host or port (https to http included) is
+        followed without them.
+      - Shown in messages with its credentials redacted (C(user:password@) becomes C(***@), the
+        value of a query parameter whose name looks secret, such as C(token), C(***)); Ansible
+        masks them in the module's arguments too.
     type: str
     required: true
   queries:
@@ -59,7 +66,7 @@ options:
     type: float
     default: 10
   headers:
-    description: Extra request headers (for example an auth token); never logged.
+    description: Extra request headers (for example an auth token); never logged, sent only to the origin of O(url).
     type: dict
   fail_on_error:
     description: Fail the task when any query fails.
@@ -123,6 +130,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._prometheus imp
     api_url,
     run_queries,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
 
 
 def main():
@@ -144,6 +152,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    # Not no_log: Ansible would then mask the whole URL in every message
+    # that names it; only its credentials are masked.
+    module.no_log_values.update(url_secrets(params['url']))
     if params['window'] <= 0:
         module.fail_json(msg='window=%s must be a number of seconds > 0' % params['window'])
     try:

@@ -77,8 +77,14 @@ options:
         C(ansible-playbook) runs in), copied to the host only when the release is not installed
         yet. With O(remote_src=true) a path on the host.
       - Or an C(http://) / C(https://) URL, downloaded by the controller, or by the host with
-        O(remote_src=true). C(user:password@) in the URL is sent as HTTP Basic authentication and
-        never shown in messages.
+        O(remote_src=true). C(user:password@) in the URL (up to the last C(@) before the host) is
+        sent as HTTP Basic authentication, only to the URL's origin; a redirect to another scheme,
+        host or port (https to http included) is followed without it.
+      - Each read of a download may stall 60 seconds, and the whole download, redirects included,
+        may take 30 minutes; a slower or stalled download fails naming the URL and the limit.
+      - Shown in messages and results with its credentials redacted (C(user:password@) becomes
+        C(***@), the value of a query parameter whose name looks secret, such as C(token) or
+        C(X-Amz-Signature), C(***)); Ansible masks them in the module's arguments too.
       - Needed only when the release is not installed yet.
     type: str
   remote_src:
@@ -294,6 +300,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply
 
 
@@ -325,6 +332,9 @@ def main():
                      ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
         supports_check_mode=True,
     )
+    # Not no_log: Ansible would then mask the whole of src (a path, mostly)
+    # in every message that names it; only a URL's credentials are masked.
+    module.no_log_values.update(url_secrets(module.params['src']))
     try:
         result = apply(module.params, check_mode=module.check_mode, diff=module._diff,
                        run=module.run_command)
