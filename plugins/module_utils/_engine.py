@@ -1764,8 +1764,9 @@ def _after_rollback_health(state, results, now):
         healthy = []
     else:
         health = ok[state['probe_host']]
-        good = set(health.get('healthy', []))
-        healthy = [h for h in hosts if state['identities'][h]['health_url'] in good]
+        # The probe reports URLs redacted (credentials hidden).
+        good = set(redact(health.get('healthy', [])))
+        healthy = [h for h in hosts if redact(state['identities'][h]['health_url']) in good]
         sick = [h for h in hosts if h not in healthy]
         if sick:
             record_['errors'].append('still unhealthy after the rollback, left out of rotation: %s' % ', '.join(sick))

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 import statistics
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import by_url
+
 # Batch phases in the order they run (restore: the canary's weights put back).
 PHASES = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore')
 # How a finished phase reads in a batch line.
@@ -43,7 +45,7 @@ def group_stats(samples, urls):
     """{requests, errors, error_rate, p50_ms, p95_ms} of the http_sample results for urls."""
     latencies, errors, total = [], 0, 0
     for url in urls:
-        result = samples.get(url) or {}
+        result = by_url(samples, url) or {}
         latencies.extend(result.get('latencies_ms') or [])
         errors += int(result.get('errors') or 0)
         total += int(result.get('total') or 0)
@@ -359,7 +361,7 @@ class ProgressView(object):
             return []
         canary, baseline = _canary_groups(state)
         urls = dict((h, state['identities'][h]['sample_url']) for h in canary + baseline)
-        if not set(urls.values()) & set(samples):
+        if not [url for url in urls.values() if by_url(samples, url) is not None]:
             return []
         self.live_intervals += 1
         # Said as it completed: the step's lines never print it again, whatever analysis comes next.

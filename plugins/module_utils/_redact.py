@@ -91,3 +91,10 @@ def url_secrets(value):
         for item in value:
             found.update(url_secrets(item))
     return found
+
+
+def by_url(results, url):
+    """What a module returned for `url` in `results` (keyed by URL): modules
+    key their results by the redacted URL, callers hold the real one."""
+    found = results.get(url)
+    return found if found is not None else results.get(redact_url(url))

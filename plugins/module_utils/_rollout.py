@@ -13,6 +13,7 @@ import re
 from urllib.parse import urlsplit
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy_log import summarize
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import by_url, redact_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import METRIC_KEYS, judge
 from ansible_collections.grayrelease.canary.plugins.module_utils._prometheus import (
     PrometheusError,
@@ -121,9 +122,9 @@ def probe_totals(probe_rounds, urls):
     latencies, errors, total = [], 0, 0
     for samples in probe_rounds:
         for url in urls:
-            res = samples.get(url)
+            res = by_url(samples, url)
             if res is None:
-                raise RolloutError("no probe samples for %s" % url)
+                raise RolloutError("no probe samples for %s" % redact_url(url))
             latencies.extend(res.get("latencies_ms", []))
             errors += res.get("errors", 0)
             total += res.get("total", 0)

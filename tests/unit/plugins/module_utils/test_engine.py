@@ -134,9 +134,10 @@ class FakeFleet(object):
 
     def probe(self, urls, also_unhealthy=()):
         sick = self.unhealthy | set(also_unhealthy) | set(h for h in self.sick_on_v2 if self.versions[h] == 'v2')
-        bad = [u for u in urls if u.split('/')[2] in sick]
-        return {'healthy': [u for u in urls if u not in bad], 'unhealthy': bad, 'results': {}, 'elapsed': 0.3,
-                'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''}
+        bad = [u for u in urls if u.split('/')[2].rpartition('@')[2] in sick]
+        # As health_check answers: every URL redacted (credentials hidden).
+        return engine.redact({'healthy': [u for u in urls if u not in bad], 'unhealthy': bad, 'results': {},
+                              'elapsed': 0.3, 'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''})
 
     def samples(self, act, state):
         canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
@@ -146,8 +147,9 @@ class FakeFleet(object):
             for url in act['urls']:
                 bad = (self.bad_canary and url in canary_urls) or any(
                     url == 'http://%s/' % h and self.versions[h] == 'v2' for h in self.bad_on_v2)
-                samples[url] = {'latencies_ms': [5.0 + i % 3 for i in range(20)], 'errors': 20 if bad else 0,
-                                'total': 20}
+                # Keyed like http_sample's results: by the redacted URL.
+                samples[engine.redact(url)] = {'latencies_ms': [5.0 + i % 3 for i in range(20)],
+                                               'errors': 20 if bad else 0, 'total': 20}
             rounds.append({'samples': samples})
         return {'results': rounds}
 
@@ -1059,6 +1061,44 @@ def test_url_credentials_never_reach_the_report():
     text = json.dumps(doc) + engine.report_markdown(doc)
     assert 's3cret' not in text and 'unhealthy before the rollout: app1 (status 500)' in doc['reason']
     assert engine.redact({'http://u:p@h/x': ['https://a:b@c:1/']}) == {'http://***@h/x': ['https://***@c:1/']}
+
+
+def test_credentials_in_the_health_and_sample_urls_judge_and_roll_back_like_any_other():
+    # The modules key their results by the redacted URL; the run still finds each host's.
+    fleet = FakeFleet()
+    fleet.bad_canary = True
+    conf, errors = settings(canary_max_unavailable=1)
+    ident = identities()
+    for host in APPS:
+        ident[host]['health_url'] = 'http://probe:s3cret@%s/healthz?token=t0k' % host
+        ident[host]['sample_url'] = 'http://probe:s3cret@%s/' % host
+    state = engine.new_state(conf, errors, APPS, LBS, ident, 'lb1', 1.0, owner='me')
+    clock = [2.0]
+
+    def step():
+        while state['act'].get('phase'):
+            clock[0] += 1
+            engine.record(state, fleet.answer(state), clock[0])
+
+    step()
+    for index in range(len(state['plan'])):
+        engine.begin_batch(state, index, clock[0])
+        step()
+    engine.begin_rollback(state, clock[0])
+    for index in range(len(state['rollback']['groups'])):
+        engine.begin_rollback_group(state, index, clock[0])
+        step()
+    engine.cleanup(state, clock[0])
+    step()
+    engine.begin_finish(state, clock[0])
+    step()
+    engine.finish(state, clock[0])
+    assert state['steps'][0]['judge']['verdict'] == 'fail'
+    # The rollback's health check found app1 healthy again (by its redacted URL) and readied it.
+    assert state['decision'] == 'rolled_back', (state['halt'], state['rollback'])
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+    text = json.dumps(engine.report(state, str))
+    assert 's3cret' not in text and 't0k' not in text
 
 
 def test_a_host_that_was_never_restarted_gets_a_short_rollback_health_deadline():
