@@ -24,14 +24,24 @@ Run from the repo root with the venv (make bench-calibrate):
    "stopped" is the rate that matters: false alarms for A/A, detection for
    A/B. Then, per degradation, the shortest window (in intervals) whose
    detection reaches 95%.
+4. Replays whole rollouts of the fleet with the default canary_steps: every
+   step that leaves hosts behind is a look (the first step's hosts at
+   canary_traffic_percent; later steps' new hosts at full weight, 1/6 of the
+   traffic each, against the hosts not yet switched), each look judged at
+   the confidence an alpha-spending scheme (_sequential.py) gives it, the
+   rollout stopping at the first look that does not pass. A/A false alarms
+   over the whole rollout, and detection of a regression that starts only
+   at a later step, per scheme; then the windows the looks need to meet the
+   goals, and the whole rollout again with them.
 
 "before" is the judge without critical thresholds (as it was), "after" the
 defaults. Bounded: recording --record-seconds, replay by trial counts; the
-whole run takes about a minute on 2 CPUs.
+whole run takes about a minute and a half on 2 CPUs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -52,17 +62,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, '.build', 'collections'))
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import judge  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._plan import resolve_steps  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils._power import first_true, plan  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (  # noqa: E402
     analysis_metrics,
     canary_metrics,
     judge_analysis,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._sequential import (  # noqa: E402
+    DEFAULT_SCHEME,
+    SCHEMES,
+    look_confidence,
+)
 
 # http_sample's count per analysis interval (roles/rollout/tasks/analysis.yml).
 PROBES_PER_INTERVAL = 20
 # The local fleet (molecule/default): app1-app6 behind the balancers.
 FLEET = 6
+HOSTS = ['app%d' % (i + 1) for i in range(FLEET)]
 SCENARIOS = [
     ('A/A', None),
     ('A/A, 0.5% errors on both', ('background', 0.005)),
@@ -78,6 +95,26 @@ GOALS = {'errors 2%': 0.95, 'latency +100%': 0.95}
 # Window lengths searched, in analysis intervals (up to 3 minutes at 10 s).
 WINDOW_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18)
 VERDICTS = ('pass', 'marginal', 'fail', 'inconclusive')
+# Whole rollouts: (name, degradation, the first look it shows in). A
+# regression from look 3 on is one that appears only once the new version
+# serves half of the hosts (load-dependent, or on one host's data).
+ROLLOUT_SCENARIOS = [
+    ('A/A', None, 1),
+    ('A/A, 0.5% errors on both', ('background', 0.005), 1),
+    ('A/A, hosts differ', ('hosts', None), 1),
+    ('errors 2% from step 1', ('errors', 0.02), 1),
+    ('errors 2% from step 3', ('errors', 0.02), 3),
+    ('latency +100% from step 3', ('times', 2.0), 3),
+]
+# Goals: caught by the look after step 3 (not by an earlier false alarm).
+ROLLOUT_GOALS = {'errors 2% from step 3': (3, 0.95), 'latency +100% from step 3': (3, 0.95)}
+# None: no spending, every look at the single-look confidence (what looking
+# at every step would do without a sequential rule).
+ROLLOUT_SCHEMES = (None,) + SCHEMES
+# Looks whose windows are searched, per goal degradation: the first step's,
+# and the look where the late regressions start.
+WINDOW_SEARCHES = [(look, name) for look in sorted(set([1] + [k for k, dummy in ROLLOUT_GOALS.values()]))
+                   for name in GOALS]
 
 
 # ---------------------------------------------------------------- recording
@@ -169,7 +206,7 @@ def rollout_defaults():
         'traffic_percent': float(data['canary_traffic_percent']),
         'interval': float(data['canary_analysis_interval']),
         'count': int(data['canary_analysis_count']),
-        'first_step': int(data['canary_steps'][0]),
+        'steps': data['canary_steps'],
         'confidence': float(data.get('canary_confidence', 0.98)),
         'critical_ratio': float(data.get('canary_critical_ratio', 0)),
         'critical_difference': float(data.get('canary_critical_difference', 0)),
@@ -205,24 +242,59 @@ def _draw(rng, recording, n, degrade, canary):
     return [latency for latency, dummy in drawn], errors
 
 
-def one_analysis(rng, recordings, conf, count, rate, degrade, judge_options, with_log, metric_options=None):
-    """The verdict of one replayed canary analysis."""
-    # Both sides resampled from the version's recording (every instance's
-    # requests pooled); with 'hosts', each host from its own instance, drawn
-    # per analysis, so the hosts differ as the recorded processes did.
-    hosts = ['app%d' % (i + 1) for i in range(FLEET)]
+def rollout_looks(conf):
+    """Every look of the default plan on the fleet: (canary hosts, baseline hosts, host -> traffic share).
+
+    Look 1 is the first step, its hosts at canary_traffic_percent (the
+    weights set on canary and stable servers); at a later step every server
+    is at full weight, so each host takes 1/FLEET of the traffic, and the
+    step's new hosts are judged against the hosts not yet switched (the
+    hosts promoted earlier serve too, on neither side). The step that
+    switches the last hosts leaves no baseline and is not judged.
+    """
+    looks, done = [], 0
+    for target in resolve_steps(conf['steps'], FLEET):
+        if target >= FLEET:
+            break
+        canary, baseline = HOSTS[done:target], HOSTS[target:]
+        if done == 0:
+            share = conf['traffic_percent'] / 100.0
+            traffic = dict([(h, share / len(canary)) for h in canary]
+                           + [(h, (1 - share) / len(baseline)) for h in baseline])
+        else:
+            traffic = dict((h, 1.0 / FLEET) for h in canary + baseline)
+        looks.append((canary, baseline, traffic))
+        done = target
+    return looks
+
+
+def host_recordings(rng, recordings, degrade):
+    """host -> the recording its requests are resampled from.
+
+    Both sides from the version's recording (every instance's requests
+    pooled); with 'hosts', each host from its own instance, so the hosts
+    differ as the recorded processes did.
+    """
     if degrade and degrade[0] == 'hosts':
-        recording_of = dict(zip(hosts, rng.sample(recordings['instances'], FLEET)))
-    else:
-        recording_of = dict((h, recordings['pooled']) for h in hosts)
+        return dict(zip(HOSTS, rng.sample(recordings['instances'], FLEET)))
+    return dict((h, recordings['pooled']) for h in HOSTS)
+
+
+def one_analysis(rng, recordings, conf, count, rate, degrade, judge_options, with_log, metric_options=None,
+                 look=None, recording_of=None):
+    """The verdict of one replayed analysis: look (rollout_looks' item) or the first step's.
+
+    recording_of: host_recordings() kept over the looks of one rollout;
+    drawn for this analysis when None.
+    """
+    canary_hosts, baseline_hosts, traffic = look or rollout_looks(conf)[0]
+    if recording_of is None:
+        recording_of = host_recordings(rng, recordings, degrade)
     window = conf['interval'] * count
-    share = conf['traffic_percent'] / 100.0
-    canary_hosts = hosts[:conf['first_step']]
-    baseline_hosts = hosts[conf['first_step']:]
     before, after, logs = {'backends': {'demoapp': {}}}, {'backends': {'demoapp': {}}}, {}
-    for group, canary, part in ((canary_hosts, True, share), (baseline_hosts, False, 1 - share)):
+    for group, canary in ((canary_hosts, True), (baseline_hosts, False)):
         for host in group:
-            n = _poisson(rng, rate * window * part / len(group))
+            n = _poisson(rng, rate * window * traffic[host])
             latencies, errors = _draw(rng, recording_of[host], n, degrade, canary)
             before['backends']['demoapp'][host] = {'req_tot': 0, 'hrsp_5xx': 0}
             after['backends']['demoapp'][host] = {'req_tot': n, 'hrsp_5xx': errors}
@@ -243,22 +315,23 @@ def one_analysis(rng, recordings, conf, count, rate, degrade, judge_options, wit
     return judge_analysis(metrics, judge_fn=judge, **judge_options)['verdict']
 
 
-def run_scenario(rng, recordings, conf, count, rate, degrade, judge_options, with_log, trials, metric_options=None):
+def run_scenario(rng, recordings, conf, count, rate, degrade, judge_options, with_log, trials, metric_options=None,
+                 look=None):
     tally = dict((v, 0) for v in VERDICTS)
     for dummy in range(trials):
         tally[one_analysis(rng, recordings, conf, count, rate, degrade, judge_options, with_log,
-                           metric_options)] += 1
+                           metric_options, look)] += 1
     stopped = sum(tally[v] for v in conf['stop_on'])
     return tally, stopped / float(trials)
 
 
-def window_needed(rng, recordings, conf, rate, degrade, judge_options, with_log, trials, goal=0.95):
+def window_needed(rng, recordings, conf, rate, degrade, judge_options, with_log, trials, goal=0.95, look=None):
     """Shortest WINDOW_COUNTS entry with detection >= goal, by bisection (detection grows with the window)."""
     low, high = 0, len(WINDOW_COUNTS) - 1
 
     def enough(index):
         dummy, stopped = run_scenario(rng, recordings, conf, WINDOW_COUNTS[index], rate, degrade, judge_options,
-                                      with_log, trials)
+                                      with_log, trials, look=look)
         return stopped >= goal
 
     if not enough(high):
@@ -266,7 +339,49 @@ def window_needed(rng, recordings, conf, rate, degrade, judge_options, with_log,
     return WINDOW_COUNTS[first_true(low, high, enough)]
 
 
+def per_look_confidence(confidence, look, looks, scheme):
+    """What look `look` of `looks` is judged at: the scheme's confidence, or with no scheme the single look's."""
+    return confidence if scheme is None else look_confidence(confidence, look, looks, scheme)
+
+
+def look_options(judge_options, look, looks, scheme):
+    return dict(judge_options, confidence=per_look_confidence(judge_options['confidence'], look, looks, scheme))
+
+
+def one_rollout(rng, recordings, conf, counts, rate, degrade, from_look, judge_options, scheme):
+    """The look (1-based) a replayed rollout stops at, 0 when every look passes.
+
+    counts: each look's window, in intervals. The degradation shows on the
+    canary side from look from_look on; with 'hosts' each host keeps its
+    recording for the whole rollout.
+    """
+    looks = rollout_looks(conf)
+    recording_of = host_recordings(rng, recordings, degrade)
+    for number, (look, count) in enumerate(zip(looks, counts), 1):
+        verdict = one_analysis(rng, recordings, conf, count, rate, degrade if number >= from_look else None,
+                               look_options(judge_options, number, len(looks), scheme), False, look=look,
+                               recording_of=recording_of)
+        if verdict in conf['stop_on']:
+            return number
+    return 0
+
+
+def run_rollouts(rng, recordings, conf, counts, rate, degrade, from_look, judge_options, scheme, trials):
+    """Of `trials` rollouts, how many stopped at each look: [promoted, stopped at look 1, at look 2, ...]."""
+    stops = [0] * (len(rollout_looks(conf)) + 1)
+    for dummy in range(trials):
+        stops[one_rollout(rng, recordings, conf, counts, rate, degrade, from_look, judge_options, scheme)] += 1
+    return stops
+
+
 # ---------------------------------------------------------------- report
+
+def _window_text(count, conf):
+    """A window in intervals for reading; None: longer than any searched."""
+    if count is None:
+        return '> %gs' % (WINDOW_COUNTS[-1] * conf['interval'])
+    return '%d x %gs = %gs' % (count, conf['interval'], count * conf['interval'])
+
 
 def table(title, rows, conf):
     out = ['', title, '',
@@ -281,12 +396,7 @@ def table(title, rows, conf):
         elif name.startswith('A/A'):
             goal, window = '  (stress case, no goal)', '-'
         else:
-            if isinstance(needed, str):
-                window = needed
-            elif needed:
-                window = '%d x %gs = %gs' % (needed, conf['interval'], needed * conf['interval'])
-            else:
-                window = '> %gs' % (WINDOW_COUNTS[-1] * conf['interval'])
+            window = needed if isinstance(needed, str) else _window_text(needed, conf)
             goal = ''
             if name in GOALS:
                 goal = '  goal >= 95%%: %s' % ('met' if stopped >= GOALS[name] else 'NOT met')
@@ -323,6 +433,77 @@ def sweep_table(args, cells):
     return out
 
 
+def describe_looks(conf, rate):
+    """One line per look of the plan: who against whom, and what a default window gives each side."""
+    window = conf['interval'] * conf['count']
+    out = []
+    for number, (canary, baseline, traffic) in enumerate(rollout_looks(conf), 1):
+        shares = [sum(traffic[h] for h in side) for side in (canary, baseline)]
+        out.append('  look %d: %s at %.3g%% of the traffic vs %s (%.3g%%): ~%d canary / %d baseline requests, '
+                   'probes %d / %d per %g s window' % (
+                       number, ', '.join(canary), 100 * shares[0], ', '.join(baseline), 100 * shares[1],
+                       rate * window * shares[0], rate * window * shares[1],
+                       PROBES_PER_INTERVAL * conf['count'] * len(canary),
+                       PROBES_PER_INTERVAL * conf['count'] * len(baseline), window))
+    return out
+
+
+def rollout_table(title, rows, single):
+    """rows: (scenario name, run_rollouts' stops). Stopped anywhere, and caught by the look the regression starts at.
+
+    single: scenario name -> the single look's stopped rate, which the
+    whole rollout's false alarms should not exceed by much.
+    """
+    looks = len(rows[0][1]) - 1
+    out = ['', title, '',
+           '%-26s %8s' % ('scenario', 'rollouts') + ''.join('%8s' % ('stop@%d' % k) for k in range(1, looks + 1))
+           + ' %8s %8s  %s' % ('promoted', 'stopped', 'goal'),
+           '-' * 112]
+    from_look = dict((name, first) for name, dummy, first in ROLLOUT_SCENARIOS)
+    for name, stops in rows:
+        trials = float(sum(stops))
+        stopped = 1 - stops[0] / trials
+        if name.startswith('A/A'):
+            goal = ('false alarms over the rollout, goal <= 1%%: %s' % ('met' if stopped <= 0.01 else 'NOT met')
+                    if name == 'A/A' else '(stress case, no goal)') + '; single look %.1f%%' % (100 * single[name])
+        else:
+            look = from_look[name]
+            goal = 'caught by look %d: %.1f%%' % (look, 100 * stops[look] / trials)
+            if name in ROLLOUT_GOALS:
+                goal += ', goal >= %d%%: %s' % (100 * ROLLOUT_GOALS[name][1],
+                                                'met' if stops[look] / trials >= ROLLOUT_GOALS[name][1] else 'NOT met')
+        out.append('%-26s %8d' % (name, trials) + ''.join('%8d' % n for n in stops[1:])
+                   + ' %8d %7.1f%%  %s' % (stops[0], 100 * stopped, goal))
+    return out
+
+
+def window_table(cells, conf, args):
+    """Per scheme, the window each searched look needs for each goal degradation."""
+    looks = len(rollout_looks(conf))
+    out = ['', 'Windows the looks need: shortest canary_analysis_count (x %g s) with >= 95%% of %d analyses of that '
+           'look stopped' % (conf['interval'], args.window_trials), '',
+           '%-16s' % 'scheme' + ''.join('%24s' % ('look %d: %s' % (look, name)) for look, name in WINDOW_SEARCHES),
+           '-' * (16 + 24 * len(WINDOW_SEARCHES))]
+    for s, scheme in enumerate(ROLLOUT_SCHEMES):
+        out.append('%-16s' % (scheme or 'none') + ''.join(
+            '%24s' % ('%s (%.2g)' % (_window_text(cells[('look-window', s, g)], conf),
+                                     1 - per_look_confidence(conf['confidence'], look, looks, scheme)))
+            for g, (look, dummy) in enumerate(WINDOW_SEARCHES)))
+    out.append('(in brackets: the alpha that look is judged at, 1 - its confidence)')
+    return out
+
+
+def tuned_count(cells, conf, scheme_index):
+    """The one window every look can use to meet the searched goals (never shorter than the default), or None.
+
+    One canary_analysis_count for every look: the engine then needs no
+    per-look window, and the first look, judged at a stricter confidence
+    than alone, gets back the detection it had.
+    """
+    needed = [cells[('look-window', scheme_index, g)] for g in range(len(WINDOW_SEARCHES))]
+    return None if None in needed else max([conf['count']] + needed)
+
+
 # Set in the parent before the workers fork: the recordings, defaults and options.
 _SHARED = {}
 
@@ -333,6 +514,23 @@ def _task(key):
     args, conf, recordings = shared['args'], shared['conf'], shared['recordings']
     rng = random.Random('%d/%r' % (args.seed, key))
     what, first, second = key
+    looks = rollout_looks(conf)
+    if what in ('rollout', 'tuned'):
+        # ('rollout', scheme, scenario): the default window at every look;
+        # ('tuned', scenario, window): the default scheme, that window at every look.
+        if what == 'rollout':
+            scheme, index, count = ROLLOUT_SCHEMES[first], second, conf['count']
+        else:
+            scheme, index, count = DEFAULT_SCHEME, first, second
+        name, degrade, from_look = ROLLOUT_SCENARIOS[index]
+        trials = args.rollout_trials * (2 if name.startswith('A/A') else 1)
+        return key, run_rollouts(rng, recordings, conf, [count] * len(looks), args.rate, degrade, from_look,
+                                 shared['defaults'], scheme, trials)
+    if what == 'look-window':
+        look, name = WINDOW_SEARCHES[second]
+        return key, window_needed(rng, recordings, conf, args.rate, dict(SCENARIOS)[name],
+                                  look_options(shared['defaults'], look, len(looks), ROLLOUT_SCHEMES[first]), False,
+                                  args.window_trials, look=looks[look - 1])
     if what == 'sweep':
         title, judge_options, metric_options, overrides = TUNINGS[first]
         tuned = dict(conf, **overrides)
@@ -351,6 +549,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--trials', type=int, default=200, help='A/B analyses per degradation (A/A: 4x)')
     ap.add_argument('--window-trials', type=int, default=100, help='analyses per window length searched')
+    ap.add_argument('--rollout-trials', type=int, default=400, help='whole rollouts per degradation (A/A: 2x)')
     ap.add_argument('--rate', type=float, default=40.0,
                     help='req/s through the backend (scripts/load.py default: 40)')
     ap.add_argument('--record-seconds', type=float, default=20.0)
@@ -374,38 +573,54 @@ def main(argv=None):
                                       lat[int(len(lat) * 0.99)]))
     window = conf['interval'] * conf['count']
     share = conf['traffic_percent'] / 100.0
+    looks = rollout_looks(conf)
+    first_step = len(looks[0][0])
     lines += ['defaults (roles/rollout/defaults/main.yml): canary_traffic_percent %g, window %d x %g s = %g s, '
               'first step %d of %d hosts; stop on %s' % (
-                  conf['traffic_percent'], conf['count'], conf['interval'], window, conf['first_step'], FLEET,
+                  conf['traffic_percent'], conf['count'], conf['interval'], window, first_step, FLEET,
                   ', '.join(sorted(conf['stop_on']))),
               'traffic %g req/s: ~%d canary / %d baseline requests per analysis; probes %d canary / %d baseline'
               % (args.rate, args.rate * window * share, args.rate * window * (1 - share),
-                 PROBES_PER_INTERVAL * conf['count'] * conf['first_step'],
-                 PROBES_PER_INTERVAL * conf['count'] * (FLEET - conf['first_step'])),
+                 PROBES_PER_INTERVAL * conf['count'] * first_step,
+                 PROBES_PER_INTERVAL * conf['count'] * (FLEET - first_step)),
               'planner (_power.plan) for this window: %s' % json.dumps(dict(
                   (k, v) for k, v in plan(args.rate, conf['traffic_percent'], conf['interval'], conf['count'],
                                           alpha=1 - conf['confidence'], latency_ratio=conf['critical_ratio'] or 2).items()
                   if k in ('error_power', 'latency_power', 'detectable_error_rate', 'detectable_latency_ratio',
                            'needed_count', 'needed_traffic_percent')), sort_keys=True)]
     defaults = {'confidence': conf['confidence'], 'critical_ratio': conf['critical_ratio'],
-                'critical_difference': conf['critical_difference']}
+                'critical_difference': conf['critical_difference'],
+                # As the engine judges (_engine._judge_options): few requests with clearly too many errors fail.
+                'exact_below_min_samples': True}
+    first_look = look_confidence(conf['confidence'], 1, len(looks), DEFAULT_SCHEME)
     configs = [
         ('BEFORE: the judge as it was (confidence 0.98, no critical thresholds)',
          {'confidence': 0.98, 'critical_ratio': 0, 'critical_difference': 0}, False, False),
         ('AFTER: defaults (confidence %g, critical_ratio %g, critical_difference %g)'
          % (conf['confidence'], conf['critical_ratio'], conf['critical_difference']), defaults, False, True),
         ('AFTER, with canary_haproxy_log (real-traffic latency judged too)', defaults, True, True),
+        ('AFTER, as look 1 of %d of a rollout (%s spending: confidence %.5g)'
+         % (len(looks), DEFAULT_SCHEME, first_look), dict(defaults, confidence=first_look), False, False),
     ]
     _SHARED.update(args=args, conf=conf, recordings=recordings, defaults=defaults, configs=configs)
     keys = [('window', c, i) for c, config in enumerate(configs) if config[3]
             for i, (name, dummy) in enumerate(SCENARIOS) if not name.startswith('A/A')]
     keys += [('table', c, i) for c in range(len(configs)) for i in range(len(SCENARIOS))]
     keys += [('sweep', t, r) for t in range(len(TUNINGS)) for r in range(len(SWEEP_ROWS))]
-    if args.workers > 1:
-        with multiprocessing.get_context('fork').Pool(args.workers) as pool:
-            cells = dict(pool.imap_unordered(_task, keys))
-    else:
-        cells = dict(_task(key) for key in keys)
+    keys += [('rollout', s, i) for s in range(len(ROLLOUT_SCHEMES)) for i in range(len(ROLLOUT_SCENARIOS))]
+    keys += [('look-window', s, g) for s in range(len(ROLLOUT_SCHEMES)) for g in range(len(WINDOW_SEARCHES))]
+    default_scheme = ROLLOUT_SCHEMES.index(DEFAULT_SCHEME)
+
+    def compute(pool, keys):
+        return dict(pool.imap_unordered(_task, keys) if pool else (_task(key) for key in keys))
+
+    with (multiprocessing.get_context('fork').Pool(args.workers) if args.workers > 1
+          else contextlib.nullcontext()) as pool:
+        cells = compute(pool, keys)
+        # Then the whole rollout again with the windows the default scheme's looks need.
+        tuned = tuned_count(cells, conf, default_scheme)
+        if tuned:
+            cells.update(compute(pool, [('tuned', i, tuned) for i in range(len(ROLLOUT_SCENARIOS))]))
     for c, (title, dummy, dummy, search) in enumerate(configs):
         rows = []
         for i, (name, dummy) in enumerate(SCENARIOS):
@@ -415,10 +630,35 @@ def main(argv=None):
             rows.append((name, trials, tally, stopped, needed))
         lines += table(title, rows, conf)
     lines += sweep_table(args, cells)
+    # configs[1], the defaults: the single look each look of the rollout is compared with.
+    single = dict((name, cells[('table', 1, i)][1]) for i, (name, dummy) in enumerate(SCENARIOS))
+    lines += ['', 'WHOLE ROLLOUT: %d hosts, canary_steps %s -> hosts switched after each step %s; every step that '
+              'leaves hosts behind is judged, the last one is not; the rollout stops at the first look whose verdict '
+              'is not pass' % (FLEET, conf['steps'], resolve_steps(conf['steps'], FLEET))]
+    lines += describe_looks(conf, args.rate)
+    for s, scheme in enumerate(ROLLOUT_SCHEMES):
+        title = ('Whole rollout, %s: looks judged at alpha %s (confidence 1 - alpha), each over %s' % (
+            'scheme %s' % scheme if scheme else 'no spending (every look at the single-look confidence)',
+            ', '.join('%.3g' % (1 - per_look_confidence(conf['confidence'], k, len(looks), scheme))
+                      for k in range(1, len(looks) + 1)), _window_text(conf['count'], conf)))
+        lines += rollout_table(title, [(name, cells[('rollout', s, i)])
+                                       for i, (name, dummy, dummy) in enumerate(ROLLOUT_SCENARIOS)], single)
+    lines += window_table(cells, conf, args)
+    if tuned:
+        lines += rollout_table('Whole rollout, scheme %s, every look over the window they all meet their goals with: '
+                               '%s (canary_analysis_count %d)' % (DEFAULT_SCHEME, _window_text(tuned, conf), tuned),
+                               [(name, cells[('tuned', i, tuned)])
+                                for i, (name, dummy, dummy) in enumerate(ROLLOUT_SCENARIOS)], single)
+    else:
+        lines += ['', 'No window up to %s meets the goals of scheme %s: no whole rollout with tuned windows'
+                  % (_window_text(WINDOW_COUNTS[-1], conf), DEFAULT_SCHEME)]
     lines += ['', 'stopped = verdict the rollout stops on (%s); fail-only = verdict fail; window = shortest '
-              'canary_analysis_count (x interval) with >= 95%% stopped in %d analyses'
-              % (', '.join(sorted(conf['stop_on'])), args.window_trials),
-              'runtime %.0f s (%d workers)' % (time.monotonic() - started, args.workers)]
+              'canary_analysis_count (x interval) with >= 95%% stopped in %d analyses; stop@k = rollouts stopped by '
+              'look k; whole-rollout rows: %d rollouts (A/A: %d)'
+              % (', '.join(sorted(conf['stop_on'])), args.window_trials, args.rollout_trials, 2 * args.rollout_trials),
+              # The load says whether the runtime is the bench's own: others' jobs slow it down.
+              'runtime %.0f s (%d workers, load average %.1f at the end)' % (
+                  time.monotonic() - started, args.workers, os.getloadavg()[0])]
     text = '\n'.join(lines) + '\n'
     sys.stdout.write(text)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
