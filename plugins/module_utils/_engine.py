@@ -89,7 +89,7 @@ DEFAULTS = {
     'canary_traffic_percent': 10,
     'canary_pause': 0,
     'canary_analysis_interval': 10,
-    'canary_analysis_count': 3,
+    'canary_analysis_count': 6,
     'canary_drain_timeout': 30,
     'canary_health_deadline': 60,
     'canary_auto_rollback': True,
@@ -874,6 +874,10 @@ def _after_releases(state, results, now):
         state['max_unavailable'] = state['capacity']['room']
         state['plan_steps'] = plan_steps(fleet, settings['steps'], state['max_unavailable'], zones,
                                          settings['zone_mode'], done)
+        # The looks of the whole rollout, as if nothing were done yet: a resumed run
+        # (after canary_pause=manual, say) spends only what the earlier runs left.
+        whole = plan_steps(fleet, settings['steps'], state['max_unavailable'], zones, settings['zone_mode'], [])
+        state['looks_planned'] = len(_judged_steps(state, whole, []))
     except PlanError as exc:
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
@@ -990,10 +994,11 @@ def plan_text(state):
         lines.append('step%s %s judged too, at full weight against the hosts still on %s (%s x %s s each)' % (
             's' if len(later) > 1 else '', ', '.join(str(i) for i in later), state['previous_version'],
             settings['analysis_count'], settings['analysis_interval']))
-    if len(looks) > 1:
-        lines.append('%d looks share confidence %s (each judged at %s and above)' % (
-            len(looks), settings['confidence'], ', '.join(
-                '%.6g' % look_confidence(settings['confidence'], n, len(looks)) for n in range(1, len(looks) + 1))))
+    total = max(state.get('looks_planned') or 0, len(looks))
+    if total > 1:
+        lines.append('%d looks over the whole rollout share confidence %s (each judged at %.6g)%s' % (
+            total, settings['confidence'], look_confidence(settings['confidence'], 1, total),
+            '; %d of them in this run' % len(looks) if len(looks) < total else ''))
     return lines
 
 
@@ -1013,30 +1018,36 @@ def _canary_hosts(state):
     return state['done_before'] + [h for batch in state['plan_steps'][0] for h in batch]
 
 
-def _sides(state, step_index):
+def _sides(state, step_index, plan_steps_=None, done=None):
     """(canary, baseline) of step `step_index`'s analysis: the step's own hosts (the
     first step's with the hosts done before) against the hosts still on the old
-    release (operators' hosts aside)."""
-    rolled = set(state['done_before'])
-    for step in state['plan_steps'][:step_index]:
+    release (operators' hosts aside). Of this run's plan, or of `plan_steps_` with `done`."""
+    steps = state['plan_steps'] if plan_steps_ is None else plan_steps_
+    done = state['done_before'] if done is None else done
+    rolled = set(done)
+    for step in steps[:step_index]:
         rolled.update(h for batch in step for h in batch)
-    own = [h for batch in state['plan_steps'][step_index] for h in batch]
-    canary = (state['done_before'] if step_index == 0 else []) + own
+    own = [h for batch in steps[step_index] for h in batch]
+    canary = (list(done) if step_index == 0 else []) + own
     baseline = [h for h in state['app_hosts'] if h not in rolled and h not in own and h not in state['held']]
     return canary, baseline
 
 
+def _judged_steps(state, plan_steps_, done):
+    """The indexes of the judged steps of a plan: the first, and every later one with
+    canary_judge_every_step; each only if hosts stay behind on the old release to compare it with."""
+    return [i for i in range(len(plan_steps_))
+            if (i == 0 or state['settings'].get('judge_every_step')) and _sides(state, i, plan_steps_, done)[1]]
+
+
 def _has_baseline_after(state, step_index):
-    """Is the step judged? The first step, and every later one with canary_judge_every_step; each only
-    if hosts stay behind on the old release to compare it with."""
-    if step_index != 0 and not state['settings'].get('judge_every_step'):
-        return False
-    return bool(_sides(state, step_index)[1])
+    """Is step `step_index` of this run judged?"""
+    return step_index in _looks(state)
 
 
 def _looks(state):
-    """The judged steps' indexes: the sequential rule shares the confidence among them."""
-    return [i for i in range(len(state['plan_steps'])) if _has_baseline_after(state, i)]
+    """This run's judged steps' indexes: the sequential rule shares the confidence among them."""
+    return _judged_steps(state, state['plan_steps'], state['done_before'])
 
 
 def begin_batch(state, index, now):
@@ -1431,10 +1442,12 @@ def _analysis_act(state, step_index):
     settings = state['settings']
     canary, baseline = _sides(state, step_index)
     looks = _looks(state)
+    total = max(state.get('looks_planned') or 0, len(looks))
+    # A resumed run's looks come last: the earlier runs spent the first ones.
+    number = total - len(looks) + looks.index(step_index) + 1
     state['steps'][-1]['sides'] = {'canary': canary, 'baseline': baseline}
-    state['steps'][-1]['look'] = {'look': looks.index(step_index) + 1, 'looks': len(looks), 'shared': settings['confidence'],
-                                  'confidence': look_confidence(settings['confidence'], looks.index(step_index) + 1,
-                                                                len(looks))}
+    state['steps'][-1]['look'] = {'look': number, 'looks': total, 'shared': settings['confidence'],
+                                  'confidence': look_confidence(settings['confidence'], number, total)}
 
     def members(hosts):
         return [(server_of(state, h), prometheus_instance(state['identities'][h])) for h in hosts]

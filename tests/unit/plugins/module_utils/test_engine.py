@@ -1341,6 +1341,19 @@ def test_a_release_that_fails_only_from_the_third_step_is_rolled_back():
     assert run(fleet, canary_max_unavailable=1, canary_judge_every_step=False)['decision'] == 'promoted'
 
 
+def test_a_resumed_run_spends_only_the_looks_the_earlier_run_left():
+    fleet = FakeFleet()
+    first = run(fleet, canary_max_unavailable=1, canary_pause='manual')
+    assert first['decision'] == 'paused' and first['steps'][0]['look']['look'] == 1
+    assert first['steps'][0]['look']['looks'] == 3
+    again = run(fleet, canary_max_unavailable=1, canary_pause='manual')
+    # app1 is done: this run's first judged step is the whole rollout's second look.
+    assert again['done_before'] == ['app1']
+    assert [(s['look']['look'], s['look']['looks']) for s in again['steps'] if s.get('look')] == [(2, 3)]
+    assert sum(1 - look for look in [first['steps'][0]['look']['confidence'],
+                                     again['steps'][0]['look']['confidence']]) <= 0.005 * 2 / 3 + 1e-12
+
+
 def test_no_judged_step_when_no_host_would_stay_behind():
     fleet = FakeFleet(apps=['app1', 'app2'])
     state = run(fleet, canary_steps=['100%'], canary_max_unavailable=1)
