@@ -30,6 +30,7 @@ import posixpath
 import pwd
 import re
 import shutil
+import stat
 import tarfile
 import time
 import zlib
@@ -60,6 +61,15 @@ DOWNLOAD_TIMEOUT = 60
 # trickles its answer never trips the per-read timeout, and a rollout's
 # coordinator waits for the download.
 DOWNLOAD_DEADLINE = 1800
+# Tar members read at most: each costs the host ~0.5 KB of memory while the
+# archive is checked, so a header bomb is cut off before it exhausts memory.
+MAX_MEMBERS = 200000
+# Free space (MiB) an install must leave on the filesystem of the root: a
+# host with a full disk loses its logs and the running release with them.
+MIN_FREE_MB = 64
+# Links followed in a row when a symlink is resolved, as the kernel's SYMLOOP_MAX.
+SYMLOOP_MAX = 40
+NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 
 
 class ReleaseError(Exception):
@@ -87,11 +97,32 @@ def parse_checksum(value, what='checksum'):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
     with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(CHUNK), b''):
-            digest.update(block)
+        return _hash_copy(handle)
+
+
+def _hash_copy(handle, dest=None):
+    """sha256 of what ``handle`` reads from where it stands, written on into ``dest`` when given."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(CHUNK), b''):
+        digest.update(block)
+        if dest is not None:
+            dest.write(block)
     return digest.hexdigest()
+
+
+def _open_src(src):
+    """src opened for reading once, so that every later read sees the same file whatever the path becomes."""
+    try:
+        # O_NONBLOCK: a fifo put in src's place must not hang the module in open().
+        fd = os.open(src, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    except OSError:
+        fd = None
+    if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+        return os.fdopen(fd, 'rb')
+    if fd is not None:
+        os.close(fd)
+    raise ReleaseError('src %s does not exist on the host or is not a regular file' % src)
 
 
 def checksum_mismatch_msg(src, expected, actual):
@@ -172,7 +203,11 @@ def _remove(path):
 
 
 def _makedirs(path, uid=None, gid=None):
-    """Create ``path`` and missing parents with mode 0755 (not subject to the umask)."""
+    """Create ``path`` and missing parents with mode 0755 (not subject to the umask).
+
+    Returns the directories it created, parents first.
+    """
+    created = []
     missing = []
     current = path
     while not os.path.isdir(current):
@@ -188,9 +223,118 @@ def _makedirs(path, uid=None, gid=None):
             if exc.errno != errno.EEXIST:
                 raise
             continue
+        created.append(directory)
         os.chmod(directory, DIR_MODE)
         if uid is not None:
             os.lchown(directory, uid, gid)
+    return created
+
+
+def _write_new(path, text, mode, uid=None, gid=None):
+    """Write ``text`` into a file created at ``path``, never through what is there already.
+
+    Whatever has the name (a leftover, or a symlink planted to make root write
+    elsewhere) is unlinked, not followed; O_EXCL|O_NOFOLLOW then fail rather
+    than follow one planted in between.
+    """
+    _remove(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+    with os.fdopen(fd, 'w') as handle:
+        handle.write(text)
+        if uid is not None:
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+
+
+def _human(size):
+    for unit in ('bytes', 'KiB', 'MiB', 'GiB'):
+        if size < 1024 or unit == 'GiB':
+            return ('%d %s' if unit == 'bytes' else '%.1f %s') % (size, unit)
+        size /= 1024.0
+
+
+def check_free_space(directory, need, inodes, min_free_mb, action, needs):
+    """Refuse, before writing, ``need`` bytes in ``inodes`` files the filesystem of ``directory`` lacks.
+
+    ``min_free_mb`` MiB must stay free besides. Only the space an unprivileged
+    user may use counts (f_bavail): root's reserve is what keeps a full host
+    able to log and log in. ``action`` and ``needs`` (with %s for the size)
+    word the refusal.
+    """
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    reserve = int(min_free_mb) * 1024 * 1024
+    # A filesystem without an inode count (btrfs, some network ones) says 0 files.
+    short_of_inodes = st.f_files and inodes > st.f_favail
+    if need + reserve <= free and not short_of_inodes:
+        return
+    inode_part = ' and %d free inodes for %d files' % (st.f_favail, inodes) if short_of_inodes else ''
+    raise ReleaseError('%s: No space left on device: %s, and the filesystem there has %s free (min_free_mb=%d of it '
+                       'must stay free)%s; nothing changed. Free space on that filesystem (or lower min_free_mb), or '
+                       'check that the archive is the release you meant.'
+                       % (action, needs % _human(need), _human(free), min_free_mb, inode_part),
+                       needed_bytes=need, free_bytes=free)
+
+
+def _unsafe_dir(path, st):
+    """Why someone besides root could change what is in ``path`` (a directory), '' when nobody can."""
+    writable = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+    if st.st_uid == 0 and not writable:
+        return ''
+    return ('%s has owner %s, group %s, mode %04o' % (path, _user_name(st.st_uid), _group_name(st.st_gid),
+                                                      stat.S_IMODE(st.st_mode)))
+
+
+def _user_name(uid):
+    try:
+        return '%s (uid %d)' % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return 'uid %d' % uid
+
+
+def _group_name(gid):
+    try:
+        return '%s (gid %d)' % (grp.getgrgid(gid).gr_name, gid)
+    except KeyError:
+        return 'gid %d' % gid
+
+
+def check_root_safe(root):
+    """Refuse a release root that a user other than root could write to, when the module runs as root.
+
+    Root would otherwise follow what such a user plants there (a symlink at a
+    temporary name, a staging area pointing elsewhere) and write or remove on
+    their behalf. Every directory on the way counts: the root, its parents,
+    and those of whatever a symlink on the way points at. A world-writable
+    directory with the sticky bit (/tmp) is fine: nobody can rename or remove
+    the entries of others there.
+    """
+    if os.geteuid() != 0:
+        return
+    prefixes = [root]
+    while os.path.dirname(prefixes[-1]) != prefixes[-1]:
+        prefixes.append(os.path.dirname(prefixes[-1]))
+    seen = set()
+    for prefix in prefixes:
+        directory = os.path.realpath(prefix)
+        while directory not in seen:
+            seen.add(directory)
+            _refuse_unless_root_only(directory, root)
+            directory = os.path.dirname(directory)
+
+
+def _refuse_unless_root_only(directory, root):
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return      # not created yet: the module creates it root-owned, 0755
+    problem = _unsafe_dir(directory, st)
+    if problem:
+        raise ReleaseError(
+            'refusing to manage releases under %s as root: %s, so a user other than root could plant '
+            'symlinks there that root would follow. Fix: chown root:root %s && chmod go-w %s (the '
+            'service may still own its release files: see the owner option).'
+            % (root, problem, directory, directory))
 
 
 def resolve_owner(owner, group):
@@ -297,7 +441,78 @@ def plan_archive(members, artifact):
         if not (member.isreg() or member.islnk()):
             # a later member of the same name replaces the file
             regular.discard(path)
+    _check_symlink_chains(plan, artifact)
     return [tuple(entry) for entry in plan]
+
+
+def _check_symlink_chains(plan, artifact):
+    """Refuse a symlink whose target, followed through the archive's other symlinks, leaves the release.
+
+    Each link alone may look inside (``d/b -> ..``, ``d/a -> b/..``) while the
+    chain the kernel follows does not (``d/a`` is ``d/b/..``, that is the
+    parent of the release). The links as the unpacked tree has them count:
+    a later member of the same name replaces an earlier one.
+    """
+    links = {}
+    for rel, member, _link in plan:
+        if member.issym():
+            links['/'.join(rel)] = member.linkname
+        else:
+            links.pop('/'.join(rel), None)
+    for rel, member, _link in plan:
+        if member.issym():
+            problem = _resolve_in_archive(rel[:-1], member.linkname, links)
+            if problem:
+                raise UnsafeArchive('refusing to unpack %s: symlink %r points to %r, which %s'
+                                    % (artifact, member.name, member.linkname, problem))
+
+
+def _resolve_in_archive(start, target, links):
+    """Follow ``target`` from the directory ``start`` (parts) as the kernel would; why it fails, '' when inside.
+
+    A path through a directory that is not in the archive is read literally,
+    the safe side: whatever appears there later, '..' never climbs out.
+    """
+    if target.startswith('/'):
+        return 'is an absolute path'
+    resolved = list(start)
+    pending = list(reversed(target.split('/')))
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part in ('', '.'):
+            continue
+        if part == '..':
+            if not resolved:
+                return 'resolves outside the release through the symlinks in the archive'
+            resolved.pop()
+            continue
+        resolved.append(part)
+        link = links.get('/'.join(resolved))
+        if link is None:
+            continue
+        hops += 1
+        if hops > SYMLOOP_MAX:
+            return 'does not resolve: more than %d symlinks in a row (a loop)' % SYMLOOP_MAX
+        if link.startswith('/'):
+            return 'leads through the symlink %r to an absolute path' % '/'.join(resolved)
+        resolved.pop()
+        pending.extend(reversed(link.split('/')))
+    return ''
+
+
+def unpacked_bytes(plan, block=4096):
+    """Disk space unpacking ``plan`` takes, about: file data in whole ``block``s, one block more per member.
+
+    The extra block stands for a member's inode and directory entry, and a
+    directory's own block; a header bomb of empty members is counted too.
+    """
+    total = 0
+    for _rel, member, _link in plan:
+        if member.isreg():
+            total += -(-member.size // block) * block
+        total += block
+    return total
 
 
 def _clear_for(path, member_name, artifact):
@@ -309,13 +524,24 @@ def _clear_for(path, member_name, artifact):
         os.unlink(path)
 
 
-def read_plan(archive, artifact):
-    """Open the archive and check it whole: (open TarFile, plan). Nothing is written."""
+def read_plan(archive, artifact, max_members=MAX_MEMBERS):
+    """Open the archive (a path or a file object) and check it whole: (open TarFile, plan). Nothing is written."""
     try:
-        tar = tarfile.open(archive, 'r:*')
+        if isinstance(archive, str):
+            tar = tarfile.open(archive, 'r:*')
+        else:
+            tar = tarfile.open(fileobj=archive, mode='r:*')
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ReleaseError('cannot unpack %s: not a readable tar archive (%s)' % (artifact, exc))
     try:
+        # Member by member, not getmembers() at once: the count is cut off before it eats the host's memory.
+        count = 0
+        while tar.next() is not None:
+            count += 1
+            if count > max_members:
+                raise ReleaseError('refusing to unpack %s: it has more than max_members=%d members; check that it '
+                                   'is the release you meant, or raise max_members' % (artifact, max_members),
+                                   max_members=max_members)
         return tar, plan_archive(tar.getmembers(), artifact)
     except ReleaseError:
         tar.close()
@@ -532,6 +758,26 @@ class Host(object):
             return {}
         return data if isinstance(data, dict) else {}
 
+    def refuse_unsafe(self):
+        """Before any change: refuse a layout where the module would write or remove through a planted link.
+
+        releases/ and .staging/ must be directories of their own (a symlink
+        there would have root rename and remove wherever it points) and, as
+        root, like the root itself and its parents, writable by root alone.
+        """
+        for path in (self.releases, self.staging):
+            if os.path.islink(path):
+                raise ReleaseError('%s is a symlink (to %s), not a directory of the release layout; the module '
+                                   'writes and removes under it and would do so wherever it points. Remove the '
+                                   'link (rm %s) and run again.' % (path, os.readlink(path), path))
+            if os.path.lexists(path) and not os.path.isdir(path):
+                raise ReleaseError('%s exists but is not a directory; the release layout keeps a directory '
+                                   'there. Move it away and run again.' % path)
+        check_root_safe(self.root)
+        if os.geteuid() == 0:
+            for path in (self.releases, self.staging):
+                _refuse_unless_root_only(path, self.root)
+
     def replace_link(self, name, target):
         """Point ROOT/name at target in one rename(2): never missing, never half-written."""
         tmp = os.path.join(self.root, '.%s.tmp' % name)
@@ -604,6 +850,14 @@ class Release(object):
         settle = self.p.get('settle')
         if settle is not None and settle < 0:
             raise ReleaseError('settle must be >= 0 seconds, got %r' % (settle,))
+        self.min_free_mb = self.p.get('min_free_mb')
+        self.min_free_mb = MIN_FREE_MB if self.min_free_mb is None else self.min_free_mb
+        if self.min_free_mb < 0:
+            raise ReleaseError('min_free_mb must be >= 0 MiB, got %r' % (self.min_free_mb,))
+        self.max_members = self.p.get('max_members')
+        self.max_members = MAX_MEMBERS if self.max_members is None else self.max_members
+        if self.max_members < 1:
+            raise ReleaseError('max_members must be at least 1, got %r' % (self.max_members,))
         self.expected = None
         if self.p.get('checksum'):
             self.expected = parse_checksum(self.p['checksum'])
@@ -679,9 +933,10 @@ class Release(object):
                 % (path, recorded, src or 'checksum', actual))
 
     def _hash_src(self, src):
-        if not os.path.isfile(src):
-            raise ReleaseError('src %s does not exist on the host or is not a regular file' % src)
-        actual = file_sha256(src)
+        with _open_src(src) as handle:
+            return self._verify(src, _hash_copy(handle))
+
+    def _verify(self, src, actual):
         if self.expected and actual != self.expected:
             raise ReleaseError(checksum_mismatch_msg(src, self.expected, actual),
                                expected_sha256=self.expected, sha256=actual)
@@ -708,7 +963,7 @@ class Release(object):
         _remove(fetched)     # left by an interrupted download
         try:
             download(src, fetched, self.expected, validate_certs=self.p.get('validate_certs', True))
-            self._install(fetched)
+            self._install(fetched, private=True)
         finally:
             _remove(fetched)
             try:
@@ -716,44 +971,89 @@ class Release(object):
             except OSError:
                 pass
 
-    def _install(self, src):
+    def _install(self, src, private=False):
+        """Unpack src as releases/<version>; the bytes whose sum is checked are the bytes unpacked.
+
+        src is opened once. Unless it is ``private`` (downloaded by this run
+        into the staging area, which only root can write), it is copied into
+        a file only root can write, hashed on the way, and the checksum, the
+        archive checks and the unpack all read that copy: src swapped or
+        rewritten meanwhile changes none of them. A failure leaves nothing,
+        not even the directories this install created.
+        """
         version = self.version
-        artifact = self._artifact_name()
-        digest = self._hash_src(src)
         uid, gid = resolve_owner(self.p.get('owner'), self.p.get('group'))
-        # The whole archive is checked before anything is written.
-        tar, plan = read_plan(src, artifact)
-        with tar:
+        with _open_src(src) as source:
             if self.check:
+                self._verify(src, _hash_copy(source))
+                source.seek(0)
+                tar, _plan = read_plan(source, self._artifact_name(), self.max_members)
+                tar.close()
                 self._installed(version)
                 return
             host = self.host
-            _makedirs(host.releases)
-            _makedirs(host.staging)
+            created = _makedirs(host.releases) + _makedirs(host.staging)
             stage = os.path.join(host.staging, version)
-            _remove(stage)      # left by an interrupted install
-            os.mkdir(stage, 0o700)
+            done = False
             try:
-                content = os.path.join(stage, 'content')
-                unpack(tar, plan, content, uid, gid, artifact)
-                self._write_marker(content, digest, uid, gid)
+                _remove(stage)      # left by an interrupted install
+                os.mkdir(stage, 0o700)
+                content = self._unpack_verified(src, source, private, stage, uid, gid)
                 if os.path.lexists(host.release(version)):
                     raise ReleaseError('%s appeared while %s was being unpacked; not replacing it'
                                        % (host.release(version), version))
                 os.rename(content, host.release(version))
+                done = True
             finally:
                 _remove(stage)
+                if not done:
+                    for directory in reversed(created):
+                        try:
+                            os.rmdir(directory)
+                        except OSError:
+                            pass
         self._installed(version)
+
+    def _unpack_verified(self, src, source, private, stage, uid, gid):
+        """Check and unpack into ``stage``/content what ``source`` reads; returns content's path."""
+        artifact = self._artifact_name()
+        staging = self.host.staging
+        if private:
+            archive = source
+            digest = _hash_copy(source)
+            source.seek(0)
+        else:
+            check_free_space(staging, os.fstat(source.fileno()).st_size, 1, self.min_free_mb,
+                             'cannot copy %s into %s' % (src, staging), 'the archive takes %s')
+            fd = os.open(os.path.join(stage, 'archive'), os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+            archive = os.fdopen(fd, 'w+b')
+        try:
+            if not private:
+                try:
+                    digest = _hash_copy(source, archive)
+                    archive.seek(0)
+                except OSError as exc:
+                    raise ReleaseError('cannot copy %s into %s: %s' % (src, staging, exc))
+            self._verify(src, digest)
+            tar, plan = read_plan(archive, artifact, self.max_members)
+            with tar:
+                check_free_space(staging, unpacked_bytes(plan), len(plan), self.min_free_mb,
+                                 'cannot unpack %s into %s' % (artifact, staging),
+                                 'it unpacks to about %%s (%d member%s)' % (len(plan), '' if len(plan) == 1 else 's'))
+                content = os.path.join(stage, 'content')
+                unpack(tar, plan, content, uid, gid, artifact)
+            self._write_marker(content, digest, uid, gid)
+            return content
+        finally:
+            if archive is not source:
+                archive.close()
 
     def _write_marker(self, content, digest, uid, gid):
         marker = os.path.join(content, MARKER)
         _clear_for(marker, MARKER, self._artifact_name())
         data = {'version': self.version, 'artifact': self._artifact_name(), 'sha256': digest,
                 'installed': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))}
-        with open(marker, 'w') as handle:
-            handle.write(json.dumps(data, indent=4, sort_keys=True) + '\n')
-        os.chown(marker, uid, gid)
-        os.chmod(marker, FILE_MODE)
+        _write_new(marker, json.dumps(data, indent=4, sort_keys=True) + '\n', FILE_MODE, uid, gid)
         os.chmod(content, DIR_MODE)
         os.chown(content, uid, gid)
 
@@ -859,6 +1159,8 @@ class Release(object):
 
     def execute(self):
         state = self.state
+        if state != 'info':
+            self.host.refuse_unsafe()
         if state in ('current', 'rollback'):
             self._refuse_non_link('current')
             self._refuse_non_link('previous')
@@ -895,9 +1197,8 @@ class Release(object):
                 if not self.check:
                     record = {'from': old, 'to': target,
                               'at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.clock()))}
-                    with open(self.host.record + '.tmp', 'w') as handle:
-                        handle.write(json.dumps(record, indent=4, sort_keys=True) + '\n')
-                    os.chmod(self.host.record + '.tmp', FILE_MODE)
+                    _write_new(self.host.record + '.tmp', json.dumps(record, indent=4, sort_keys=True) + '\n',
+                               FILE_MODE)
                     os.rename(self.host.record + '.tmp', self.host.record)
                 self._part('rolled back %s -> %s' % (old or '(none)', target),
                            'would roll back %s -> %s' % (old or '(none)', target))

@@ -14,12 +14,15 @@ description:
     C(ROOT/releases/VERSION/) (one directory per release, each with a C(.grayrelease-release)
     marker), C(ROOT/current) and C(ROOT/previous) (symlinks into C(releases/)), C(ROOT/.staging/)
     (unpack area) and C(ROOT/.rollback.json) (written by a rollback, removed by the next switch).
-  - O(state=staged) installs O(src) (a C(.tar.gz)) as C(ROOT/releases/VERSION). The archive is
-    checked whole before anything is written; it is unpacked into C(ROOT/.staging/VERSION)
-    (leftovers of an interrupted install are removed first), a single top-level directory is
-    stripped, the marker is written (version, artifact name, sha256, install time), and the
-    directory is renamed into place in one step, so C(releases/VERSION) is never partially
-    visible. Does not touch C(current) or any service.
+  - O(state=staged) installs O(src) (a C(.tar.gz)) as C(ROOT/releases/VERSION). O(src) is opened
+    once and copied into C(ROOT/.staging/VERSION) (leftovers of an interrupted install are removed
+    first; only root can write there), hashed on the way; the checksum, the checks of the archive
+    and the unpack all read that copy, so the tree unpacked is the one whose sum was checked. The
+    archive is checked whole before anything is unpacked, including the space it needs (see
+    O(min_free_mb)); a single top-level directory is stripped, the marker is written (version,
+    artifact name, sha256, install time), and the directory is renamed into place in one step, so
+    C(releases/VERSION) is never partially visible. A failed install leaves nothing behind. Does
+    not touch C(current) or any service.
   - O(state=current) installs the release if needed, then switches C(current) to it atomically
     (C(previous) first gets the old target of C(current) verbatim; both links are replaced with
     C(rename(2)), so readers never see C(current) missing), forgets an earlier rollback, restarts
@@ -165,6 +168,24 @@ options:
         the unit is active and the URL answers, and fails at once when the unit's process is gone
         (failed, inactive, auto-restart). Unset, the watch always lasts O(settle) seconds.
     type: str
+  min_free_mb:
+    description:
+      - Free space (MiB) an install must leave on the filesystem of C(ROOT/.staging) (normally that
+        of O(root)). Before the archive is copied there, and again before it is unpacked, its size,
+        then its unpacked size (regular files in whole 4 KiB blocks, plus one block per member), is
+        compared with the free space of that filesystem (what an unprivileged user may use); an
+        install that would leave less than this fails naming both figures, and also one with more
+        members than free inodes. Nothing is written then.
+    type: int
+    default: 64
+    version_added: 1.1.0
+  max_members:
+    description:
+      - Most members an archive may have. One with more fails while it is being read, before its
+        member list takes the host's memory (about 0.5 KB per member).
+    type: int
+    default: 200000
+    version_added: 1.1.0
   keep:
     description:
       - Number of release directories to keep, at least 1. With O(state=current) pruning happens
@@ -174,13 +195,21 @@ options:
     type: int
 notes:
   - The archive is never trusted. Members with absolute paths or C(..) components, symlinks or
-    hardlinks that resolve outside the release directory, members under a symlink, and device
-    or fifo files are refused, naming the member, before anything is written. Directories get
+    hardlinks that resolve outside the release directory (a symlink's target is followed through
+    the archive's other symlinks, as the kernel would, so a chain of links that each look inside
+    cannot lead out), members under a symlink, and device or fifo files are refused, naming the
+    member, before anything is unpacked. Directories get
     mode 0755, regular files 0755 when the archive gave them any execute bit and 0644 otherwise;
     setuid, setgid and sticky bits are never kept.
   - A release directory without the marker (installed by other means) counts as installed when
     it is not empty. An empty C(releases/VERSION), or a file there, fails with what to do.
   - A restart runs C(systemctl reset-failed) first, so a unit that hit its start limit can start.
+  - Run as root, every state but V(info) refuses a O(root) that a user other than root could write
+    to (owned by another user, or group- or world-writable without the sticky bit), and so any of
+    its parents, naming the directory, its owner and mode and the fix (such a user could plant
+    symlinks where root writes). C(ROOT/releases) and C(ROOT/.staging) must be directories, not
+    symlinks. Files the module writes (the marker, C(.rollback.json)) are created anew, never
+    written through what was at their name. The O(owner) of the unpacked files may be any user.
 seealso:
   - module: grayrelease.canary.health_check
   - module: grayrelease.canary.haproxy_server
@@ -327,6 +356,8 @@ def main():
             settle=dict(type='float', default=2),
             ready_url=dict(type='str'),
             keep=dict(type='int'),
+            min_free_mb=dict(type='int', default=64),
+            max_members=dict(type='int', default=200000),
         ),
         required_if=[('state', 'staged', ['version']), ('state', 'current', ['version']),
                      ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],

@@ -4,6 +4,9 @@
 rel-app1: released v2 (with hooks), then the same release again (idempotence).
 rel-app2: released v2, drained, rolled back to v1 twice.
 rel-app3: released v2..v5, rolled back to v1 explicitly, released v6 with keep 3.
+Hostile input: rel-app2's rollback met a symlink planted at its record's temporary
+name; rel-app1 refused to stage through a planted .staging symlink, and refused
+an archive bigger than the filesystem of its release root.
 """
 
 from __future__ import annotations
@@ -150,3 +153,34 @@ def test_balancers_serve_each_hosts_release(name):
         reply = json.loads(lb.check_output("curl -fsS -m 5 http://127.0.0.1:80/version"))
         seen[reply["host"]] = reply["version"]
     assert seen == EXPECTED
+
+
+def test_planted_symlink_at_the_rollback_temp_name_was_not_followed():
+    h = host("rel-app2")
+    victim = h.file("/etc/canary-victim")
+    assert victim.content_string == "untouched\n"
+    assert (victim.mode, victim.user, victim.group) == (0o600, "root", "root")
+    # the link was unlinked, never written through, and the record written anew
+    assert not h.file(ROOT + "/.rollback.json.tmp").exists
+    record = h.file(ROOT + "/.rollback.json")
+    assert record.is_file and not record.is_symlink and record.mode == 0o644
+
+
+def test_planted_staging_symlink_removed_nothing_elsewhere():
+    h = host("rel-app1")
+    assert h.check_output("find /srv/canary-other -mindepth 1 | sort").split() == [
+        "/srv/canary-other/v5", "/srv/canary-other/v5/keep"]
+    assert h.file("/srv/canary-other/v5/keep").content_string == "not the module's\n"
+    assert not h.file(ROOT + "/releases/v5").exists
+
+
+def test_oversized_archive_refused_with_nothing_written():
+    h = host("rel-app1")
+    refusal = json.loads(h.file("/var/tmp/grayrelease-oversized.json").content_string)
+    msg = refusal["msg"]
+    assert "cannot unpack oversized-v9.tar.gz into /opt/small/.staging: No space left on device" in msg, msg
+    assert "it unpacks to about 256.0 MiB (1 member)" in msg and " MiB free (min_free_mb=64" in msg, msg
+    # looked at while the small filesystem was still mounted
+    assert refusal["left"] == []
+    found = h.run("find / -xdev -name 'oversized-v9*' -not -path '/proc/*' 2>/dev/null")
+    assert found.stdout.strip() == ""

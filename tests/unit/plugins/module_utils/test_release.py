@@ -368,6 +368,11 @@ def test_not_a_tar_fails(root, tmp_path):
     ([('top/a', 'file'), ('top/self', 'sym', '.'), ('top/self/b', 'file')], 'top/self/b'),
     ([('top/a', 'file'), ('top/pipe', 'fifo')], 'top/pipe'),
     ([('top/a', 'file'), ('top/null', 'chr')], 'top/null'),
+    # chains: each link looks inside on its own, followed through the others it leads out
+    ([('top/d/', 'dir'), ('top/d/b', 'sym', '..'), ('top/d/a', 'sym', 'b/..')], 'top/d/a'),
+    ([('top/d/', 'dir'), ('top/d/a', 'sym', 'b/..'), ('top/d/b', 'sym', '..')], 'top/d/a'),
+    ([('top/x/y/', 'dir'), ('top/x/y/up', 'sym', '../..'), ('top/x/y/esc', 'sym', 'up/../z')], 'top/x/y/esc'),
+    ([('top/a', 'file'), ('top/l1', 'sym', 'l2'), ('top/l2', 'sym', 'l1')], 'top/l1'),
 ])
 def test_unsafe_members_refused_nothing_left(root, tmp_path, entries, member):
     src = make_tar(tmp_path / 'evil.tar.gz', entries)
@@ -384,7 +389,8 @@ def test_unpack_errors_leave_nothing(root, tmp_path, monkeypatch):
     monkeypatch.setattr(_release.shutil, 'copyfileobj', no_space)
     with pytest.raises(ReleaseError, match='cannot unpack demoapp-v2.tar.gz into .*No space left'):
         run(root, 'staged', version='v2', src=app_tar(tmp_path))
-    assert os.listdir(str(root / '.staging')) == [] and os.listdir(str(root / 'releases')) == []
+    # not even the directories the failed install created
+    assert tree(root) == []
 
 
 def test_inside_symlinks_are_fine(root, tmp_path):
@@ -767,3 +773,209 @@ def test_check_artifact_on_the_controller_names_every_problem(tmp_path):
     junk.write_bytes(b'not a tar at all')
     assert 'not a readable tar archive' in check_artifact(str(junk))[0]
     assert 'cannot read' in check_artifact(str(tmp_path / 'missing.tar.gz'))[0]
+
+
+def test_chained_symlinks_that_stay_inside_are_fine(root, tmp_path):
+    src = make_tar(tmp_path / 'ok.tar.gz', [('top/lib/', 'dir'), ('top/lib/a.py', 'file'),
+                                            ('top/cur', 'sym', 'lib'), ('top/bin/', 'dir'),
+                                            ('top/bin/a', 'sym', '../cur/../lib/a.py')])
+    run(root, 'staged', version='v2', src=src)
+    assert (root / 'releases' / 'v2' / 'bin' / 'a').read_bytes() == b'data of top/lib/a.py'
+
+
+# ------------------------------------------------------------------ hostile hosts
+
+def victim_file(tmp_path):
+    """A file a planted symlink points at, as /etc/shadow would be."""
+    victim = tmp_path / 'victim'
+    victim.write_text('secret\n')
+    os.chmod(str(victim), 0o600)
+    return victim
+
+
+def test_planted_symlink_at_the_rollback_temp_name_is_not_followed(root, tmp_path):
+    _two_releases(root)
+    victim = victim_file(tmp_path)
+    link(root, '.rollback.json.tmp', str(victim))
+    run(root, 'rollback')
+    assert victim.read_text() == 'secret\n' and stat.S_IMODE(os.stat(str(victim)).st_mode) == 0o600
+    record = root / '.rollback.json'
+    assert not os.path.islink(str(record)) and json.loads(record.read_text())['to'] == 'v1'
+    assert stat.S_IMODE(os.lstat(str(record)).st_mode) == 0o644
+    assert not os.path.lexists(str(root / '.rollback.json.tmp'))
+
+
+@pytest.mark.parametrize('name, state', [('.staging', 'staged'), ('.staging', 'absent'), ('releases', 'absent')])
+def test_planted_layout_symlink_is_refused_and_nothing_elsewhere_removed(root, tmp_path, name, state):
+    _two_releases(root)
+    run(root, 'staged', version='v3', src=app_tar(tmp_path, 'v3'))
+    elsewhere = tmp_path / 'elsewhere'
+    for version in ('v3', 'v4'):
+        (elsewhere / version).mkdir(parents=True)
+        (elsewhere / version / 'keep').write_text('not the module\'s\n')
+    planted = root / name
+    os.rename(str(planted), str(tmp_path / 'moved-away'))
+    link(root, name, str(elsewhere))
+    with pytest.raises(ReleaseError) as err:
+        run(root, state, version='v3' if state == 'absent' else 'v4', src=app_tar(tmp_path, 'v4'))
+    assert str(planted) in err.value.msg and str(elsewhere) in err.value.msg and 'rm %s' % planted in err.value.msg
+    assert tree(elsewhere) == ['v3', 'v3/keep', 'v4', 'v4/keep']
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='the check applies when the module runs as root')
+
+
+@needs_root
+@pytest.mark.parametrize('mode, owner, refused', [
+    (0o777, 0, True),           # world-writable
+    (0o775, 0, True),           # group-writable
+    (0o1777, 0, False),         # /tmp-like: sticky, nobody renames the entries of others
+    (0o755, 65534, True),       # another user's
+    (0o755, 0, False),
+])
+def test_root_or_parent_writable_by_others_is_refused_as_root(root, tmp_path, mode, owner, refused):
+    parent = root.parent
+    os.chown(str(parent), owner, 0)
+    os.chmod(str(parent), mode)
+    try:
+        if refused:
+            with pytest.raises(ReleaseError) as err:
+                run(root, 'staged', version='v2', src=app_tar(tmp_path))
+            msg = err.value.msg
+            assert str(root) in msg and '%s has owner' % parent in msg and 'mode %04o' % mode in msg
+            assert 'uid %d' % owner in msg and 'chown root:root %s && chmod go-w %s' % (parent, parent) in msg
+            assert tree(root) == []
+            # reading changes nothing: info still answers
+            assert run(root)['current'] == ''
+        else:
+            assert run(root, 'staged', version='v2', src=app_tar(tmp_path))['installed_now']
+    finally:
+        os.chown(str(parent), 0, 0)
+        os.chmod(str(parent), 0o755)
+
+
+@needs_root
+def test_releases_dir_of_another_user_is_refused_as_root(root, tmp_path):
+    (root / 'releases').mkdir()
+    os.chown(str(root / 'releases'), 65534, 65534)
+    with pytest.raises(ReleaseError, match=r'releases has owner .*uid 65534.* chmod go-w'):
+        run(root, 'staged', version='v2', src=app_tar(tmp_path))
+
+
+def test_root_check_does_not_apply_to_an_unprivileged_run(root, tmp_path, monkeypatch):
+    os.chmod(str(root), 0o777)
+    monkeypatch.setattr(_release.os, 'geteuid', lambda: 1000)
+    assert run(root, 'staged', version='v2', src=app_tar(tmp_path))['installed_now']
+
+
+class SwapAfterHashing(object):
+    """hashlib.sha256 whose first digest swaps the bytes at ``path``: the artifact changing after its check."""
+
+    def __init__(self, path, evil, how):
+        self.path, self.evil, self.how = path, evil, how
+        self.real = _release.hashlib.sha256
+        self.swapped = False
+
+    def __call__(self, *args):
+        digest = self.real(*args)
+        outer = self
+
+        class Digest(object):
+            def update(self, data):
+                digest.update(data)
+
+            def hexdigest(self):
+                value = digest.hexdigest()
+                if not outer.swapped:
+                    outer.swapped = True
+                    if outer.how == 'rename':
+                        os.replace(outer.evil, outer.path)
+                    else:       # the same inode rewritten: an open file descriptor sees it too
+                        with open(outer.path, 'r+b') as handle:
+                            handle.write(open(outer.evil, 'rb').read())
+                return value
+        return Digest()
+
+
+@pytest.mark.parametrize('how', ['rename', 'rewrite'])
+def test_the_bytes_checked_are_the_bytes_unpacked(root, tmp_path, monkeypatch, how):
+    good = app_tar(tmp_path)
+    checksum = file_sha256(good)
+    evil = make_tar(tmp_path / 'evil.tar.gz', [('demoapp-v2/', 'dir'), ('demoapp-v2/app.py', 'exec', b'evil\n'),
+                                               ('demoapp-v2/backdoor', 'exec', b'evil\n')])
+    swapper = SwapAfterHashing(good, evil, how)
+    monkeypatch.setattr(_release.hashlib, 'sha256', swapper)
+    run(root, 'staged', version='v2', src=good, checksum=checksum)
+    assert swapper.swapped
+    rel = root / 'releases' / 'v2'
+    assert not (rel / 'backdoor').exists() and (rel / 'app.py').read_bytes() == b'print("v2")\n'
+    assert json.loads((rel / '.grayrelease-release').read_text())['sha256'] == checksum
+
+
+def fake_statvfs(free, frsize=4096, files=10 ** 6, favail=10 ** 6):
+    """os.statvfs as a filesystem with ``free`` bytes available (rounded down to blocks)."""
+    def statvfs(_path):
+        return os.statvfs_result((frsize, frsize, 10 ** 9, free // frsize, free // frsize,
+                                  files, favail, favail, 0, 255))
+    return statvfs
+
+
+MIB = 1024 * 1024
+
+
+def big_tar(tmp_path, size):
+    """A release that unpacks to ``size`` bytes of zeros (and compresses to almost nothing)."""
+    return make_tar(tmp_path / 'demoapp-v2.tar.gz', [('demoapp-v2/', 'dir'), ('demoapp-v2/blob', 'file', b'\0' * size)])
+
+
+def test_archive_that_does_not_fit_is_refused_naming_both_figures(root, tmp_path, monkeypatch):
+    src = big_tar(tmp_path, 8 * MIB)
+    monkeypatch.setattr(_release.os, 'statvfs', fake_statvfs(70 * MIB))
+    with pytest.raises(ReleaseError) as err:
+        run(root, 'staged', version='v2', src=src)
+    msg = err.value.msg
+    assert 'cannot unpack demoapp-v2.tar.gz into %s' % (root / '.staging') in msg
+    assert 'No space left on device' in msg and 'unpacks to about 8.0 MiB (1 member)' in msg and '70.0 MiB free' in msg
+    assert 'min_free_mb=64' in msg and 'nothing changed' in msg
+    assert err.value.result['needed_bytes'] >= 8 * MIB and err.value.result['free_bytes'] == 70 * MIB
+    assert tree(root) == []
+    # what the reserve leaves is what counts: without one the same archive fits
+    assert run(root, 'staged', version='v2', src=src, min_free_mb=0)['installed_now']
+
+
+def test_archive_that_cannot_even_be_copied_is_refused(root, tmp_path, monkeypatch):
+    src = app_tar(tmp_path)
+    monkeypatch.setattr(_release.os, 'statvfs', fake_statvfs(64 * MIB + 16, frsize=1))
+    with pytest.raises(ReleaseError, match=r'cannot copy .*demoapp-v2.tar.gz into .*\.staging: No space left on '
+                                           r'device: the archive takes [0-9.]+ (bytes|KiB), and the filesystem '
+                                           r'there has 64.0 MiB free'):
+        run(root, 'staged', version='v2', src=src)
+    assert tree(root) == []
+
+
+def test_many_empty_members_count_against_space_and_inodes(root, tmp_path, monkeypatch):
+    entries = [('demoapp-v2/', 'dir')] + [('demoapp-v2/f%04d' % i, 'file', b'') for i in range(1000)]
+    src = make_tar(tmp_path / 'demoapp-v2.tar.gz', entries)
+    # no data at all, but 1000 inodes and directory entries: about 4 MB
+    monkeypatch.setattr(_release.os, 'statvfs', fake_statvfs(65 * MIB))
+    with pytest.raises(ReleaseError, match=r'unpacks to about 3.9 MiB \(1000 members\)'):
+        run(root, 'staged', version='v2', src=src)
+    monkeypatch.setattr(_release.os, 'statvfs', fake_statvfs(10 ** 12, favail=500))
+    with pytest.raises(ReleaseError, match='500 free inodes for 1000 files'):
+        run(root, 'staged', version='v2', src=src)
+    assert tree(root) == []
+
+
+def test_member_count_is_capped_while_reading(root, tmp_path):
+    entries = [('demoapp-v2/', 'dir')] + [('demoapp-v2/f%02d' % i, 'file') for i in range(30)]
+    src = make_tar(tmp_path / 'demoapp-v2.tar.gz', entries)
+    with pytest.raises(ReleaseError, match=r'demoapp-v2.tar.gz: it has more than max_members=10 members'):
+        run(root, 'staged', version='v2', src=src, max_members=10)
+    assert tree(root) == []
+    assert run(root, 'staged', version='v2', src=src, max_members=31)['installed_now']
+
+
+@pytest.mark.parametrize('option, value', [('min_free_mb', -1), ('max_members', 0)])
+def test_space_options_are_checked(root, option, value):
+    with pytest.raises(ReleaseError, match='%s must be .*got %d' % (option, value)):
+        run(root, 'staged', version='v2', **{option: value})
