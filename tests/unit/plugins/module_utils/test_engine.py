@@ -747,6 +747,25 @@ def test_bad_input_halts_before_the_lock_naming_every_bad_value():
     assert state['act'] == {} and state['halt']['phase'] == 'preflight'
 
 
+@pytest.mark.parametrize('name,value', [
+    ('canary_version', 'v2\n'), ('canary_backend', 'demoapp\n'), ('canary_service', 'demoapp\n'),
+])
+def test_a_trailing_newline_passes_no_validator(name, value):
+    # '$' matches before a final newline; the validators are anchored with \\Z. (A checksum
+    # or a step is stripped of surrounding blanks first, and used stripped.)
+    conf, errors = settings(**{name: value})
+    assert errors and any(name in e or repr(value) in e or 'steps' in e for e in errors), errors
+
+
+def test_server_and_haproxy_names_with_a_trailing_newline_are_refused():
+    ident = identities()
+    ident['app1']['server'] = 'app1\n'
+    assert any("canary_server='app1\\n'" in e for e in engine.check_hosts(APPS, LBS, ident, 'lb1', APPS + LBS))
+    from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyError, validate_name
+    with pytest.raises(HAProxyError):
+        validate_name('server', 'app1\n')
+
+
 @pytest.mark.parametrize('raw,expected', [
     ('1,25%,100%', [1, '25%', '100%']),
     ('[1, "25%"]', [1, '25%']),
