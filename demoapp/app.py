@@ -41,6 +41,9 @@ DEFAULTS = {
     "crash_on_hosts": [],
     "healthz_fail": False,
     "error_rate": 0.0,
+    # Host names on which error_rate applies (empty: on every host): a fault
+    # that shows only on some hosts' data, in a later step of a rollout.
+    "errors_on_hosts": [],
     "latency_ms": 0,
     "start_delay_s": 0.0,
     # Seconds over which GET /healthz trickles its body: a health endpoint
@@ -97,9 +100,10 @@ def load_release(path):
     for key in ("crash_on_start", "healthz_fail"):
         if not isinstance(release[key], bool):
             raise ValueError("%s: %r must be true or false, got %r" % (path, key, release[key]))
-    hosts = release["crash_on_hosts"]
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
-        raise ValueError("%s: 'crash_on_hosts' must be a list of host names, got %r" % (path, hosts))
+    for key in ("crash_on_hosts", "errors_on_hosts"):
+        hosts = release[key]
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+            raise ValueError("%s: %r must be a list of host names, got %r" % (path, key, hosts))
     return release
 
 
@@ -289,7 +293,8 @@ def main(argv=None):
         return 3
     if release["start_delay_s"]:
         time.sleep(release["start_delay_s"])
-    server = Server((args.bind, args.port), make_handler(release, ErrorSchedule(release["error_rate"])))
+    spared = release["errors_on_hosts"] and socket.gethostname() not in release["errors_on_hosts"]
+    server = Server((args.bind, args.port), make_handler(release, ErrorSchedule(0.0 if spared else release["error_rate"])))
 
     def stop(signum, frame):  # pylint: disable=unused-argument
         # shutdown() blocks until serve_forever returns, so not from this thread.

@@ -3,17 +3,18 @@
 # single top-level directory demoapp-VERSION/ holding app.py and release.json.
 # Fault knobs are baked into release.json here, never toggled at run time.
 #   scripts/build-release.sh VERSION [--crash-on-start] [--crash-on-hosts H1,H2] [--healthz-fail]
-#       [--error-rate F] [--latency-ms N] [--start-delay S] [--healthz-trickle S] [--out DIR]
+#       [--error-rate F [--errors-on-hosts H1,H2]] [--latency-ms N] [--start-delay S] [--healthz-trickle S]
+#       [--out DIR]
 # Same inputs -> byte-identical archive (fixed mtime and owner, sorted, gzip -n).
 set -euo pipefail
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "build-release: $*" >&2; exit 2; }
 repo=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -ge 1 ] || usage
 version=$1; shift
 [[ $version =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
   || die "bad VERSION '$version': use letters, digits and . _ + - (it becomes a directory name)"
-crash=false crash_hosts="" healthz=false rate=0 latency=0 delay=0 trickle=0 out=$repo/dist
+crash=false crash_hosts="" error_hosts="" healthz=false rate=0 latency=0 delay=0 trickle=0 out=$repo/dist
 num='^[0-9]+([.][0-9]+)?$'
 while [ $# -gt 0 ]; do
   case $1 in
@@ -21,6 +22,9 @@ while [ $# -gt 0 ]; do
     --crash-on-hosts) [ $# -ge 2 ] || die "--crash-on-hosts needs host names"
       [[ $2 =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || die "bad --crash-on-hosts '$2': comma-separated host names"
       crash_hosts=$2; shift ;;
+    --errors-on-hosts) [ $# -ge 2 ] || die "--errors-on-hosts needs host names"
+      [[ $2 =~ ^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$ ]] || die "bad --errors-on-hosts '$2': comma-separated host names"
+      error_hosts=$2; shift ;;
     --healthz-fail) healthz=true ;;
     --error-rate) [ $# -ge 2 ] || die "--error-rate needs a value"
       if ! [[ $2 =~ $num ]] || ! awk -v r="$2" 'BEGIN{exit !(r <= 1)}'; then
@@ -50,9 +54,10 @@ trap 'rm -rf "$stage"' EXIT
 top=demoapp-$version
 mkdir "$stage/$top"
 install -m 0755 "$repo/demoapp/app.py" "$stage/$top/app.py"
-python3 - "$stage/$top/release.json" "$version" "$crash" "$crash_hosts" "$healthz" "$rate" "$latency" "$delay" "$trickle" <<'PY'
+python3 - "$stage/$top/release.json" "$version" "$crash" "$crash_hosts" "$healthz" "$rate" "$latency" "$delay" "$trickle" \
+  "$error_hosts" <<'PY'
 import json, sys
-path, version, crash, crash_hosts, healthz, rate, latency, delay, trickle = sys.argv[1:]
+path, version, crash, crash_hosts, healthz, rate, latency, delay, trickle, error_hosts = sys.argv[1:]
 release = {
     "version": version,
     "crash_on_start": crash == "true",
@@ -60,6 +65,7 @@ release = {
     "healthz_fail": healthz == "true",
     "error_rate": float(rate),
     "latency_ms": int(latency),
+    "errors_on_hosts": [h for h in error_hosts.split(",") if h],
     "start_delay_s": float(delay),
     "healthz_trickle_s": float(trickle),
 }

@@ -122,6 +122,16 @@ def test_error_rate_hits_exact_share_and_spares_healthz(tmp_path, rate, requests
         assert [get(app.port, "/healthz")[0] for _check in range(5)] == [200] * 5
 
 
+def test_errors_on_hosts_limits_the_error_rate_to_those_hosts(tmp_path):
+    here = socket.gethostname()
+    with start(tmp_path, "v5", "--error-rate", "1", "--errors-on-hosts", "other-host") as app:
+        assert app.ready()
+        assert [get(app.port, "/")[0] for _request in range(5)] == [200] * 5
+    with start(tmp_path / "again", "v6", "--error-rate", "1", "--errors-on-hosts", "other-host,%s" % here) as app:
+        assert app.ready()
+        assert [get(app.port, "/")[0] for _request in range(5)] == [500] * 5
+
+
 def test_healthz_fail_keeps_root_working(tmp_path):
     with start(tmp_path, "v3", "--healthz-fail") as app:
         assert app.ready()
