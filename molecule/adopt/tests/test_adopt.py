@@ -1,8 +1,10 @@
 """A fleet without a release layout, in order: the rollout's pre-flight
 refuses it; grayrelease.canary.adopt brings it onto its first release under
 load (one drained restart per host, no failed request); a second adopt run
-changes nothing; then a normal rollout promotes v2. Every check reads the
-containers' real state (links, the unit's process, HAProxy's runtime state)."""
+changes nothing; then a normal rollout promotes v2; then the rollback
+playbook, refused while a rollout holds the lock, takes it over on request,
+puts v1 back and releases the lock. Every check reads the containers' real
+state (links, the unit's process, HAProxy's runtime state, the lock file)."""
 import json
 import os
 import sys
@@ -19,6 +21,9 @@ INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
 FIGURES = os.path.join(REPO, ".build", "adopt-figures.jsonl")
 APPS = ["adp-app1", "adp-app2"]
 BALANCER = "adp-lb1"
+LOCK_DIR = "/var/lib/grayrelease-canary"
+LOCK = LOCK_DIR + "/demoapp.lock"
+ROLLOUT_OWNER = "bob@ctl-9 pid 4242 run 0badc0de"
 FAST = ["-e", '{"canary_analysis_interval": 4, "canary_analysis_count": 2, "canary_steps": [1, "100%"],'
               ' "canary_drain_timeout": 10}']
 ADOPT = ["-e", "adopt_version=v1", "-e", "adopt_artifact=%s" % os.path.join(REPO, "dist", "demoapp-v1.tar.gz"),
@@ -141,4 +146,50 @@ def test_rollout_promotes_after_adoption(tmp_path):
     for host in APPS:
         assert version_of(host) == "v2"
         assert docker("exec", host, "readlink", "/opt/demoapp/previous").stdout.strip().endswith("releases/v1")
+    assert_serving()
+
+
+def test_lock_directory_is_roots_alone():
+    """Made by the rollouts above: 0700 root, its guard 0600; no lock left."""
+    modes = docker("exec", BALANCER, "stat", "-c", "%a %U %n", LOCK_DIR, LOCK_DIR + "/.demoapp.lock.guard").stdout.split("\n")
+    assert modes[0] == "700 root %s" % LOCK_DIR and modes[1].startswith("600 root "), modes
+    assert not path_exists(BALANCER, LOCK)
+
+
+def plant_rollout_lock():
+    """The lock as a live rollout from another controller holds it (the balancer's clock); returns its text."""
+    docker("exec", BALANCER, "python3", "-c",
+           "import json, sys, time; open(sys.argv[1], 'w').write(json.dumps({'owner': sys.argv[2], "
+           "'acquired': int(time.time()) - 30, 'ttl': 600, 'host': 'adp-lb1', 'pid': 977, 'controller': 'ctl-9', "
+           "'controller_pid': 4242, 'version': 'v3'}))", LOCK, ROLLOUT_OWNER)
+    return docker("exec", BALANCER, "cat", LOCK).stdout
+
+
+def test_rollback_is_refused_while_a_rollout_holds_the_lock():
+    held = plant_rollout_lock()
+    res = run_playbook("rollback")
+    record("rollback-refused", playbook_seconds=res.seconds, rc=res.returncode)
+    assert res.returncode != 0
+    assert "is held by owner %r" % ROLLOUT_OWNER in res.stdout and "rolling version v3" in res.stdout, res.stdout[-3000:]
+    assert "-e canary_lock_takeover=true" in res.stdout
+    assert "TASK [Rollback | drain the host on every balancer]" not in res.stdout
+    for host in APPS:
+        assert version_of(host) == "v2"
+    assert docker("exec", BALANCER, "cat", LOCK).stdout == held
+    assert_serving()
+
+
+def test_rollback_takes_over_on_request_rolls_back_under_load_and_releases_the_lock():
+    assert path_exists(BALANCER, LOCK)  # the rollout's, still held
+    load = Load(BALANCER, rate=30, duration=240, name="rollback-load")
+    res = run_playbook("rollback", "-e", "canary_lock_takeover=true")
+    summary = load.stop()
+    record("rollback", playbook_seconds=res.seconds, rc=res.returncode, requests=summary["requests"],
+           failed=summary["failed"], versions=summary.get("versions"))
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "took over the live lock %s: owner %r" % (LOCK, ROLLOUT_OWNER) in res.stdout, res.stdout[-3000:]
+    for host in APPS:
+        assert version_of(host) == "v1"
+    assert not path_exists(BALANCER, LOCK)
+    assert summary["requests"] > 50 and summary["failed"] == 0, summary
     assert_serving()

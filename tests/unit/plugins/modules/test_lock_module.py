@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -41,11 +42,14 @@ PLAYBOOK = """
       register: r_rel
     - ansible.builtin.stat: {path: "{{ lock }}"}
       register: st_after
+    - name: Who this run is
+      grayrelease.canary.rollout_lock: {state: identity}
+      register: r_id
     - ansible.builtin.copy:
         dest: "{{ lock_dir }}/out.json"
         content: "{{ {'check': r_check, 'st_check': st_check.stat.exists, 'acq': r_acq,
                       'bob': r_bob, 'bob_rel': r_bob_rel, 'rel': r_rel,
-                      'st_after': st_after.stat.exists} | to_json }}"
+                      'st_after': st_after.stat.exists, 'id': r_id} | to_json }}"
         mode: "0644"
 """
 
@@ -58,11 +62,12 @@ def test_rollout_lock_module_through_ansible(tmp_path):
     pb.write_text(PLAYBOOK)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOCALHOST_WARNING="false", ANSIBLE_INVENTORY_UNPARSED_WARNING="false")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [exe, "-i", "localhost,", "-c", "local", "-e", "lock_dir=%s" % tmp_path,
          "-e", "ansible_python_interpreter=%s" % sys.executable, str(pb)],
-        env=env, capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stdout + stderr
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["check"]["changed"] and out["check"]["acquired"] and not out["st_check"]
     assert out["acq"]["changed"] and out["acq"]["lock"]["owner"] == "alice"
@@ -72,4 +77,13 @@ def test_rollout_lock_module_through_ansible(tmp_path):
     assert not out["bob_rel"]["released"] and not out["bob_rel"]["changed"]
     assert out["rel"]["released"] and out["rel"]["changed"] and not out["st_after"]
     # the refused release was surfaced as a warning
-    assert "left in place" in proc.stdout + proc.stderr
+    assert "left in place" in stdout + stderr
+    # the lock directory is private; its guard stays, the lock is gone
+    assert stat.S_IMODE(os.stat(str(tmp_path / "sub")).st_mode) == 0o700
+    assert os.listdir(str(tmp_path / "sub")) == [".demoapp.lock.guard"]
+    # the identity names this ansible-playbook process (found from the module
+    # through the worker it forked), as it runs now
+    info = out["id"]["identity"]["info"]
+    assert info["controller_pid"] == proc.pid and isinstance(info["controller_start"], int)
+    assert out["id"]["identity"]["owner"].endswith(" pid %d run %s" % (proc.pid, info["run"]))
+    assert not out["id"]["changed"]
