@@ -11,13 +11,11 @@ state as the same fact. At `finish` it also writes report.json, report.md and re
 
 from __future__ import annotations
 
-import errno
 import html
 import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -29,6 +27,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._lock import holder_gone, run_identity
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     ReleaseError,
     check_artifact,
@@ -233,14 +232,13 @@ class ActionModule(ActionBase):
         # In the app group's order, as the plan and the report list hosts.
         settings['limit'] = [h for h in app_hosts if h in settings['limit']]
         # One owner per run (two launches of the same job are two owners);
-        # the lock also says where the run lives, so that a re-run on the
-        # same controller can prove a killed holder gone.
-        controller = socket.gethostname()
-        run_id = uuid.uuid4().hex[:8]
-        lock_info = {'controller': controller, 'controller_pid': os.getppid(),
-                     'version': settings.get('version'), 'run': run_id}
-        owner = args.get('owner') or '%s@%s pid %s run %s' % (
-            os.environ.get('USER') or 'ansible', controller, lock_info['controller_pid'], run_id)
+        # the lock also says where the run lives (controller, machine, boot,
+        # pid and its start time), so that a re-run on the same controller can
+        # prove a killed holder gone, and nothing else can pass for it. The
+        # rollback playbook takes the same identity (rollout_lock state=identity).
+        owner, lock_info = run_identity(os.getppid(), os.environ.get('USER'))
+        owner = args.get('owner') or owner
+        lock_info.update(version=settings.get('version'), action='rollout')
         return engine.new_state(settings, errors, app_hosts, balancers, identities, probe, now,
                                 check_mode=bool(self._play_context.check_mode), owner=owner, lock_info=lock_info)
 
@@ -360,18 +358,6 @@ def _run_name(state):
     run = lock_info.get('run')
     run = run if isinstance(run, str) and re.match(r'[0-9a-f]{8}\Z', run) else uuid.uuid4().hex[:8]
     return '%s-%s-%s' % (stamp, version, run)
-
-
-def holder_gone(lock):
-    """True when the lock's run lived on this controller and its process has ended."""
-    pid = lock.get('controller_pid')
-    if lock.get('controller') != socket.gethostname() or not isinstance(pid, int) or pid <= 1:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.ESRCH
-    return False
 
 
 def _plain(value):

@@ -218,8 +218,9 @@ def _check_judge_settings(get, settings, errors):
     settings['underpowered'] = underpowered
 
 
-def _judge_options(settings):
-    return {'confidence': settings.get('confidence') or DEFAULTS['canary_confidence'],
+def _judge_options(settings, confidence=None):
+    """The judge's options; `confidence`: a look's share of canary_confidence, when several steps are judged."""
+    return {'confidence': confidence or settings.get('confidence') or DEFAULTS['canary_confidence'],
             'critical_ratio': settings.get('critical_ratio', CRITICAL_RATIO),
             'critical_difference': settings.get('critical_difference', CRITICAL_DIFFERENCE),
             # A canary failing 7 of its 12 real requests fails, few as they are.
@@ -1496,7 +1497,7 @@ def _after_analysis(state, results, now):
         # Each judged step looks at the new release once more: the sequential rule gives
         # each look its share of the confidence, so that looking at every step does not
         # raise the whole rollout's false alarms above one look's.
-        verdict = judge_analysis(metrics, **dict(_judge_options(settings), confidence=step['look']['confidence']))
+        verdict = judge_analysis(metrics, **_judge_options(settings, step['look']['confidence']))
     except (RolloutError, JudgeError) as exc:
         _batch_failed(state, batch, now, 'the canary could not be judged: %s' % exc)
         return
@@ -2105,10 +2106,10 @@ def _sample_plan_lines(plan):
 
 def _judgement_lines(number, verdict, look=None):
     """The verdict, what decided it, and per metric the figures and the rule."""
-    lines = ['', '### Canary judgement (step %s): %s, score %s' % (md_text(number), md_text(verdict['verdict']),
-                                                                    _score(verdict['score'])),
-             '', md_text('%s%s' % ('decided by %s: ' % verdict['decided_by'] if verdict.get('decided_by') else '',
-                                   verdict.get('reason', '')), starts_line=True)]
+    heading = '### Canary judgement (step %s): %s, score %s' % (
+        md_text(number), md_text(verdict['verdict']), _score(verdict['score']))
+    decided = 'decided by %s: ' % verdict['decided_by'] if verdict.get('decided_by') else ''
+    lines = ['', heading, '', md_text(decided + verdict.get('reason', ''), starts_line=True)]
     limits = verdict.get('thresholds')
     if limits:
         lines += ['', 'confidence %s (alpha %s), pass_score %s, marginal_score %s, critical: %s, %s'

@@ -249,8 +249,8 @@ def traffic_line(traffic):
 
 
 def verdict_lines(verdict, step=1):
-    lines = [('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s (%s)' % (verdict.get('verdict'), fmt_number(verdict.get('score')),
-                                             readable(verdict.get('reason', '')))]
+    lines = [('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s (%s)' % (
+        verdict.get('verdict'), fmt_number(verdict.get('score')), readable(verdict.get('reason', '')))]
     for name, metric in sorted((verdict.get('metrics') or {}).items()):
         if metric.get('failed'):
             lines.append('  failing metric %s: canary %s vs baseline %s (p=%s)%s' % (
@@ -472,5 +472,5 @@ def _pause_follows(state):
     step = state['steps'][-1]
     last_of_step = len(step['batches']) == len(state['plan_steps'][step['step'] - 1])
     more = step['step'] < len(state['plan_steps'])
-    return last_of_step and more and act == ('restore' if step['canary'] else 'analysis' if step.get('judged')
-                                            else 'ready')
+    ending = 'restore' if step['canary'] else 'analysis' if step.get('judged') else 'ready'
+    return last_of_step and more and act == ending
