@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-import stat
+
+from ansible_collections.grayrelease.canary.plugins.module_utils._lock import LockError, check_directory, make_private_dirs
 
 
 class ClaimsError(Exception):
@@ -51,16 +52,6 @@ def matches(claim, info):
     return bool(claim) and claim.get('admin_state') == info.get('admin_state') and claim.get('weight') == info.get('weight')
 
 
-def _check_dir(directory):
-    st = os.lstat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ClaimsError('%s is not a directory (a link?): refusing to keep server claims there' % directory)
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise ClaimsError('%s (owner uid %d, mode %04o) is writable by others than uid %d: refusing to keep server '
-                          'claims there; make it owned by that user, mode 0700'
-                          % (directory, st.st_uid, stat.S_IMODE(st.st_mode), os.geteuid()))
-
-
 def load(path):
     """{backend: {server: claim}}; {} when there is no file. A damaged file reads as no claims (nothing is
     repaired, everything out is left alone and reported), never as a crash."""
@@ -80,10 +71,14 @@ def load(path):
 
 
 def save(path, data):
-    directory = os.path.dirname(path) or '.'
-    if not os.path.lexists(directory):
-        os.makedirs(directory, 0o700)
-    _check_dir(directory)
+    # The lock's directory (the claims sit beside the lock): the same rules as the lock's.
+    directory = os.path.realpath(os.path.dirname(path) or '.')
+    try:
+        check_directory(directory)
+        make_private_dirs(directory)
+    except LockError as exc:
+        raise ClaimsError(exc.msg)
+    path = os.path.join(directory, os.path.basename(path))
     tmp = '%s.%d.tmp' % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
     try:

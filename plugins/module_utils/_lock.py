@@ -150,7 +150,7 @@ def check_directory(directory, euid=None):
                 directory=here, directory_owner=st.st_uid, directory_mode="%04o" % mode)
 
 
-def _makedirs(directory):
+def make_private_dirs(directory):
     """Create the missing directories with DIR_MODE regardless of the umask."""
     missing = []
     d = directory
@@ -187,7 +187,7 @@ def _prepare(path, check_mode, create):
     if not create or check_mode:
         return real, directory, False
     try:
-        _makedirs(directory)
+        make_private_dirs(directory)
     except OSError as e:
         raise LockError("cannot create the lock directory %s: %s" % (directory, e)) from e
     return real, directory, True
