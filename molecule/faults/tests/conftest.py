@@ -34,6 +34,61 @@ def lock_present(balancer):
     return path_exists(balancer, LOCK)
 
 
+def haproxy_command(balancer, command):
+    """One runtime API command on a balancer's admin socket, as an operator
+    would type it into socat (the fleet has no socat: python3 does it)."""
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect('/run/haproxy/admin.sock')\n"
+            "s.sendall(sys.argv[1].encode() + b'\\n'); out = b''\n"
+            "while True:\n"
+            "    chunk = s.recv(65536)\n"
+            "    if not chunk:\n"
+            "        break\n"
+            "    out += chunk\n"
+            "sys.stdout.write(out.decode())\n")
+    return docker("exec", balancer, "python3", "-c", code, command, timeout=15).stdout
+
+
+def operator_sets(balancers, server, state):
+    """An operator's `set server demoapp/SERVER state STATE` on each of `balancers`."""
+    for balancer in balancers:
+        answer = haproxy_command(balancer, "set server demoapp/%s state %s" % (server, state))
+        assert not answer.strip(), (balancer, server, state, answer)
+        assert haproxy_state(balancer)[server]["admin_state"] == state, (balancer, server, state)
+
+
+def user_weights(balancer, backend="demoapp"):
+    """server -> (weight set through the runtime API (srv_uweight), initial weight) from
+    `show servers state`: the weight an operator sets, whatever a drain or maintenance
+    makes of the effective weight `show stat` shows."""
+    weights = {}
+    for line in haproxy_command(balancer, "show servers state %s" % backend).splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 8 and not fields[0].startswith("#"):
+            weights[fields[3]] = (int(fields[7]), int(fields[8]))
+    assert sorted(weights) == APPS, (balancer, weights)
+    return weights
+
+
+def service_start(host):
+    """(MainPID, ActiveEnterTimestamp) of demoapp: changes with every restart."""
+    out = docker("exec", host, "systemctl", "show", "-p", "MainPID", "-p", "ActiveEnterTimestamp", "demoapp",
+                 timeout=10).stdout
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert props.get("MainPID", "0") != "0", (host, out)
+    return props["MainPID"], props.get("ActiveEnterTimestamp")
+
+
+def releases_on(host):
+    return sorted(docker("exec", host, "ls", "/opt/demoapp/releases", timeout=10).stdout.split())
+
+
+def fleet_snapshot():
+    """host -> (version, (MainPID, ActiveEnterTimestamp), releases): what a run that changes
+    nothing leaves exactly as it was."""
+    return dict((h, (version_of(h), service_start(h), releases_on(h))) for h in APPS)
+
+
 def run_playbook(playbook, *extra, timeout=600):
     cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
     return run_timed(cmd, timeout, stdout_tail=5000, stderr_tail=2000)
@@ -181,11 +236,23 @@ def artifact():
     return build_release("v2")
 
 
-def assert_clean_balancers():
+def assert_clean_balancers(held=None):
+    """Every server ready, UP, at its initial weight on every balancer; but
+    for the servers an operator set (`held`: balancer -> server -> (admin
+    state, user weight) as the operator left them), which must still be
+    exactly that."""
+    held = held or {}
     for balancer in BALANCERS:
         state = haproxy_state(balancer)
         assert sorted(state) == APPS, (balancer, state)
+        mine = held.get(balancer, {})
+        weights = user_weights(balancer) if mine else {}
         for server, info in state.items():
+            if server in mine:
+                admin_state, weight = mine[server]
+                assert (info["admin_state"], weights[server][0]) == (admin_state, weight), \
+                    ("the operator's server was changed", balancer, server, info, weights[server], mine[server])
+                continue
             assert info["admin_state"] == "ready", (balancer, server, info)
             assert info["status"] == "UP", (balancer, server, info)
             assert info["weight"] == info["initial_weight"], (balancer, server, info)

@@ -21,6 +21,7 @@ Times:
   refusals        detect = run start -> "HALTED"; nothing to restore
 """
 import hashlib
+import json
 import os
 import re
 import time
@@ -28,9 +29,9 @@ import time
 import pytest
 
 from conftest import (APPS, BALANCERS, DOCKER_EXEC_OUTPUT_LOST, INVENTORY, Background, DockerExecOutputLost,
-                      assert_clean_balancers, build_release, capacity_monitor, docker, haproxy_state, lock_present,
-                      mixed_load, path_exists, read_report, record, reseed, run_playbook, run_timed, service_active,
-                      version_of, wait_for)
+                      assert_clean_balancers, build_release, capacity_monitor, docker, fleet_snapshot, haproxy_state,
+                      lock_present, mixed_load, operator_sets, path_exists, read_report, record, reseed, run_playbook,
+                      run_timed, service_active, user_weights, version_of, wait_for)
 
 ROLLOUT = "grayrelease.canary.rollout"
 MAX_UNAVAILABLE = 1
@@ -86,10 +87,18 @@ def wait_for_moment(run, what, predicate, timeout=300):
 class Case(object):
     """One case of the matrix: a reseeded fleet under load, watched, and its figures."""
 
-    def __init__(self, name, report_dir):
+    def __init__(self, name, report_dir, operator=()):
+        """`operator`: (balancers, server, admin state) an operator sets on the
+        reseeded fleet before the monitors start; kept in self.held as
+        balancer -> server -> (admin state, user weight)."""
         self.name, self.report = name, os.path.join(str(report_dir), re.sub(r"\W+", "-", name))
         self.reseed_seconds = reseed()
         assert_clean_balancers()
+        self.held = {}
+        for balancers, server, admin_state in operator:
+            operator_sets(balancers, server, admin_state)
+            for balancer in balancers:
+                self.held.setdefault(balancer, {})[server] = (admin_state, user_weights(balancer)[server][0])
         self.monitors = dict((b, capacity_monitor(b)) for b in BALANCERS)
         self.load = mixed_load()
         self.summary, self.capacity = None, {}
@@ -125,21 +134,24 @@ class Case(object):
         for text in (self.run.text(),) + texts:
             assert SECRET not in text, "the output of %s shows the URL password" % self.name
 
-    def assert_safe(self, report, versions="v1", slow_failed=0, fast_failed=0):
-        """The fleet serving on `versions`, clean balancers, no lock, capacity kept."""
+    def assert_safe(self, report, versions="v1", slow_failed=0, fast_failed=0, allowed=MAX_UNAVAILABLE):
+        """The fleet serving on `versions` (one for all, or host -> version),
+        clean balancers but for what the operator set (self.held, as it was),
+        no lock, capacity kept: never more than `allowed` out on a balancer,
+        the operator's servers counted, and in the end only those out."""
         now = dict((h, version_of(h)) for h in APPS)
-        assert now == dict((h, versions) for h in APPS), now
+        assert now == (versions if isinstance(versions, dict) else dict((h, versions) for h in APPS)), now
         assert report["hosts"] == now, report["hosts"]
         assert all(service_active(h) for h in APPS)
-        assert_clean_balancers()
+        assert_clean_balancers(self.held)
         assert not lock_present("flt-lb1")
         assert self.summary["slow"]["requests"] > 0, self.summary
         assert self.summary["fast"]["failed"] <= fast_failed, self.summary
         assert self.summary["slow"]["failed"] <= slow_failed, self.summary
         for balancer, capacity in self.capacity.items():
             assert capacity["samples"] > 50, (balancer, capacity)
-            assert capacity["max_out"] <= MAX_UNAVAILABLE, (balancer, capacity)
-            assert capacity["final_out"] == [], (balancer, capacity)
+            assert capacity["max_out"] <= allowed, (balancer, capacity)
+            assert capacity["final_out"] == sorted(self.held.get(balancer, {})), (balancer, capacity)
         self.assert_no_secret()
 
     def halted_after(self, since):
@@ -478,20 +490,40 @@ def test_app_host_lost_mid_batch(report_dir, artifact):
 
 def test_balancer_lost_mid_rollout(report_dir, artifact):
     # Pause flt-lb2 once a host besides the canary runs v2: the next task
-    # there finds it unreachable.
+    # there finds it unreachable. A rollback restarts a host only once every
+    # balancer that can route to it has drained it: a switched host that
+    # flt-lb2 may still send requests to (readied there before it froze)
+    # stays on v2, serving, and the report says so; one flt-lb2 had drained
+    # before it froze may go back to v1.
     case = Case("balancer unreachable mid-rollout", report_dir)
     rc, report, t_fault, detect = pause_mid_rollout(case, "flt-lb2", lambda: len(hosts_on("v2")) >= 2, artifact)
     try:
         assert rc != 0 and report["decision"] == "failed", report["reason"]
         assert list(report["lost"]) == ["flt-lb2"], report["lost"]
         assert any("flt-lb2" in line for line in report["lost_may_hold"]), report["lost_may_hold"]
-        # Nothing half-switched: flt-lb1 still reaches every app host, so
-        # the rollback put every switched host back on v1.
         versions = dict((h, version_of(h)) for h in APPS)
-        assert versions == dict((h, "v1") for h in APPS), versions
-        assert all(service_active(h) for h in APPS)
+        assert set(versions.values()) <= {"v1", "v2"}, versions
         assert report["hosts"] == versions
-        assert len(report["rolled_back"]) >= 2 and report["rollback_errors"] == []
+        stayed = sorted(h for h, v in versions.items() if v == "v2")
+        errors = report["rollback_errors"]
+        # The canary was readied on flt-lb2 before the next batch began, long
+        # before flt-lb2 froze: flt-lb2 may still route to it, it stays on v2.
+        canary = report["steps"][0]["hosts"]
+        assert set(canary) <= set(stayed), (canary, versions)
+        # Each host either back on v1 or named as left on v2, with the balancer why.
+        assert all(h in " ".join(errors) for h in stayed), (stayed, errors)
+        assert "flt-lb2" in " ".join(errors), errors
+        assert not set(report["rolled_back"]) & set(stayed), (report["rolled_back"], stayed)
+        switched = set(h for step in report["steps"] for h in step["hosts"])
+        assert set(report["rolled_back"]) <= switched, (report["rolled_back"], switched)
+        assert all(versions[h] == "v1" for h in APPS if h not in stayed)
+        # Every app host serving and healthy: ready, UP, at its initial
+        # weight on flt-lb1, the one balancer still reachable.
+        assert all(service_active(h) for h in APPS)
+        lb1_state = haproxy_state("flt-lb1")
+        for server, info in lb1_state.items():
+            assert (info["admin_state"], info["status"]) == ("ready", "UP"), (server, info)
+            assert info["weight"] == info["initial_weight"], (server, info)
         assert not lock_present("flt-lb1")
         # Through flt-lb1: nothing failed, never more than
         # canary_max_unavailable out, nothing left out.
@@ -502,10 +534,153 @@ def test_balancer_lost_mid_rollout(report_dir, artifact):
         assert case.capacity["flt-lb2"]["max_out"] <= MAX_UNAVAILABLE, case.capacity["flt-lb2"]
         case.assert_no_secret()
     finally:
-        case.record(rc, report, "halted, rolled back through flt-lb1", detect, round(case.run.ended - t_fault, 1))
+        left = ", ".join(h for h in APPS if version_of(h) == "v2") or "none"
+        case.record(rc, report, "halted; rolled back what only flt-lb1 routes to; left on v2 (flt-lb2 may route "
+                    "to them): %s" % left, detect, round(case.run.ended - t_fault, 1))
     rerun_seconds, again = rerun_promotes(case, artifact)
     record("balancer unreachable: re-run after it is back", outcome=again["decision"], rerun_s=rerun_seconds,
            repaired=again["repaired"], detect_s=None, restore_s=rerun_seconds)
+
+
+# ------------------------------------------------------------------ the operator's choices
+
+# An operator's server (MAINT, DRAIN, a weight of their own) counts against
+# canary_max_unavailable like any other server out, and is left exactly as
+# it is: not deployed, not restarted, not readied by the pre-flight's repair;
+# the report names it (operator_held). A run with --limit rolls exactly the
+# limited hosts (canary_limit) or refuses naming the limit. Figures: a
+# refusal's detect is run start -> its refusal; a promoted run has nothing to
+# detect or restore ("-"), its length is the row's rollout_s.
+
+HELD_CAP = 2
+
+
+def assert_untouched(before, hosts):
+    """`hosts` exactly as fleet_snapshot() found them: same release, same
+    service process (not restarted), no release staged beside it."""
+    after = fleet_snapshot()
+    for host in hosts:
+        assert after[host] == before[host], ("changed", host, before[host], after[host])
+
+
+def promoted_or(report, outcome):
+    """The row's outcome: what a promoted run did, else the decision the run came to instead."""
+    return outcome if report["decision"] == "promoted" else "NOT promoted (%s)" % report["decision"]
+
+
+def assert_held(report, server, *words):
+    held = report.get("operator_held")
+    assert isinstance(held, dict) and server in held, ("operator_held", held)
+    assert all(w in json.dumps(held[server]) for w in words), ("operator_held", server, held[server], words)
+    assert server not in report["repaired"], report["repaired"]
+    assert server not in [h for step in report["steps"] for h in step["hosts"]], report["steps"]
+
+
+def test_operator_maint_with_no_room_is_refused(report_dir, artifact):
+    # flt-app2 in MAINT on both balancers takes the one server
+    # canary_max_unavailable=1 allows out: no batch can be drained. Refused
+    # in pre-flight, naming the cap and the server; nothing changes, nothing
+    # is staged, no other server is ever out.
+    case = Case("operator MAINT, no room (cap 1)", report_dir, operator=[(BALANCERS, "flt-app2", "maint")])
+    before = fleet_snapshot()
+    case.start("v2", artifact)
+    rc, report = case.result()
+    detect, line = case.halted_after(case.run.started)
+    try:
+        assert rc != 0 and report["decision"] == "failed", report["reason"]
+        assert "canary_max_unavailable" in report["reason"] and "flt-app2" in report["reason"], report["reason"]
+        assert report["steps"] == [] and report["rolled_back"] == [] and report["repaired"] == [], report
+        assert_untouched(before, APPS)
+        assert not [h for h in APPS if path_exists(h, "/opt/demoapp/releases/v2")]
+        for balancer, capacity in case.capacity.items():
+            assert sorted(capacity["out_seen"]) == ["flt-app2"], (balancer, capacity)
+        case.assert_safe(report)
+    finally:
+        case.record(rc, report, "refused in pre-flight (operator's MAINT fills the cap), nothing changed",
+                    detect, None, held=case.held)
+
+
+def test_operator_maint_counts_against_the_cap_and_is_left_alone(report_dir, artifact):
+    # The same MAINT with canary_max_unavailable=2: one server of room, so
+    # one host at a time; flt-app2 is neither deployed nor restarted nor
+    # readied, and its weight is untouched.
+    case = Case("operator MAINT left alone (cap 2)", report_dir, operator=[(BALANCERS, "flt-app2", "maint")])
+    before = fleet_snapshot()
+    case.start("v2", artifact, "-e", "canary_max_unavailable=%d" % HELD_CAP)
+    rc, report = case.result()
+    try:
+        assert rc == 0 and report["decision"] == "promoted", report["reason"]
+        assert_held(report, "flt-app2", "maint")
+        assert_untouched(before, ["flt-app2"])
+        # max_out counts flt-app2 too (the monitor sees it out all along).
+        case.assert_safe(report, versions=dict((h, "v1" if h == "flt-app2" else "v2") for h in APPS),
+                         allowed=HELD_CAP)
+    finally:
+        case.record(rc, report, promoted_or(report, "promoted around the operator's MAINT (flt-app2 untouched)"),
+                    None, None, allowed_out=HELD_CAP, held=case.held, operator_held=report.get("operator_held"))
+
+
+def test_operator_drain_on_one_balancer_is_left_alone(report_dir, artifact):
+    # flt-app3 drained by hand on flt-lb1 only (ready on flt-lb2): the
+    # balancers disagree about it, and it is the operator's, not something
+    # a run left behind. Before this change the pre-flight's repair readied it.
+    case = Case("operator drain on one balancer left alone (cap 2)", report_dir,
+                operator=[(["flt-lb1"], "flt-app3", "drain")])
+    before = fleet_snapshot()
+    case.start("v2", artifact, "-e", "canary_max_unavailable=%d" % HELD_CAP)
+    rc, report = case.result()
+    try:
+        assert rc == 0 and report["decision"] == "promoted", report["reason"]
+        assert_held(report, "flt-app3", "drain")
+        assert_untouched(before, ["flt-app3"])
+        assert haproxy_state("flt-lb2")["flt-app3"]["admin_state"] == "ready"
+        case.assert_safe(report, versions=dict((h, "v1" if h == "flt-app3" else "v2") for h in APPS),
+                         allowed=HELD_CAP)
+    finally:
+        case.record(rc, report, promoted_or(report, "promoted around the operator's drain (flt-app3 untouched, "
+                                                    "not repaired)"),
+                    None, None, allowed_out=HELD_CAP, held=case.held, operator_held=report.get("operator_held"),
+                    repaired=report.get("repaired"))
+
+
+def test_limit_refused_then_canary_limit_rolls_exactly_those(report_dir, artifact):
+    # --limit would leave the balancers and the lock out of the run: refused,
+    # naming the limit and canary_limit, nothing changed. canary_limit (a
+    # comma string, as a survey gives it) rolls exactly the hosts it names.
+    case = Case("--limit refused, canary_limit rolls exactly those", report_dir)
+    before = fleet_snapshot()
+    limited = Background(ROLLOUT, *rollout_args("v2", artifact, case.report + "-limit", "--limit", "flt-app2"))
+    rc_limit = limited.wait(timeout=180, tail=40)
+    refused_at, refusal = limited.first_line_after(limited.started, "canary_limit")
+    limit_text = limited.text()
+    try:
+        assert rc_limit != 0, "a --limit run must not exit 0"
+        # The refusal names the limit it was given and what to use instead.
+        assert refusal is not None and "flt-app2" in refusal, limit_text[-3000:]
+        if os.path.exists(os.path.join(case.report + "-limit", "report.json")):
+            limit_report = read_report(case.report + "-limit")
+            assert limit_report["decision"] == "failed" and limit_report["steps"] == [], limit_report
+        assert_untouched(before, APPS)
+        assert_clean_balancers()
+        assert not lock_present("flt-lb1")
+        assert SECRET not in limit_text
+    finally:
+        record("--limit refused", outcome="refused naming the limit, nothing changed" if rc_limit else "NOT refused",
+               rc=rc_limit, reason=(refusal or "")[:300],
+               detect_s=round(refused_at - limited.started, 1) if refused_at else None,
+               restore_s=None, rollout_s=round(limited.ended - limited.started, 1), max_out=None)
+    case.start("v2", artifact, "-e", "canary_limit=flt-app2,flt-app3")
+    rc, report = case.result()
+    limit = ["flt-app2", "flt-app3"]
+    try:
+        assert rc == 0 and report["decision"] == "promoted", report["reason"]
+        assert report.get("limit") == limit, report.get("limit")
+        assert sorted(h for step in report["steps"] for h in step["hosts"]) == limit, report["steps"]
+        assert_untouched(before, [h for h in APPS if h not in limit])
+        case.assert_safe(report, versions=dict((h, "v2" if h in limit else "v1") for h in APPS))
+    finally:
+        case.record(rc, report, promoted_or(report, "promoted exactly canary_limit (flt-app2, flt-app3)"), None, None,
+                    limit=report.get("limit"))
 
 
 # ------------------------------------------------------------------ the controller and the lock
