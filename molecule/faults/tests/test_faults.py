@@ -190,6 +190,8 @@ def faulty():
         "crash": ["--crash-on-start"], "unhealthy": ["--healthz-fail"], "errors": ["--error-rate", "0.3"],
         "slow": ["--latency-ms", "150"], "hang": ["--start-delay", "600"], "trickle": ["--healthz-trickle", "60"],
         "late": ["--crash-on-hosts", "flt-app2"],
+        # 30% errors on flt-app2 only (its data, say): invisible on the canary, flt-app1.
+        "late-errors": ["--error-rate", "0.3", "--errors-on-hosts", "flt-app2"],
     }
     return dict((name, ("v2-%s" % name, build_release("v2-%s" % name, *knobs))) for name, knobs in builds.items())
 
@@ -360,6 +362,37 @@ def test_crash_in_a_later_batch(report_dir, faulty):
     finally:
         case.record(rc, report, "halted, %d hosts rolled back one at a time" % len(report["rolled_back"]),
                     detect, restore)
+
+
+def test_errors_that_start_in_a_later_step_are_judged_at_that_step(report_dir, faulty):
+    # Every step that leaves hosts behind is judged: step 2 (flt-app2, at full
+    # weight) against flt-app3 and flt-app4, still on v1. The canary passes;
+    # step 2's judgement catches the errors and everything goes back. An 8 s
+    # window, as for the canary's 5xx case.
+    version, archive = faulty["late-errors"]
+    case = Case("5xx from step 2 on (one host's data)", report_dir)
+    before = haproxy_state("flt-lb1")
+    case.start(version, archive, "-e", "canary_analysis_interval=8")
+    rc, report = case.result()
+    detect, restore = release_times(report)
+    after = haproxy_state("flt-lb1")
+    exposed = after["flt-app2"]["req_tot"] - before["flt-app2"]["req_tot"]
+    steps = report["steps"]
+    try:
+        assert rc != 0 and report["decision"] == "rolled_back", report["reason"]
+        assert steps[0]["judge"]["verdict"] == "pass", steps[0]["judge"]
+        assert len(steps) == 2 and steps[1]["hosts"] == ["flt-app2"], [s["hosts"] for s in steps]
+        assert steps[1]["sides"] == {"canary": ["flt-app2"], "baseline": ["flt-app3", "flt-app4"]}, steps[1]["sides"]
+        assert steps[1]["judge"]["verdict"] in ("fail", "marginal"), steps[1]["judge"]
+        assert steps[1]["look"]["look"] == 2 and steps[1]["look"]["looks"] == 2, steps[1]["look"]
+        assert report["reason"].startswith("step 2, batch 2: step 2 judged"), report["reason"]
+        assert sorted(report["rolled_back"]) == ["flt-app1", "flt-app2"], report["rolled_back"]
+        # Clients met the errors only on flt-app2, at its share.
+        case.assert_safe(report, fast_failed=exposed)
+    finally:
+        case.record(rc, report, "halted by step 2's judgement, both steps rolled back", detect, restore,
+                    step2_requests=exposed, failed_metrics=(steps[1]["judge"].get("failed_metrics")
+                                                            if len(steps) > 1 else None))
 
 
 # ------------------------------------------------------------------ faults of the engine
