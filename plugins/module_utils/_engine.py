@@ -443,6 +443,9 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'staged': [],
         'switched': [],
         'out': [],
+        # hosts known drained on every live balancer; balancer lost -> the hosts it had drained then
+        'drained': [],
+        'drained_on_lost': {},
         'batch_index': 0,
         'steps': [],
         'rollback': {'hosts': [], 'groups': [], 'index': 0, 'done': [], 'errors': []},
@@ -625,13 +628,12 @@ def _note_drained_on_lost(state, balancer):
     may be restarted while it is gone (a rollback checks this)."""
     act = state['act']
     touched = set(act.get('servers', [])) | set(act.get('weights') or {}) if act.get('state') != 'drain' else set()
-    state.setdefault('drained_on_lost', {})[balancer] = [
-        h for h in state.get('drained', []) if server_of(state, h) not in touched]
+    state['drained_on_lost'][balancer] = [h for h in state['drained'] if server_of(state, h) not in touched]
 
 
 def _drained(state, hosts, drained=True):
     """Note hosts as drained on every live balancer (or as back in rotation on some)."""
-    kept = [h for h in state.get('drained', []) if h not in hosts]
+    kept = [h for h in state['drained'] if h not in hosts]
     state['drained'] = kept + (list(hosts) if drained else [])
 
 
@@ -1719,9 +1721,8 @@ def _rollback_switch(state):
 
 def _routes_to(state, host):
     """Which balancers may still route to host (why it must not restart), or ''."""
-    drained = state.get('drained', [])
-    gone = sorted(b for b, hosts in state.get('drained_on_lost', {}).items() if host not in hosts)
-    where = (['not drained on every live balancer'] if host not in drained else []) + \
+    gone = sorted(b for b, hosts in state['drained_on_lost'].items() if host not in hosts)
+    where = (['not drained on every live balancer'] if host not in state['drained'] else []) + \
         ['%s unreachable, it had not drained it' % b for b in gone]
     return ', '.join(where)
 
