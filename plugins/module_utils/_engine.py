@@ -433,7 +433,6 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         'previous_version': '',
         'plan': [],
         'plan_steps': [],
-        'units': [],
         'plan_lines': [],
         'initial_weights': {},
         'canary_weights': {},
@@ -474,8 +473,7 @@ def view(state):
         'act': state['act'],
         'settings': state['settings'],
         'halted': state['halt'] is not None,
-        # The play's loop over the plan: batches, each judged step's analysis after its last batch.
-        'units': state['units'],
+        'batches': len(state['plan']),
         'rollback_groups': len(state['rollback']['groups']),
         # A run with nothing to put back and nothing to clean up skips the rollback's tasks.
         'cleanup_due': cleanup_due(state),
@@ -887,7 +885,6 @@ def _after_releases(state, results, now):
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
     state['plan'] = [batch for step in state['plan_steps'] for batch in step]
-    state['units'] = _units(state)
     if not _plan_samples(state, lbs_ok, maint_servers):
         return
     # What an interrupted run left behind (drained, or off its initial
@@ -1044,20 +1041,6 @@ def _judged_steps(state, plan_steps_, done):
     canary_judge_every_step; each only if hosts stay behind on the old release to compare it with."""
     return [i for i in range(len(plan_steps_))
             if (i == 0 or state['settings'].get('judge_every_step')) and _sides(state, i, plan_steps_, done)[1]]
-
-
-def _units(state):
-    """What the play includes, in order (roles/rollout/tasks/main.yml): every batch
-    (batch.yml), and after the last batch of each judged step its analysis
-    (analysis.yml); a batch then pays for no skipped analysis include."""
-    units, index, looks = [], 0, _looks(state)
-    for step_index, step in enumerate(state['plan_steps']):
-        for dummy in step:
-            units.append({'file': 'batch.yml', 'index': index, 'label': 'batch %d' % (index + 1)})
-            index += 1
-        if step_index in looks:
-            units.append({'file': 'analysis.yml', 'index': index - 1, 'label': 'judge step %d' % (step_index + 1)})
-    return units
 
 
 def _has_baseline_after(state, step_index):

@@ -1342,11 +1342,6 @@ def test_every_step_that_leaves_hosts_behind_is_judged_against_them():
     # Later steps are at full weight: only the canary's weights are ever changed.
     assert len(_acts(fleet, 'restore')) == 1
     assert any('steps 2, 3 judged too' in line for line in state['plan_lines']), state['plan_lines']
-    # main.yml's loop: each judged step's analysis right after its last batch, no skipped include per batch.
-    assert [u['label'] for u in engine.view(state)['units']] == [
-        'batch 1', 'judge step 1', 'batch 2', 'judge step 2', 'batch 3', 'judge step 3', 'batch 4', 'batch 5',
-        'batch 6']
-    assert [u['index'] for u in engine.view(state)['units']] == [0, 0, 1, 1, 2, 2, 3, 4, 5]
 
 
 def test_a_release_that_fails_only_from_the_third_step_is_rolled_back():
