@@ -282,14 +282,25 @@ def test_manual_gate_stops_after_each_step_and_resumes(report_dir):
     assert_fleet_serving({h: "v7" for h in APPS})
 
 
+def leave_drained_by_a_run(lb, host):
+    """What an interrupted run leaves: the server drained, and its claim on the
+    balancer (haproxy_server writes it before it drains), so the next run repairs it."""
+    haproxy_command(lb, "set server demoapp/%s state drain" % host)
+    claim = {"demoapp": {host: {"admin_state": "drain", "weight": haproxy_state(lb)[host]["weight"],
+                                "owner": "an interrupted run", "at": 0}}}
+    docker("exec", lb, "python3", "-c",
+           "import json, os, sys; os.makedirs('/var/lib/grayrelease-canary', 0o700, exist_ok=True); "
+           "open('/var/lib/grayrelease-canary/demoapp.claims.json', 'w').write(sys.argv[1])", json.dumps(claim))
+
+
 def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report_dir):
-    # An operator puts app6 in
-    # maintenance; an interrupted run left app5 drained.
+    # An operator puts app6 in maintenance (it counts against the cap); an
+    # interrupted run left app5 drained, and its claim says so.
     artifact = build_release("v9")
     app6_version = version_of("app6")
     for lb in BALANCERS:
         haproxy_command(lb, "set server demoapp/app6 state maint")
-        haproxy_command(lb, "set server demoapp/app5 state drain")
+        leave_drained_by_a_run(lb, "app5")
     try:
         # Bad input: refused before anything is touched, the leftovers included.
         res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % artifact,
@@ -310,6 +321,8 @@ def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report
         report = read_report(report_dir / "maint")
         assert report["decision"] == "promoted"
         assert report["maintenance"] == ["app6"] and "app5" in report["repaired"]
+        assert report["operator_held"] == {"app6": "maint on lb1, maint on lb2"}, report["operator_held"]
+        assert report["capacity"]["out_before"] == {"app6": "maint on lb1, maint on lb2"}
         assert "app6" not in [h for batch in report["plan"] for h in batch]
         assert version_of("app6") == app6_version and "v9" not in releases_on("app6")
         for lb in BALANCERS:
@@ -320,6 +333,7 @@ def test_operator_maintenance_is_left_alone_and_bad_input_touches_nothing(report
     finally:
         for lb in BALANCERS:
             haproxy_command(lb, "set server demoapp/app6 state ready")
+            haproxy_command(lb, "set server demoapp/app5 state ready")
 
 
 def unsafe_archive(directory, name, member, link_to=None):
