@@ -212,6 +212,20 @@ EXAMPLES = r"""
       urls: ["http://app1:8080/healthz"]
       deadline: 30
   become: true
+
+# What a rollout does: the drain is claimed first (so the next run may ready it
+# again, and only it), and refused if it would leave more than 2 of the six
+# app servers out of rotation here, an operator's maintenance included.
+- name: Drain app3, within the cap, recording the claim
+  grayrelease.canary.haproxy_server:
+    backend: demoapp
+    servers: [app3]
+    state: drain
+    claims: /var/lib/grayrelease-canary/demoapp.claims.json
+    owner: "deploy@ctl run 1a2b3c4d"
+    max_unavailable: 2
+    fleet: [app1, app2, app3, app4, app5, app6]
+  become: true
 """
 
 RETURN = r"""
