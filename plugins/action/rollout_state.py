@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -71,8 +72,11 @@ SETTING_NAMES = (
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
 REPORT_DIR = './canary-reports'
-# Every run's own copy of its report, beside the latest at the top of canary_report_dir.
+# Every run's own copy of its report, beside the latest at the top of canary_report_dir;
+# the newest KEEP_RUNS of them are kept.
 RUNS = 'runs'
+KEEP_RUNS = 50
+RUN_NAME_RE = re.compile(r'\d{8}T\d{6}Z-')
 
 
 def _fetch_artifact(settings):
@@ -299,10 +303,20 @@ class ActionModule(ActionBase):
             for target in (run_dir, directory):
                 for name, text in texts.items():
                     _write_whole(target, name, text)
+            _prune_runs(os.path.join(directory, RUNS))
         except OSError as exc:
             # The decision still stands and the lock is still released.
             out['report_error'] = 'could not write the report in %s: %s' % (directory, exc)
         return out
+
+
+def _prune_runs(runs):
+    """Remove all but the newest KEEP_RUNS run directories (their names sort by start):
+    only real directories named like a run, never through a link."""
+    names = sorted(n for n in os.listdir(runs) if RUN_NAME_RE.match(n)
+                   and stat.S_ISDIR(os.lstat(os.path.join(runs, n)).st_mode))
+    for name in names[:-KEEP_RUNS]:
+        shutil.rmtree(os.path.join(runs, name), ignore_errors=True)
 
 
 def _write_whole(directory, name, text):

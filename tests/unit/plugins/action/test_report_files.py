@@ -21,6 +21,7 @@ from test_engine import FakeFleet, run  # noqa: E402  pylint: disable=wrong-impo
 from test_rollout_state_action import call  # noqa: E402  pylint: disable=wrong-import-position
 
 from ansible.errors import AnsibleActionFail  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.action import rollout_state  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
 
 NAMES = ('report.json', 'report.md', 'report.html')
@@ -86,6 +87,24 @@ def test_runs_sharing_the_directory_each_keep_their_report_and_the_latest_is_at_
         assert json.loads(open(os.path.join(directory, 'report.json'), encoding='utf-8').read())['version'] == version
         assert result['summary'][-1] == "this run's copy: %s" % directory
     assert (runs / only_files(runs)[1] / 'report.md').read_text() == (tmp_path / 'report.md').read_text()
+
+
+def test_only_the_newest_runs_are_kept_and_nothing_else_is_touched(tmp_path, monkeypatch):
+    monkeypatch.setattr(rollout_state, 'KEEP_RUNS', 2)
+    runs = tmp_path / 'runs'
+    runs.mkdir()
+    # Not a run's directory: left alone, as is a link named like one (never followed).
+    (runs / 'notes.txt').write_text('mine')
+    victim = tmp_path / 'elsewhere'
+    victim.mkdir()
+    (victim / 'keep.txt').write_text('keep')
+    os.symlink(str(victim), str(runs / '20000101T000000Z-v0-linklink'))
+    for hour, version in enumerate(('v2', 'v3', 'v4')):
+        call(finished(tmp_path, version=version, started=1_800_000_000.0 + 3600 * hour, run_id='aaaa000%d' % hour),
+             op='finish')
+    assert only_files(runs) == ['20000101T000000Z-v0-linklink', '20270115T090000Z-v3-aaaa0001',
+                                '20270115T100000Z-v4-aaaa0002', 'notes.txt']
+    assert (victim / 'keep.txt').read_text() == 'keep'
 
 
 def test_a_version_makes_one_path_component_of_the_run_directory(tmp_path):
