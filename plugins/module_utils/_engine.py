@@ -749,14 +749,13 @@ def _after_survey(state, results, now):
              'canary_max_unavailable' % (settings['max_unavailable'], cap, len(state['app_hosts']), '; '.join(
                  '%s (%s)' % (h, why) for h, why in sorted(unavailable.items()))))
         return
-    maint = [h for h in state['app_hosts'] if h in held]
     health = probe_ok[state['probe_host']]
     healthy_urls = set(redact(health.get('healthy') or []))
     healthy = [h for h in state['app_hosts'] if redact(state['identities'][h]['health_url']) in healthy_urls]
     # Kept for the releases' record, which decides with the versions too (and drops it).
-    state['survey'] = {'balancers': backends, 'consensus': consensus, 'healthy': healthy, 'maint': maint,
+    state['survey'] = {'balancers': backends, 'consensus': consensus, 'healthy': healthy,
                        'probed': dict((redact(url), result) for url, result in (health.get('results') or {}).items())}
-    serving = [h for h in state['app_hosts'] if h not in maint]
+    serving = [h for h in state['app_hosts'] if h not in held]
     fleet = [h for h in serving if not settings['limit'] or h in settings['limit']]
     unfit = [h for h in serving if h not in healthy or server_of(state, h) in consensus['down']]
     stage = []
@@ -811,7 +810,7 @@ def _holders(state, backends):
 def _after_releases(state, results, now):
     settings = state['settings']
     survey = state.pop('survey')
-    lbs_ok, consensus, healthy, maint = survey['balancers'], survey['consensus'], survey['healthy'], survey['maint']
+    lbs_ok, consensus, healthy = survey['balancers'], survey['consensus'], survey['healthy']
     stage = state['act'].get('stage') or []
     apps_ok, apps_failed = _collect(state, 'apps', results, 'pre-flight')
     # A host that failed while staging may have installed nothing or everything: it is cleaned too.
@@ -833,9 +832,9 @@ def _after_releases(state, results, now):
     # Not staged (canary_prestage=false, or a fleet not fit for it): the switch installs.
     state['lacking'] = [h for h in state['app_hosts']
                         if settings['version'] not in (apps_ok[h].get('installed') or [])]
-    maint_servers = set(_servers(state, maint))
+    held_servers = set(_servers(state, state['held']))
     # The hosts this run may roll: not held by an operator, within canary_limit when it is set.
-    serving = [h for h in state['app_hosts'] if h not in maint]
+    serving = [h for h in state['app_hosts'] if h not in state['held']]
     fleet = [h for h in serving if not settings['limit'] or h in settings['limit']]
     version = settings['version']
     done = [h for h in fleet if versions[h] == version and h in healthy]
@@ -854,10 +853,10 @@ def _after_releases(state, results, now):
             for h in sick)))
     # Disagreement on a server under maintenance is the operator's business;
     # on a healthy host (drain or weight, e.g. left by a lost balancer) the repair below fixes it.
-    disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in maint_servers | set(_servers(state, healthy))]
+    disagree = [line for line in consensus['disagree'] if line.split(':', 1)[0] not in held_servers | set(_servers(state, healthy))]
     if disagree:
         errors.append('balancers disagree: %s' % '; '.join(disagree))
-    down = [s for s in consensus['down'] if s not in maint_servers and s not in _servers(state, sick)]
+    down = [s for s in consensus['down'] if s not in held_servers and s not in _servers(state, sick)]
     if down:
         errors.append('not UP in HAProxy: %s' % ', '.join(down))
     if errors:
@@ -868,7 +867,7 @@ def _after_releases(state, results, now):
     state['done_before'] = done
     # Servers under maintenance take no traffic: weights are left alone.
     state['initial_weights'] = dict((s, i['initial_weight']) for s, i in consensus['servers'].items()
-                                    if s not in maint_servers)
+                                    if s not in held_servers)
     zones = None
     if any(state['identities'][h].get('zone') for h in fleet):
         zones = dict((h, state['identities'][h]['zone']) for h in fleet)
@@ -885,12 +884,12 @@ def _after_releases(state, results, now):
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
     state['plan'] = [batch for step in state['plan_steps'] for batch in step]
-    if not _plan_samples(state, lbs_ok, maint_servers):
+    if not _plan_samples(state, lbs_ok, held_servers):
         return
     # What an interrupted run left behind (drained, or off its initial
     # weight), as its claims say, on healthy hosts. Never an operator's doing.
     repair = [server_of(state, h) for h in state['app_hosts']
-              if h in healthy and h not in maint and server_of(state, h) in state['ours']]
+              if h in healthy and h not in state['held'] and server_of(state, h) in state['ours']]
     state['repaired'] = repair
     if survey.get('unfit'):
         state['notes'].append('not pre-staged (not healthy and UP at pre-flight: %s): each host installs %s at '
@@ -903,7 +902,7 @@ def _after_releases(state, results, now):
     _ready_for_batches(state)
 
 
-def _plan_samples(state, lbs_ok, maint_servers):
+def _plan_samples(state, lbs_ok, held_servers):
     """The sample-size plan of the judged canary step; False when it refuses (canary_underpowered=fail).
 
     The request rate is canary_request_rate, else what HAProxy counted over
@@ -912,9 +911,9 @@ def _plan_samples(state, lbs_ok, maint_servers):
     """
     settings = state['settings']
     state['sample_plan'] = None
-    if not (state['plan_steps'] and _has_baseline_after(state, 0)):
+    if not (state['plan_steps'] and _is_judged(state, 0)):
         return True
-    servers = [s for s in _servers(state, state['app_hosts']) if s not in maint_servers]
+    servers = [s for s in _servers(state, state['app_hosts']) if s not in held_servers]
     rows = [lbs_ok[b]['backends'][settings['backend']][s] for b in lbs_ok for s in servers]
     requests = sum(row.get('req_tot') or 0 for row in rows)
     errors = sum(row.get('hrsp_5xx') or 0 for row in rows)
@@ -1043,7 +1042,7 @@ def _judged_steps(state, plan_steps_, done):
             if (i == 0 or state['settings'].get('judge_every_step')) and _sides(state, i, plan_steps_, done)[1]]
 
 
-def _has_baseline_after(state, step_index):
+def _is_judged(state, step_index):
     """Is step `step_index` of this run judged?"""
     return step_index in _looks(state)
 
@@ -1098,7 +1097,7 @@ def _open_batch(state, index, now):
         state['steps'].append({
             'step': step_index + 1, 'hosts': [h for b in state['plan_steps'][step_index] for h in b],
             # canary: the first step, at canary_traffic_percent; judged: an analysis ends the step.
-            'canary': step_index == 0 and _has_baseline_after(state, 0), 'judged': _has_baseline_after(state, step_index),
+            'canary': step_index == 0 and _is_judged(state, 0), 'judged': _is_judged(state, step_index),
             'started': now, 'finished': None,
             'seconds': None, 'outcome': 'running', 'batches': [], 'judge': {}, 'weights': {}, 'errors': [],
         })
