@@ -71,7 +71,6 @@ SETTING_NAMES = (
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
-REPORT_DIR = './canary-reports'
 # Every run's own copy of its report, beside the latest at the top of canary_report_dir;
 # the newest KEEP_RUNS of them are kept.
 RUNS = 'runs'
@@ -351,7 +350,9 @@ def _report_dir(state):
     # Also called on a damaged state (the short report of an internal error).
     settings = state.get('settings') if isinstance(state, dict) else None
     value = settings.get('report_dir') if isinstance(settings, dict) else None
-    return os.path.abspath(os.path.expanduser(value if isinstance(value, str) and value else REPORT_DIR))
+    if not (isinstance(value, str) and value):
+        value = engine.DEFAULTS['canary_report_dir']
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _run_name(state):
