@@ -30,6 +30,14 @@ rm -f /etc/systemd/system/multi-user.target.wants/haproxy.service
 # Prometheus likewise: only the judge scenario's metrics host runs it.
 rm -f /etc/systemd/system/multi-user.target.wants/prometheus.service
 
+# nginx and sshd likewise: the scenarios that use them start them.
+rm -f /etc/systemd/system/multi-user.target.wants/nginx.service \
+      /etc/systemd/system/multi-user.target.wants/ssh.service \
+      /etc/systemd/system/sshd.service
+# Podman's timers and its auto-update would act on their own in a test fleet.
+rm -f /etc/systemd/system/timers.target.wants/podman-*.timer \
+      /etc/systemd/system/default.target.wants/podman-*.service
+
 # Keep the image lean: no package lists, caches, docs or foreign locales.
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old \
