@@ -1,8 +1,11 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters the rollout playbook uses to read balancer state and build judge input.
+"""Filter canary_metrics: judge input from HAProxy snapshots and probe samples.
 
-Docs: balancer_consensus.yml and canary_metrics.yml next to this file.
+The verify role uses it; the rollout engine calls the same function
+(module_utils/_rollout.py) directly. Docs: canary_metrics.yml next to this
+file. balancer_consensus, once here too, had no caller and is removed (a
+tombstone in meta/runtime.yml names its replacement).
 """
 
 from __future__ import annotations
@@ -11,16 +14,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
     RolloutError,
-    balancer_consensus,
     canary_metrics,
 )
-
-
-def _balancer_consensus(results, backend, servers):
-    try:
-        return balancer_consensus(results, backend, list(servers))
-    except RolloutError as exc:
-        raise AnsibleFilterError("balancer_consensus: %s" % exc)
 
 
 def _canary_metrics(before, after, backend, canary_servers, baseline_servers, probe_rounds,
@@ -35,6 +30,5 @@ def _canary_metrics(before, after, backend, canary_servers, baseline_servers, pr
 class FilterModule(object):
     def filters(self):
         return {
-            "balancer_consensus": _balancer_consensus,
             "canary_metrics": _canary_metrics,
         }
