@@ -590,7 +590,7 @@ def main(argv=None):
                            'needed_count', 'needed_traffic_percent')), sort_keys=True)]
     defaults = {'confidence': conf['confidence'], 'critical_ratio': conf['critical_ratio'],
                 'critical_difference': conf['critical_difference'],
-                # As the engine judges (_engine._judge_options): few requests with clearly too many errors fail.
+                # As the engine judges (_engine.judge_options): few requests with clearly too many errors fail.
                 'exact_below_min_samples': True}
     first_look = look_confidence(conf['confidence'], 1, len(looks), DEFAULT_SCHEME)
     configs = [

@@ -28,6 +28,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._contract import ANALYSIS_REGISTERS, REGISTERS
 from ansible_collections.grayrelease.canary.plugins.module_utils._lock import holder_gone, run_identity
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     ReleaseError,
@@ -42,20 +43,6 @@ FACT = 'grayrelease_rollout'
 # The small part every task's conditions read (templating the whole state on
 # every host for every task costs about 0.1 s a task).
 VIEW = 'grayrelease_rollout_view'
-# What each kind of actor registers (the role's tasks use the same names).
-REGISTERS = {
-    'apps': 'rollout_app_result',
-    'balancers': 'rollout_lb_result',
-    'probe': 'rollout_probe_result',
-    'lock': 'rollout_lock_result',
-}
-ANALYSIS_REGISTERS = {
-    'before': ('balancers', 'rollout_lb_before'),
-    'after': ('balancers', 'rollout_lb_after'),
-    'samples': ('probe', 'rollout_probe_result'),
-    'logs': ('balancers', 'rollout_log_result'),
-    'prometheus': ('probe', 'rollout_prom_result'),
-}
 # Settings read from the inventory / extra vars (DESIGN.md's names).
 SETTING_NAMES = (
     'canary_version', 'canary_artifact', 'canary_artifact_checksum', 'canary_backend', 'canary_service',
@@ -67,7 +54,7 @@ SETTING_NAMES = (
     'canary_artifact_remote',
     'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
     'canary_min_power',
-    'canary_underpowered', 'canary_judge_every_step',
+    'canary_underpowered', 'canary_judge_every_step', 'canary_balancer_driver', 'canary_nginx_upstream_file',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')

@@ -206,3 +206,8 @@ def plan_steps(hosts, steps=DEFAULT_STEPS, max_unavailable=None, zones=None, zon
             parts = [step_hosts]
         planned.append([batch for part in parts for batch in _split(part, limit)])
     return planned
+
+
+def canary_hosts(done_before, plan_steps):
+    """The canary: the hosts done before this run plus those of the first step's batches."""
+    return list(done_before) + [h for batch in (plan_steps[0] if plan_steps else []) for h in batch]

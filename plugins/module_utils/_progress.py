@@ -24,10 +24,12 @@ from __future__ import annotations
 import re
 import statistics
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._contract import BATCH_PHASES
+from ansible_collections.grayrelease.canary.plugins.module_utils._plan import canary_hosts
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import by_url
 
 # Batch phases in the order they run (restore: the canary's weights put back).
-PHASES = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore')
+PHASES = BATCH_PHASES
 # How a finished phase reads in a batch line.
 PHASE_WORDS = {'drain': 'drained', 'switch': 'switched', 'health': 'healthy', 'ready': 'ready',
                'analysis': 'analysed', 'restore': 'weights restored'}
@@ -264,8 +266,7 @@ def _canary_groups(state):
     sides = (state.get('steps') or [{}])[-1].get('sides')
     if sides:
         return sides['canary'], sides['baseline']
-    from ansible_collections.grayrelease.canary.plugins.module_utils._engine import _canary_hosts
-    canary = _canary_hosts(state)
+    canary = canary_hosts(state['done_before'], state['plan_steps'])
     return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
 
 

@@ -58,7 +58,7 @@ def test_tarball_ships_what_users_need_and_no_development_files(tarball):
         names = set(m.name for m in tar.getmembers())
     for needed in ("LICENSE", "README.md", "MANIFEST.json", "FILES.json", "meta/runtime.yml",
                    "meta/execution-environment.yml", "requirements.txt", "bindep.txt",
-                   "plugins/modules/haproxy_server.py", "plugins/module_utils/_engine.py",
+                   "plugins/modules/haproxy_server.py", "plugins/module_utils/_engine/__init__.py",
                    "plugins/callback/rollout_progress.py", "plugins/filter/rollout_plan.py",
                    "roles/rollout/tasks/main.yml", "roles/rollout/meta/argument_specs.yml",
                    "playbooks/rollout.yml", "playbooks/adopt.yml", "docs/user-guide.md", "docs/adopt.md",
@@ -193,6 +193,7 @@ def test_module_defaults_group_sets_socket_and_backend(lab, tmp_path):
 # the socket is usually root's, so every such task must honour the role's
 # become variable (canary_become and the roles' own defaults from it).
 BALANCER_MODULES = ("grayrelease.canary.haproxy_server", "grayrelease.canary.haproxy_info",
+                    "grayrelease.canary.balancer_server", "grayrelease.canary.balancer_info",
                     "grayrelease.canary.haproxy_log", "grayrelease.canary.rollout_lock")
 
 

@@ -49,12 +49,12 @@ class RealisticFleet(FakeFleet):
         for host, row in table.items():
             # 30 req/s for 30 s through the balancer, split by weight.
             row['req_tot'] = int(900 * self.weights[host] / total) if after else 0
-            bad = self.bad_canary and canary is not None and host in engine._canary_hosts(canary)
+            bad = self.bad_canary and canary is not None and host in engine.canary_hosts(canary)
             row['hrsp_5xx'] = row['req_tot'] // 3 if after and bad else 0
         return info
 
     def samples(self, act, state):
-        canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
+        canary_urls = ['http://%s/' % h for h in engine.canary_hosts(state)]
         rounds = []
         for dummy in range(act['count']):
             samples = {}

@@ -122,7 +122,7 @@ class FakeFleet(object):
             errors = 0
             if after:
                 req = 200
-                if self.bad_canary and canary is not None and h in engine._canary_hosts(canary):
+                if self.bad_canary and canary is not None and h in engine.canary_hosts(canary):
                     errors = 100
                 if h in self.bad_on_v2 and self.versions[h] == 'v2':
                     errors = 100
@@ -140,7 +140,7 @@ class FakeFleet(object):
                               'elapsed': 0.3, 'msg': 'unhealthy: %s' % ', '.join(bad) if bad else ''})
 
     def samples(self, act, state):
-        canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
+        canary_urls = ['http://%s/' % h for h in engine.canary_hosts(state)]
         rounds = []
         for _i in range(act['count']):
             samples = {}
@@ -1407,7 +1407,7 @@ def test_a_batch_begun_out_of_order_halts_and_the_run_still_rolls_back_and_repor
 
 def test_an_error_while_recording_a_switch_counts_its_hosts_as_switched(monkeypatch):
     fleet = FakeFleet()
-    after_switch = engine._HANDLERS['switch']
+    after_switch = engine.HANDLERS['switch']
     calls = []
 
     def second_switch_breaks(state, results, now):
@@ -1416,7 +1416,7 @@ def test_an_error_while_recording_a_switch_counts_its_hosts_as_switched(monkeypa
             raise KeyError('current')
         after_switch(state, results, now)
 
-    monkeypatch.setitem(engine._HANDLERS, 'switch', second_switch_breaks)
+    monkeypatch.setitem(engine.HANDLERS, 'switch', second_switch_breaks)
     state = run(fleet, canary_steps=[1, 1, '100%'])
     step2 = state['steps'][1]
     assert step2['outcome'] == 'failed' and step2['batches'][0]['outcome'] == 'failed'
@@ -1458,7 +1458,7 @@ def test_an_error_after_the_lock_was_taken_still_releases_it(monkeypatch):
     def lock_breaks(state, results, now):
         raise TypeError('unhashable')
 
-    monkeypatch.setitem(engine._HANDLERS, 'lock', lock_breaks)
+    monkeypatch.setitem(engine.HANDLERS, 'lock', lock_breaks)
     state = run(fleet)
     assert state['halt']['phase'] == 'preflight' and 'TypeError: unhashable' in state['halt']['reason']
     # Nothing was changed; the versions are read for the report, the lock released by owner.
@@ -1504,7 +1504,8 @@ def test_an_error_after_a_promotion_is_a_note_and_the_run_stays_promoted(monkeyp
         raise RuntimeError('clean-up broke')
 
     monkeypatch.setattr(engine, 'cleanup', broken)
-    monkeypatch.setattr(engine, 'cleanup_due', lambda state: True)
+    # view() (the dispatch) tells the play that a clean-up is due.
+    monkeypatch.setattr(engine.dispatch, 'cleanup_due', lambda state: True)
     state = run(fleet)
     assert state['decision'] == 'promoted' and state['rollback']['errors'] == []
     assert state['notes'][-1:] == ['internal error in the coordinator (cleanup): RuntimeError: clean-up broke '

@@ -30,7 +30,7 @@ class RatedFleet(FakeFleet):
     def samples(self, act, state):
         result = super(RatedFleet, self).samples(act, state)
         if self.canary_latency:
-            canary_urls = ['http://%s/' % h for h in engine._canary_hosts(state)]
+            canary_urls = ['http://%s/' % h for h in engine.canary_hosts(state)]
             for rnd in result['results']:
                 for url in canary_urls:
                     rnd['samples'][url]['latencies_ms'] = [self.canary_latency + i % 3 for i in range(20)]
@@ -141,14 +141,14 @@ class FewRequestsFleet(FakeFleet):
         result = super(FewRequestsFleet, self).info(after, canary)
         if after and canary is not None:
             for host, row in result['backends']['demoapp'].items():
-                bad = host in engine._canary_hosts(canary)
+                bad = host in engine.canary_hosts(canary)
                 # Per balancer: 2 x (6, 3) for the canary, 2 x 5 x 11 for the baseline.
                 row['req_tot'], row['hrsp_5xx'] = (6, 3) if bad else (11, 0)
         return result
 
     def samples(self, act, state):
         result = super(FewRequestsFleet, self).samples(act, state)
-        for url in ['http://%s/' % h for h in engine._canary_hosts(state)]:
+        for url in ['http://%s/' % h for h in engine.canary_hosts(state)]:
             for rnd in result['results']:
                 rnd['samples'][url]['errors'] = 1
         return result

@@ -1,0 +1,108 @@
+"""The rollout role's tasks against the contract table (plugins/module_utils/_contract.py).
+
+A register name that does not match what the coordinator reads back reads as
+"no answer" and the engine marks a healthy host lost; a phase the engine sets
+that no task acts on stalls the run. These tests parse roles/rollout/tasks/*.yml.
+"""
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+
+import yaml
+
+from ansible_collections.grayrelease.canary.plugins.module_utils import _contract as contract
+from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+
+ROOT = pathlib.Path(__file__).resolve().parents[4]
+TASKS = ROOT / 'roles' / 'rollout' / 'tasks'
+ENGINE = ROOT / 'plugins' / 'module_utils' / '_engine'
+ROLE_OF = dict((register, role) for role, register in contract.REGISTERS.items())
+ROLE_OF.update((register, role) for role, register in contract.ANALYSIS_REGISTERS.values())
+PHASE_RE = re.compile(r"rollout_phase == '(\w+)'")
+
+
+def _module(task):
+    names = [k for k in task if k.startswith(('grayrelease.canary.', 'ansible.builtin.'))]
+    assert len(names) == 1, task
+    return names[0]
+
+
+def _phases(task):
+    return PHASE_RE.findall(str(task.get('when', '')))
+
+
+def _walk(path, inherited):
+    """(file, module, register, phases) of every task, the phases of the include that brings a file in inherited."""
+    for task in yaml.safe_load(path.read_text()) or []:
+        for item in _flatten(task):
+            phases = _phases(item) or inherited
+            module = _module(item)
+            if module in ('ansible.builtin.include_tasks', 'ansible.builtin.import_tasks'):
+                target = str(item[module])
+                for name in re.findall(r'[\w]+\.yml', target):
+                    yield from _walk(TASKS / name, phases)
+                continue
+            yield path.name, module, item.get('register'), phases
+
+
+def _flatten(task):
+    if 'block' in task:
+        for sub in task['block'] + task.get('rescue', []) + task.get('always', []):
+            yield from _flatten(sub)
+    else:
+        yield task
+
+
+def _actor_tasks():
+    return [t for t in _walk(TASKS / 'main.yml', []) if t[2] in ROLE_OF]
+
+
+def test_every_actor_task_registers_what_the_coordinator_reads_for_its_phase():
+    tasks = _actor_tasks()
+    assert len(tasks) >= 20, tasks
+    for name, module, register, phases in tasks:
+        role = ROLE_OF[register]
+        # A task with no phase of its own (the analysis's reads, a rollback group's lock refresh) acts in
+        # every phase whose table has its actor and module.
+        candidates = phases or [p for p, actors in contract.PHASES.items() if module in actors.get(role, ())]
+        assert candidates, (name, module, register)
+        for phase in candidates:
+            assert phase in contract.PHASES, (name, phase)
+            assert module in contract.PHASES[phase].get(role, ()), (
+                '%s: %s registers %s (actor %s) in phase %s, the table says %s'
+                % (name, module, register, role, phase, contract.PHASES[phase]))
+
+
+def test_every_phase_and_actor_of_the_table_has_its_task():
+    seen = set()
+    for name, module, register, phases in _actor_tasks():
+        for phase in phases or contract.PHASES:
+            seen.add((phase, ROLE_OF[register], module))
+    for phase, actors in contract.PHASES.items():
+        for role, modules in actors.items():
+            assert any((phase, role, m) in seen for m in modules), (phase, role, modules)
+
+
+def test_the_phases_the_engine_sets_are_the_table_and_the_dispatch():
+    set_by_engine = set()
+    for path in ENGINE.glob('*.py'):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'set_act':
+                set_by_engine.add(node.args[1].value)
+            # state['act'] = {'phase': ..., ...}
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                    and any(isinstance(t, ast.Subscript) and getattr(t.slice, 'value', None) == 'act' for t in node.targets)):
+                for key, value in zip(node.value.keys, node.value.values):
+                    if isinstance(key, ast.Constant) and key.value == 'phase':
+                        set_by_engine.add(value.value)
+    assert len(set_by_engine) >= 15, set_by_engine
+    assert set_by_engine <= set(contract.PHASES), set_by_engine - set(contract.PHASES)
+    assert set(engine.HANDLERS) == set(contract.PHASES)
+
+
+def test_the_batch_phases_are_in_the_order_of_the_table():
+    order = list(contract.PHASES)
+    assert [order.index(p) for p in contract.BATCH_PHASES] == sorted(order.index(p) for p in contract.BATCH_PHASES)
