@@ -26,7 +26,7 @@ export MOLECULE_NO_LOG := false
 SCENARIOS ?= default balancer release rollout faults adopt judge
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
-	molecule test rollout bench bench-rollout bench-balancers bench-calibrate clean
+	molecule test rollout bench bench-rollout bench-balancers bench-calibrate bench-scale clean
 
 help:
 	@sed -n '1,6p' Makefile
@@ -99,6 +99,15 @@ bench-calibrate: venv link
 # fleet under mixed load (BENCH_WHICH=baseline|ours|both, BENCH_COLLECTION_ROOT).
 bench-rollout: venv link images
 	scripts/bench-rollout.sh
+
+# The real rollout on simulated fleets of N = 10, 100, 300, 1000 app hosts (one real
+# HAProxy in container scale-lb1, N stand-in hosts on loopback): wall time, tasks,
+# coordinator seconds per batch, controller memory, largest fact and runner event,
+# a profile (bench/bench_scale.py, bench/results/scale-*.txt).
+# SCALE_ARGS=--quick (N=10, 100) or e.g. "--sizes 10,300"; SCALE_ENGINE_REF=REF.
+bench-scale: venv link images
+	scripts/ensure-docker.sh >/dev/null
+	python bench/bench_scale.py $(SCALE_ARGS)
 
 clean:
 	rm -rf .build dist tests/output
