@@ -204,9 +204,11 @@ def test_an_auto_updating_unit_is_refused():
         sh("ctr-app2", "systemctl disable --now podman-auto-update.timer")
     assert result.get("failed") and "podman-auto-update.timer is enabled" in result["msg"], result
     assert served("ctr-app2") == "v1"
-    sh("ctr-app2", "mkdir -p /etc/systemd/system/demoapp.service.d && printf '[Service]\\n"
-                   "Environment=LABEL=io.containers.autoupdate=registry\\n' > /etc/systemd/system/demoapp.service.d/au.conf"
-                   " && systemctl daemon-reload")
+    # A drop-in that starts the container with the auto-update label (it never starts: refused first).
+    sh("ctr-app2", "mkdir -p /etc/systemd/system/demoapp.service.d && printf '[Service]\\nExecStart=\\n"
+                   "ExecStart=/usr/bin/podman run --rm --replace --name demoapp --network host "
+                   "--label io.containers.autoupdate=registry $CANARY_IMAGE\\n'"
+                   " > /etc/systemd/system/demoapp.service.d/au.conf && systemctl daemon-reload")
     try:
         result = release(hosts="ctr-app2", version="v2", src=image("v2"), state="current", **SERVICE)["ctr-app2"]
     finally:
