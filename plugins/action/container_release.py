@@ -141,8 +141,8 @@ class ActionModule(ActionBase):
     def _wants_src(self, args):
         """Will the module need the archive? One shell test on the host (podman image exists), no module run."""
         podman = args.get('podman') or 'podman'
-        command = '%s image exists %s && echo present || echo wanted' % (shlex.quote(podman),
-                                                                       shlex.quote(args['digest']))
+        command = '%s image exists %s && echo present || echo wanted' % (
+            shlex.quote(podman), shlex.quote(args['digest']))
         result = self._low_level_execute_command(command, sudoable=True)
         return result.get('rc') != 0 or result.get('stdout', '').strip() != 'present'
 

@@ -412,14 +412,14 @@ class ContainerRelease(object):
         rc, out, err = run(['systemctl', 'cat', self.service])
         if rc == 0 and AUTOUPDATE_LABEL in (out or ''):
             raise ContainerError('unit %s sets the label %s: it updates itself. Remove --label %s=... from the '
-                                 'unit (the rollout switches its image)' % (self.service, AUTOUPDATE_LABEL,
-                                                                              AUTOUPDATE_LABEL))
+                                 'unit (the rollout switches its image)'
+                                 % (self.service, AUTOUPDATE_LABEL, AUTOUPDATE_LABEL))
         name = self.p.get('container') or self.service.rsplit('.service', 1)[0]
         labels = self.engine.labels('container', name)
         if AUTOUPDATE_LABEL in labels:
             raise ContainerError('container %s (unit %s) carries the label %s=%s: it updates itself. Remove the '
-                                 'label from the unit and the image' % (name, self.service, AUTOUPDATE_LABEL,
-                                                                         labels[AUTOUPDATE_LABEL]))
+                                 'label from the unit and the image'
+                                 % (name, self.service, AUTOUPDATE_LABEL, labels[AUTOUPDATE_LABEL]))
 
     # -------------------------------------------------------- stage
 

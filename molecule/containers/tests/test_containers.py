@@ -80,7 +80,7 @@ def has_image(host, image_id):
 def balanced_versions(count=12):
     """Versions served through HAProxy on ctr-lb1 (round robin over both app hosts)."""
     seen = []
-    for _ in range(count):
+    for _request in range(count):
         res = sh("ctr-lb1", "curl -s -m 2 http://127.0.0.1/version", check=False)
         seen.append(json.loads(res.stdout)["version"] if res.stdout.startswith("{") else None)
     return seen
