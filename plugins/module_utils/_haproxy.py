@@ -29,16 +29,26 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import re
 import socket
 import time
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _claims
-from ansible_collections.grayrelease.canary.plugins.module_utils._health import HealthError, check_urls
-from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact, redact_url
-from ansible_collections.grayrelease.canary.plugins.module_utils._weights import parse_percent
-
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (  # noqa: F401 (the modules' names)
+    NAME_RE,
+    PROBE_SPEC,
+    STATES,
+    BalancerError as HAProxyError,
+    Control,
+    diff_text,
+    hand_over as _hand_over,
+    plan_changes,
+    predict,
+    probe_before_ready as _probe_before_ready,
+    resolve_weight,
+    run_probe,
+    validate_name,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import capabilities
+from ansible_collections.grayrelease.canary.plugins.module_utils._weights import MAX_WEIGHT  # noqa: F401
 
 ADMF_FMAINT = 0x01
 ADMF_IMAINT = 0x02
@@ -53,9 +63,7 @@ CHK_ST_INPROGRESS = 0x01
 CHK_ST_CONFIGURED = 0x02
 CHK_ST_PAUSED = 0x08
 
-STATES = ("ready", "drain", "maint")
 PASSING_CHECKS = ("L4OK", "L6OK", "L7OK", "L7OKC")
-MAX_WEIGHT = 256
 
 # Counters returned by haproxy_info; an empty CSV cell (not applicable, e.g.
 # hrsp_* on a TCP backend) becomes 0 so callers can subtract snapshots.
@@ -66,28 +74,6 @@ INFO_NUMBERS = (
     "wretr", "wredis", "cli_abrt", "srv_abrt", "bin", "bout", "lbtot",
     "qcur", "rtime_max", "ttime_max", "rate",
 )
-
-
-class HAProxyError(Exception):
-    """A failure with a message meant for the user.
-
-    ``kind`` lets callers and tests tell the causes apart; ``result`` carries
-    whatever was known (e.g. ``before``) when the failure happened.
-    """
-
-    def __init__(self, msg, kind="error", result=None):
-        super(HAProxyError, self).__init__(msg)
-        self.msg = msg
-        self.kind = kind
-        self.result = result or {}
-
-
-def validate_name(what, name):
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise HAProxyError(
-            "invalid %s name %r: only the characters [A-Za-z0-9_.:-] are allowed "
-            "(nothing was sent to HAProxy)" % (what, name), kind="invalid_name")
-    return name
 
 
 def _to_int(value):
@@ -364,106 +350,15 @@ def gather_info(api, backend=None):
     return dict((b, dict((s, info_view(i)) for s, i in servers.items())) for b, servers in backends.items())
 
 
-def resolve_weight(spec, initial, server=None):
-    """An absolute weight 0-256 from an int or "N%" of the initial weight.
+class HAProxyDriver(object):
+    """One backend of one HAProxy, over its runtime API (see _balancer.py for the interface)."""
 
-    "N%" is computed here, not by HAProxy, so the result can be compared with
-    the current weight (idempotence) and shown in check mode:
-    round-half-up(initial * N / 100).
-    """
-    where = " for server %s" % server if server else ""
-    if isinstance(spec, bool):
-        raise HAProxyError("invalid weight %r%s" % (spec, where), kind="bad_weight")
-    if isinstance(spec, int):
-        value = spec
-    else:
-        text = str(spec).strip()
-        if text.endswith("%"):
-            pct = parse_percent(text)
-            if pct is None:
-                raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%' with N a number >= 0"
-                                   % (spec, where), kind="bad_weight")
-            # Compared before int(): a huge N% (or initial * N) is infinite
-            # as a float, and int() of that raises OverflowError.
-            exact = initial * pct / 100.0 + 0.5
-            if exact >= MAX_WEIGHT + 1:
-                raise HAProxyError("weight %r%s of initial weight %d is above HAProxy's maximum %d"
-                                   % (spec, where, initial, MAX_WEIGHT), kind="bad_weight")
-            return int(exact)
-        # int() alone would also take '1_0' and other scripts' digits.
-        if not (text.isascii() and text.isdigit()):
-            raise HAProxyError("invalid weight %r%s: expected 0-256 or 'N%%'" % (spec, where), kind="bad_weight")
-        value = int(text)
-    if value < 0 or value > MAX_WEIGHT:
-        raise HAProxyError("invalid weight %r%s: must be between 0 and %d" % (spec, where, MAX_WEIGHT),
-                           kind="bad_weight")
-    return value
+    name = "haproxy"
+    capabilities = dict(capabilities("haproxy"), shutdown_sessions=True)
 
-
-def plan_changes(current, servers, state=None, weight=None, weights=None):
-    """[(server, 'weight'|'state', value)] needed to reach the target.
-
-    Order matters: going to ready, weights first so a canary never gets a
-    moment of full weight; going to drain/maint, state first so traffic
-    stops before anything else.
-    """
-    weights = weights or {}
-    weight_ops, state_ops = [], []
-    for server in servers:
-        info = current[server]
-        spec = weights.get(server, weight)
-        if spec is not None:
-            target = resolve_weight(spec, info["initial_weight"], server)
-            if target != info["weight"]:
-                weight_ops.append((server, "weight", target))
-        if state is not None and info["admin_state"] != state:
-            state_ops.append((server, "state", state))
-    if state == "ready":
-        return weight_ops + state_ops
-    return state_ops + weight_ops
-
-
-def predict(current, ops):
-    after = dict((s, dict(i)) for s, i in current.items())
-    for server, what, value in ops:
-        if what == "weight":
-            after[server]["weight"] = value
-        else:
-            after[server]["admin_state"] = value
-            after[server]["status"] = {"maint": "MAINT", "drain": "DRAIN"}.get(value, after[server]["status"])
-    return after
-
-
-def diff_text(backend, servers, infos):
-    return "".join("%s/%s: admin_state=%s weight=%s\n" % (backend, s, infos[s]["admin_state"], infos[s]["weight"])
-                   for s in servers)
-
-
-class ServerControl(object):
-    """What haproxy_server does, without Ansible: plan, apply, wait, report."""
-
-    def __init__(self, api, backend, servers, clock=time.monotonic, sleep=time.sleep, claims=None, owner='',
-                 max_unavailable=None, fleet=None):
+    def __init__(self, api, backend):
         self.api = api
-        # A drain that would leave more than max_unavailable of fleet (default: every server of the
-        # backend) out of rotation here is refused before anything changes.
-        self.max_unavailable = max_unavailable
-        self.fleet = fleet
-        # Where this balancer keeps what runs of this collection set (_claims), and this run's name there.
-        self.claims = claims
-        self.owner = owner
         self.backend = validate_name("backend", backend)
-        if not servers:
-            raise HAProxyError("servers must list at least one server", kind="bad_input")
-        seen = []
-        for server in servers:
-            validate_name("server", server)
-            if server not in seen:
-                seen.append(server)
-        self.servers = seen
-        self.clock = clock
-        self.sleep = sleep
-        self.warnings = []
 
     def read(self):
         backends = snapshot(self.api)
@@ -471,102 +366,38 @@ class ServerControl(object):
             raise HAProxyError(
                 "unknown backend %r; HAProxy on %s has backends with servers: %s"
                 % (self.backend, self.api.spec, ", ".join(sorted(backends)) or "(none)"), kind="unknown_backend")
-        servers = backends[self.backend]
-        unknown = [s for s in self.servers if s not in servers]
-        if unknown:
-            raise HAProxyError(
-                "unknown server(s) %s in backend %r; its servers are: %s"
-                % (", ".join(unknown), self.backend, ", ".join(sorted(servers))), kind="unknown_server")
-        return servers
+        return backends[self.backend]
 
-    def run(self, state=None, weight=None, weights=None, drain_timeout=60, shutdown_sessions=False,
-            wait_healthy=True, health_timeout=60, wait=True, check_mode=False, want_diff=False):
-        if state is not None and state not in STATES:
-            raise HAProxyError("invalid state %r: expected one of %s" % (state, ", ".join(STATES)), kind="bad_input")
-        weights = dict(weights or {})
-        for name in weights:
-            validate_name("server", name)
-            if name not in self.servers:
-                self.servers.append(name)
-        current = self.read()
-        if not check_mode:
-            # Before anything changes, so a user-level socket fails cleanly.
-            self.api.require_admin()
-        before = dict((s, current[s]) for s in self.servers)
-        ops = plan_changes(current, self.servers, state, weight, weights)
-        result = {"changed": bool(ops), "before": dict((s, public(i)) for s, i in before.items())}
-        result["commands"] = [self._command(*op) for op in ops]
-        if self.max_unavailable is not None and state in ("drain", "maint"):
-            self._check_room(current, ops)
-        if check_mode:
-            after = predict(before, ops)
-        else:
-            if self.claims and ops:
-                # Claimed before the change: a run killed right after it still leaves its claim.
-                self._claims(_claims.claim, predict(before, ops), current, self.owner, time.time())
-            left_maint = set(s for s, what, value in ops
-                             if what == "state" and before[s]["admin_state"] == "maint")
-            applied = []
-            try:
-                for op in ops:
-                    self.api.set_command(self._command(*op))
-                    applied.append(op)
-            except HAProxyError as exc:
-                exc.result.update(result)
-                exc.result["changed"] = bool(applied)
-                exc.msg = "%s (applied before the failure: %s)" % (
-                    exc.msg, ", ".join(self._command(*op) for op in applied) or "nothing")
-                exc.args = (exc.msg,)
-                raise
-            after = self.read()
-            self._verify(after, state, ops)
-            if wait and state in ("drain", "maint"):
-                result["drain"] = self._wait_drained(drain_timeout, shutdown_sessions, result)
-                after = self.read()
-            if wait and state == "ready" and wait_healthy:
-                result["health"] = self._wait_healthy(health_timeout, left_maint, after, result)
-                after = self.read()
-            if self.claims:
-                try:
-                    self._claims(_claims.release, after)
-                except HAProxyError as exc:
-                    # The change is made; a claim left on a normal server is dropped by the next claim.
-                    self.warnings.append(exc.msg)
-        result["servers"] = dict((s, public(after[s])) for s in self.servers)
-        result["process"] = self.api.process()
-        if want_diff:
-            result["diff"] = {
-                "before_header": "%s (before)" % self.backend,
-                "after_header": "%s (after)" % self.backend,
-                "before": diff_text(self.backend, self.servers, before),
-                "after": diff_text(self.backend, self.servers, after),
-            }
-        return result
+    def require_writable(self):
+        self.api.require_admin()
 
-    def _check_room(self, current, ops):
-        fleet = [s for s in (self.fleet or sorted(current)) if s in current]
-        planned = predict(dict((s, current[s]) for s in fleet), [op for op in ops if op[0] in fleet])
-        out = _claims.out_of_rotation(planned)
-        if len(out) > self.max_unavailable:
-            raise HAProxyError(
-                "draining %s would leave %d servers of backend %s out of rotation here, more than max_unavailable=%d: "
-                "%s; nothing was changed" % (", ".join(self.servers), len(out), self.backend, self.max_unavailable,
-                                             ", ".join("%s (%s)" % (s, why) for s, why in sorted(out.items()))),
-                kind="capacity")
+    def public(self, info):
+        return public(info)
 
-    def _claims(self, change, *args):
-        try:
-            change(self.claims, self.backend, *args)
-        except (OSError, _claims.ClaimsError) as exc:
-            raise HAProxyError("could not record this run's claims on its servers in %s: %s" % (self.claims, exc),
-                               kind="claims")
+    def process(self):
+        return self.api.process()
 
-    def _command(self, server, what, value):
+    def command(self, server, what, value):
         if what == "weight":
             return "set server %s/%s weight %d" % (self.backend, server, value)
         return "set server %s/%s state %s" % (self.backend, server, value)
 
-    def _verify(self, after, state, ops):
+    def apply(self, ops):
+        """One runtime command per op, in order; a failure says what was applied before it."""
+        applied = []
+        try:
+            for op in ops:
+                self.api.set_command(self.command(*op))
+                applied.append(op)
+        except HAProxyError as exc:
+            exc.result["changed"] = bool(applied)
+            exc.msg = "%s (applied before the failure: %s)" % (
+                exc.msg, ", ".join(self.command(*op) for op in applied) or "nothing")
+            exc.args = (exc.msg,)
+            raise
+        return [self.command(*op) for op in ops]
+
+    def verify(self, after, ops):
         wrong = []
         for server, what, value in ops:
             got = after[server]["admin_state"] if what == "state" else after[server]["weight"]
@@ -582,36 +413,25 @@ class ServerControl(object):
             raise HAProxyError("HAProxy accepted the commands but: %s" % "; ".join(wrong), kind="not_applied",
                                result={"changed": True})
 
-    def _wait_drained(self, timeout, shutdown_sessions, result):
-        start = self.clock()
-        deadline = start + float(timeout)
-        killed = {}
-        while True:
-            now_servers = self.read()
-            busy = dict((s, now_servers[s]["scur"]) for s in self.servers if now_servers[s]["scur"] > 0)
-            if not busy:
-                return {"waited": round(self.clock() - start, 3), "timed_out": bool(killed),
-                        "shutdown": killed, "sessions_left": 0}
-            if self.clock() >= deadline:
-                if not shutdown_sessions or killed:
-                    left = ", ".join("%s: %d" % (s, n) for s, n in sorted(busy.items()))
-                    msg = ("drain timeout: after %ss these servers of %s still have current sessions (%s); "
-                           "set shutdown_sessions=true to kill them at the timeout"
-                           % (timeout, self.backend, left)) if not killed else (
-                        "sessions still open after 'shutdown sessions' on %s: %s" % (self.backend, left))
-                    partial = dict(result)
-                    partial["drain"] = {"waited": round(self.clock() - start, 3), "timed_out": True,
-                                        "shutdown": killed, "sessions_left": sum(busy.values())}
-                    partial["servers"] = dict((s, public(now_servers[s])) for s in self.servers)
-                    raise HAProxyError(msg, kind="drain_timeout", result=partial)
-                for server, count in busy.items():
-                    self.api.set_command("shutdown sessions server %s/%s" % (self.backend, server))
-                    killed[server] = count
-                # Killing is asynchronous inside HAProxy; give it a short grace.
-                deadline = self.clock() + 10
-            self.sleep(0.2)
+    def drain_state(self, servers):
+        """Done when no drained server has a session left (HAProxy's scur)."""
+        now = self.read()
+        busy = dict((s, now[s]["scur"]) for s in servers if now[s]["scur"] > 0)
+        return not busy, {"busy": busy}
 
-    def _wait_healthy(self, timeout, left_maint, after, result):
+    def shutdown_sessions(self, busy):
+        for server in busy:
+            self.api.set_command("shutdown sessions server %s/%s" % (self.backend, server))
+        return dict(busy)
+
+    def drain_timeout_message(self, timeout, evidence, killed):
+        left = ", ".join("%s: %d" % (s, n) for s, n in sorted(evidence["busy"].items()))
+        if killed:
+            return "sessions still open after 'shutdown sessions' on %s: %s" % (self.backend, left)
+        return ("drain timeout: after %ss these servers of %s still have current sessions (%s); "
+                "set shutdown_sessions=true to kill them at the timeout" % (timeout, self.backend, left))
+
+    def wait_healthy(self, control, timeout, left_maint, after, result):
         """Wait until each server is UP on a check that completed after the change.
 
         Servers that just left maintenance show HAProxy's optimistic UP with
@@ -620,16 +440,17 @@ class ServerControl(object):
         check duration/description, a failed-check counter that moved, or the
         in-progress bit seen set and then cleared.
         """
-        start = self.clock()
+        start = control.clock()
         deadline = start + float(timeout)
-        base = dict((s, after[s]) for s in self.servers)
-        fresh = dict((s, s not in left_maint) for s in self.servers)
-        seen_running = dict((s, False) for s in self.servers)
+        servers = control.servers
+        base = dict((s, after[s]) for s in servers)
+        fresh = dict((s, s not in left_maint) for s in servers)
+        seen_running = dict((s, False) for s in servers)
         fast = any(base[s]["check_fall"] <= 1 for s in left_maint)
         while True:
-            cur = self.read()
+            cur = control.read()
             pending = {}
-            for s in self.servers:
+            for s in servers:
                 info, b = cur[s], base[s]
                 cstate = info.get("check_state") or 0
                 if cstate & CHK_ST_INPROGRESS:
@@ -640,21 +461,22 @@ class ServerControl(object):
                         or info["chkdown"] != b["chkdown"] or info["check_duration"] != b["check_duration"]
                         or info["last_chk"] != b["last_chk"]):
                     fresh[s] = True
-                reason = self._unhealthy_reason(s, info, fresh[s])
+                reason = self._unhealthy_reason(s, info, fresh[s], control.warnings)
                 if reason:
                     pending[s] = reason
             if not pending:
-                return {"waited": round(self.clock() - start, 3)}
-            if self.clock() >= deadline:
+                return {"waited": round(control.clock() - start, 3)}
+            if control.clock() >= deadline:
                 partial = dict(result)
-                partial["servers"] = dict((s, public(cur[s])) for s in self.servers)
+                partial["servers"] = dict((s, public(cur[s])) for s in servers)
                 raise HAProxyError(
                     "health timeout: after %ss these servers of %s are not healthy: %s"
                     % (timeout, self.backend, "; ".join("%s (%s)" % (s, r) for s, r in sorted(pending.items()))),
                     kind="health_timeout", result=partial)
-            self.sleep(0.05 if fast else 0.2)
+            control.sleep(0.05 if fast else 0.2)
 
-    def _unhealthy_reason(self, server, info, fresh):
+    @staticmethod
+    def _unhealthy_reason(server, info, fresh, warnings):
         status = info["status"] or ""
         cstate = info.get("check_state")
         no_check = status == "no check" or (
@@ -665,8 +487,8 @@ class ServerControl(object):
             if status.startswith("DOWN"):
                 return "status %s" % status
             msg = "server %s has no health check: HAProxy cannot confirm it is healthy" % server
-            if msg not in self.warnings:
-                self.warnings.append(msg)
+            if msg not in warnings:
+                warnings.append(msg)
             return None
         desc = info.get("check_desc") or info.get("last_chk") or ""
         detail = "status %s, check %s%s" % (status, info["check_status"] or "-", (": " + desc) if desc else "")
@@ -679,83 +501,22 @@ class ServerControl(object):
         return None
 
 
-# The probe option of haproxy_server and haproxy_info (docs: doc_fragments/haproxy_probe.py).
-PROBE_SPEC = dict(type='dict', options=dict(
-    urls=dict(type='list', elements='str', required=True),
-    rise=dict(type='int', default=2),
-    interval=dict(type='float', default=0.25),
-    deadline=dict(type='float', default=60),
-    timeout=dict(type='float', default=5),
-))
+class ServerControl(Control):
+    """What haproxy_server does, without Ansible: the balancer Control over HAProxy's driver."""
 
-
-def run_probe(probe, check=None):
-    """The checks of a module's ``probe`` option from this host, URL credentials redacted."""
-    check = check or check_urls
-    # The spec's defaults for what the caller left out (a module fills them in itself).
-    settings = dict((key, probe[key] if probe.get(key) is not None else spec['default'])
-                    for key, spec in PROBE_SPEC['options'].items() if key != 'urls')
-    try:
-        report = check(probe['urls'], **settings)
-    except HealthError as exc:
-        raise HAProxyError("probe: %s" % redact_url(str(exc)), kind="bad_input")
-    # Health URLs may carry user:password@; the result is printed when a task fails.
-    return redact(report)
+    def __init__(self, api, backend, servers, clock=time.monotonic, sleep=time.sleep, **control_args):
+        self.api = api
+        super(ServerControl, self).__init__(HAProxyDriver(api, backend), servers, clock, sleep, **control_args)
 
 
 def probe_before_ready(api, backend, servers, probe, check=None):
-    """Before a ready: every URL of ``probe`` answers healthy from this host,
-    where HAProxy probes from. Unknown names fail first; an unhealthy URL
-    raises HAProxyError (kind ``unhealthy``) with the probe's report under
-    ``probe``, and nothing has been changed. Returns the report, its URLs'
-    credentials redacted."""
-    ServerControl(api, backend, servers).read()
-    report = run_probe(probe, check)
-    if report["unhealthy"]:
-        raise HAProxyError("not readied: unhealthy as probed from this host: %s" % report["msg"],
-                           kind="unhealthy", result={"changed": False, "probe": report})
-    return report
+    """_balancer.probe_before_ready on this HAProxy's backend."""
+    return _probe_before_ready(HAProxyDriver(api, backend), servers, probe, check)
 
 
 def hand_over(api, backend, servers, then_drain, run_args=None, drain_args=None, control_args=None, check_mode=False,
               want_diff=False, clock=time.monotonic, sleep=time.sleep):
-    """Ready ``servers`` and, once they are healthy, drain ``then_drain``: a rolling
-    update hands over from one batch to the next with one call to this balancer.
-    With ``run_args['state']`` None the first part only sets weights (a canary's
-    weights restored after its analysis), then drains.
-
-    The drain starts only after the ready (and its health wait) succeeded here,
-    so this balancer never has both batches out of rotation at once; a failed
-    ready drains nothing. Returns (result, warnings): the ready's result with
-    ``then_drain`` (the drain's result plus its ``seconds``). A failing drain
-    raises HAProxyError whose result is the ready's plus ``then_drain.failed``.
-    """
-    run_args = dict({"state": "ready"}, **(run_args or {}))
-    if run_args["state"] not in ("ready", None):
-        raise HAProxyError("then_drain needs state=ready or no state, not state=%s" % run_args["state"],
-                           kind="bad_input")
-    # Weights only, a server may be re-weighted and then drained (the canary's
-    # weights restored on every server, then the next batch drained).
-    overlap = sorted(set(servers) & set(then_drain or [])) if run_args["state"] else []
-    if overlap:
-        raise HAProxyError("then_drain names servers that are readied in the same call: %s" % ", ".join(overlap),
-                           kind="bad_input")
-    readied = ServerControl(api, backend, servers, clock, sleep, **(control_args or {}))
-    drained = ServerControl(api, backend, then_drain, clock, sleep, **(control_args or {}))
-    # Unknown names fail here, before the ready changes anything.
-    drained.read()
-    result = readied.run(check_mode=check_mode, want_diff=want_diff, **run_args)
-    start = clock()
-    try:
-        part = drained.run(state="drain", check_mode=check_mode, **(drain_args or {}))
-    except HAProxyError as exc:
-        part = dict(exc.result, failed=True, msg=exc.msg, seconds=round(clock() - start, 3))
-        exc.result = dict(result, changed=result["changed"] or bool(exc.result.get("changed")), then_drain=part)
-        exc.msg = "%s %s; then draining %s failed: %s" % ("readied" if run_args["state"] else "re-weighted",
-                                                          ", ".join(servers), ", ".join(then_drain), exc.msg)
-        exc.args = (exc.msg,)
-        raise
-    part["seconds"] = round(clock() - start, 3)
-    result["then_drain"] = part
-    result["changed"] = result["changed"] or part["changed"]
-    return result, readied.warnings + drained.warnings
+    """_balancer.hand_over on this HAProxy's backend."""
+    def make_control(names):
+        return ServerControl(api, backend, names, clock, sleep, **(control_args or {}))
+    return _hand_over(make_control, servers, then_drain, run_args, drain_args, check_mode, want_diff, clock)
