@@ -25,7 +25,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
 from ansible_collections.grayrelease.canary.plugins.module_utils._plan import PlanError, plan_steps
 from ansible_collections.grayrelease.canary.plugins.module_utils._power import UNDERPOWERED_POLICIES
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import SHA256_RE, is_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import SHA256_RE, is_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import check_metric_settings
 
 

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _release
+from ansible_collections.grayrelease.canary.plugins.module_utils import _artifact, _release
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     ReleaseError, UnsafeArchive, apply, bring_up, file_sha256, parse_checksum, url_ready)
 
@@ -873,7 +873,7 @@ class SwapAfterHashing(object):
 
     def __init__(self, path, evil, how):
         self.path, self.evil, self.how = path, evil, how
-        self.real = _release.hashlib.sha256
+        self.real = _artifact.hashlib.sha256
         self.swapped = False
 
     def __call__(self, *args):
@@ -904,7 +904,7 @@ def test_the_bytes_checked_are_the_bytes_unpacked(root, tmp_path, monkeypatch, h
     evil = make_tar(tmp_path / 'evil.tar.gz', [('demoapp-v2/', 'dir'), ('demoapp-v2/app.py', 'exec', b'evil\n'),
                                                ('demoapp-v2/backdoor', 'exec', b'evil\n')])
     swapper = SwapAfterHashing(good, evil, how)
-    monkeypatch.setattr(_release.hashlib, 'sha256', swapper)
+    monkeypatch.setattr(_artifact.hashlib, 'sha256', swapper)
     run(root, 'staged', version='v2', src=good, checksum=checksum)
     assert swapper.swapped
     rel = root / 'releases' / 'v2'
