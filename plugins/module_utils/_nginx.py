@@ -414,6 +414,11 @@ def resolve_address(address):
     return set((info[4][0], info[4][1]) for info in infos)
 
 
+def log_address(ip, port):
+    """How nginx writes an address in $upstream_addr."""
+    return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+
+
 def count_connections(rows, targets):
     """targets: server -> set of (ip, port). -> server -> established connections from here to it."""
     counts = dict((server, 0) for server in targets)
@@ -710,8 +715,11 @@ class NginxDriver(object):
                     "sessions": conns[name], "requests": None, "errors_5xx": None, "rate": None,
                     "address": record["address"]}
             if counters is not None:
-                item = counters.get(record["address"], {"requests": 0, "errors_5xx": 0, "rate": 0})
-                info.update(requests=item["requests"], errors_5xx=item["errors_5xx"], rate=item["rate"])
+                # nginx logs the address it connected to: the record's, or what its name resolved to.
+                keys = set([record["address"]]) | set(log_address(ip, port) for ip, port in targets[name])
+                items = [counters[k] for k in keys if k in counters]
+                info.update(requests=sum(i["requests"] for i in items), errors_5xx=sum(i["errors_5xx"] for i in items),
+                            rate=sum(i["rate"] for i in items))
             servers[name] = info
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         generation = "%s-%s" % (proc["master"] if proc["master"] is not None else "stopped", digest)
