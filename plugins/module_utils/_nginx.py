@@ -52,18 +52,20 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _claims
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
-    HAProxyError as BalancerError,
-    plan_changes,
-    run_probe,
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (  # noqa: F401 (the modules' names)
+    PROBE_SPEC,
+    BalancerError,
+    Control,
+    hand_over,
+    probe_before_ready,
+    validate_name,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import capabilities
+from ansible_collections.grayrelease.canary.plugins.module_utils._weights import MAX_WEIGHT
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 # host:port, [v6]:port; a unix: socket has no TCP connection to count and is refused.
 ADDRESS_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}\Z")
 STATES = ("ready", "drain", "maint")
-MAX_WEIGHT = 256
 
 MARKER = "# grayrelease.canary nginx upstream"
 HEADER = MARKER + ": written by grayrelease.canary.nginx_server; edit it with that module\n"
@@ -87,13 +89,6 @@ MASTER = "nginx: master process"
 
 def default_upstream_file(upstream):
     return os.path.join(DEFAULT_DIR, "%s.conf" % upstream)
-
-
-def validate_name(what, name):
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise BalancerError("invalid %s name %r: only the characters [A-Za-z0-9_.:-] are allowed "
-                            "(nothing was changed)" % (what, name), kind="invalid_name")
-    return name
 
 
 # ---------------------------------------------------------------- the upstream file
@@ -611,20 +606,19 @@ def run_command(argv, timeout=60):
 
 
 class NginxDriver(object):
-    """One upstream of one nginx, through the collection's upstream file."""
+    """One upstream of one nginx, through the collection's upstream file (the interface: _balancer.py)."""
 
     name = "nginx"
-    capabilities = {"runtime_weights": False, "batched_changes": True, "drain_evidence": "workers_or_connections",
-                    "health_checks": False, "live_counters": False}
+    capabilities = dict(capabilities("nginx"), batched_changes=True, shutdown_sessions=False)
 
-    def __init__(self, upstream, upstream_file=None, nginx_binary="nginx", access_log=None, counters_file=None,
+    def __init__(self, backend, upstream_file=None, nginx_binary="nginx", access_log=None, counters_file=None,
                  reload_timeout=15.0, run=None, processes=None, tcp_table=None, resolve=None,
                  clock=time.monotonic, sleep=time.sleep, save_counters=True):
-        self.upstream = validate_name("upstream", upstream)
-        self.path = upstream_file or default_upstream_file(upstream)
+        self.backend = validate_name("backend", backend)
+        self.path = upstream_file or default_upstream_file(backend)
         self.nginx = nginx_binary
         self.access_log = access_log
-        self.counters_file = counters_file or os.path.join(COUNTERS_DIR, "%s.counters.json" % upstream)
+        self.counters_file = counters_file or os.path.join(COUNTERS_DIR, "%s.counters.json" % backend)
         self.save_counters = save_counters
         self.reload_timeout = float(reload_timeout)
         self.run = run or run_command
@@ -635,6 +629,10 @@ class NginxDriver(object):
         self.sleep = sleep
         self.last_reload = None
         self._facts = None
+        self._digest = None
+
+    def describe(self):
+        return "nginx upstream %s in %s" % (self.backend, self.path)
 
     # -- the file
 
@@ -647,20 +645,12 @@ class NginxDriver(object):
                 "cannot read the upstream file %s: %s (create it in the collection's format, docs/nginx.md, and "
                 "include it in nginx's http block)" % (self.path, exc.strerror), kind="missing_file")
         parsed = parse_upstream(text, self.path)
-        if parsed["upstream"] != self.upstream:
+        if parsed["upstream"] != self.backend:
             raise BalancerError("unknown upstream %r: %s holds upstream %r (set upstream_file to the file of %r)"
-                                % (self.upstream, self.path, parsed["upstream"], self.upstream),
+                                % (self.backend, self.path, parsed["upstream"], self.backend),
                                 kind="unknown_backend")
+        self._digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         return text, parsed
-
-    def check_servers(self, servers):
-        _text, parsed = self._load()
-        unknown = [s for s in servers if s not in parsed["servers"]]
-        if unknown:
-            raise BalancerError("unknown server(s) %s in upstream %r; its servers are: %s"
-                                % (", ".join(unknown), self.upstream, ", ".join(parsed["servers"])),
-                                kind="unknown_server")
-        return parsed
 
     # -- nginx itself
 
@@ -684,7 +674,10 @@ class NginxDriver(object):
             self._facts = facts
         return self._facts
 
-    def master_pid(self):
+    def require_writable(self):
+        self.facts()
+
+    def _master_pid(self):
         pid_file = (self._facts or {}).get("pid", "/run/nginx.pid")
         try:
             with open(pid_file) as handle:
@@ -693,15 +686,26 @@ class NginxDriver(object):
         except OSError:
             return None
 
+    def _processes(self):
+        return nginx_processes(self.processes(), self._master_pid())
+
     def process(self):
-        state = nginx_processes(self.processes(), self.master_pid())
-        return state
+        """The master (``pid``: a restart changes it), its current and shutting-down workers, and the
+        generation: master pid and the upstream file's hash. A reload that changes nothing keeps the
+        generation: nginx's state is the file, a reload loses nothing."""
+        proc = self._processes()
+        if self._digest is None:
+            self._load()
+        generation = "%s-%s" % (proc["master"] if proc["master"] is not None else "stopped", self._digest)
+        return {"pid": proc["master"], "workers": proc["workers"], "shutting_down": proc["shutting_down"],
+                "generation": generation}
 
     # -- the interface
 
     def read(self):
-        text, parsed = self._load()
-        proc = self.process()
+        """{server: info}: admin_state, weight, initial_weight, status, up (None: nginx cannot tell), scur
+        (established connections from this host), address, and with the access log req_tot, hrsp_5xx, rate."""
+        _text, parsed = self._load()
         targets = dict((n, self.resolve(r["address"])) for n, r in parsed["servers"].items())
         conns = count_connections(self.tcp_table(), targets)
         counters = None
@@ -712,18 +716,21 @@ class NginxDriver(object):
             status = {"drain": "DRAIN", "maint": "MAINT"}.get(record["admin_state"], "UP")
             info = {"admin_state": record["admin_state"], "weight": record["weight"],
                     "initial_weight": record["initial_weight"], "status": status, "up": None,
-                    "sessions": conns[name], "requests": None, "errors_5xx": None, "rate": None,
-                    "address": record["address"]}
+                    "scur": conns[name], "address": record["address"]}
             if counters is not None:
                 # nginx logs the address it connected to: the record's, or what its name resolved to.
                 keys = set([record["address"]]) | set(log_address(ip, port) for ip, port in targets[name])
                 items = [counters[k] for k in keys if k in counters]
-                info.update(requests=sum(i["requests"] for i in items), errors_5xx=sum(i["errors_5xx"] for i in items),
+                info.update(req_tot=sum(i["requests"] for i in items), hrsp_5xx=sum(i["errors_5xx"] for i in items),
                             rate=sum(i["rate"] for i in items))
             servers[name] = info
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-        generation = "%s-%s" % (proc["master"] if proc["master"] is not None else "stopped", digest)
-        return {"servers": servers, "generation": generation, "process": dict(proc, generation=generation)}
+        return servers
+
+    def public(self, info):
+        return dict((k, info[k]) for k in PUBLIC_KEYS if k in info)
+
+    def command(self, server, what, value):
+        return "server %s %s %s" % (server, what, value)
 
     def apply(self, ops):
         """All ops in one new file, nginx -t, one graceful reload. Returns what was done."""
@@ -732,10 +739,9 @@ class NginxDriver(object):
         self.facts()
         text, parsed = self._load()
         new_text = render(apply_ops(parsed, ops))
-        done = ["server %s (%s) %s %s" % (s, parsed["servers"][s]["address"], what, value) for s, what, value in ops]
         if new_text == text:
             return []
-        before = self.process()
+        before = self._processes()
         if before["master"] is None:
             raise BalancerError("nginx is not running (no master process for pid file %s): a change could not "
                                 "take effect; nothing was changed" % self._facts.get("pid"), kind="not_running")
@@ -744,21 +750,23 @@ class NginxDriver(object):
         if rc != 0:
             write_atomically(self.path, text)
             raise BalancerError("nginx -t refused the new upstream file: %s; the previous file is back and nginx "
-                                "was not reloaded, nothing was changed" % nginx_messages(err + out), kind="config")
+                                "was not reloaded, nothing was changed" % nginx_messages(err + out),
+                                kind="config", result={"changed": False})
         rc, out, err = self.run([self.nginx, "-s", "reload"])
         if rc != 0:
             write_atomically(self.path, text)
             raise BalancerError("nginx -s reload failed: %s; the previous file is back, nothing was changed"
-                                % nginx_messages(err + out), kind="reload")
+                                % nginx_messages(err + out), kind="reload", result={"changed": False})
         self._wait_reloaded(before, text)
-        return done + ["%s -t" % self.nginx, "%s -s reload" % self.nginx]
+        self._digest = hashlib.sha256(new_text.encode("utf-8")).hexdigest()[:12]
+        return [self.command(*op) for op in ops] + ["%s -t" % self.nginx, "%s -s reload" % self.nginx]
 
     def _wait_reloaded(self, before, old_text):
         """Until the master runs workers none of which ran before: the new configuration is live."""
         old = set(before["workers"])
         deadline = self.clock() + self.reload_timeout
         while True:
-            now = self.process()
+            now = self._processes()
             fresh = [p for p in now["workers"] if p not in old]
             if fresh and not old & set(now["workers"]):
                 self.last_reload = {"old_workers": sorted(old | set(before["shutting_down"])), "at": self.clock(),
@@ -768,212 +776,69 @@ class NginxDriver(object):
                 write_atomically(self.path, old_text)
                 raise BalancerError(
                     "nginx did not start new workers within %ss of the reload (master %s; see its error.log): the "
-                    "previous upstream file is back" % (self.reload_timeout, now["master"]), kind="reload")
+                    "previous upstream file is back" % (self.reload_timeout, now["master"]), kind="reload",
+                    result={"changed": False})
             self.sleep(0.05)
 
-    def drain_state(self, servers, since=None):
-        """(done, evidence): done when every worker from before the last reload has exited, or
-        when no established connection from this host reaches a drained server."""
+    def verify(self, after, ops):
+        wrong = []
+        for server, what, value in ops:
+            got = after[server]["admin_state"] if what == "state" else after[server]["weight"]
+            if got != value:
+                wrong.append("%s %s is %s, not %s" % (server, what, got, value))
+        if wrong:
+            raise BalancerError("the upstream file %s does not show the change: %s (written by someone else "
+                                "meanwhile?)" % (self.path, "; ".join(wrong)), kind="not_applied",
+                                result={"changed": True})
+
+    def drain_state(self, servers):
+        """(done, {'busy', 'extra': {'evidence'}}): done when every worker from before the last reload
+        has exited, or when no established connection from this host reaches a drained server."""
         _text, parsed = self._load()
-        proc = self.process()
+        proc = self._processes()
         alive = set(proc["shutting_down"])
         if self.last_reload:
-            alive |= set(p for p in self.last_reload["old_workers"] if p in proc["workers"] or p in alive)
+            alive |= set(p for p in self.last_reload["old_workers"] if p in proc["workers"])
         targets = dict((s, self.resolve(parsed["servers"][s]["address"])) for s in servers)
         conns = count_connections(self.tcp_table(), targets)
+        evidence = {"old_workers": sorted(alive), "connections": conns, "proof": None}
         not_down = [s for s in servers if parsed["servers"][s]["admin_state"] == "ready"
                     and parsed["servers"][s]["weight"] != 0]
-        evidence = {"old_workers": sorted(alive), "connections": conns, "proof": None}
-        if since is not None:
-            evidence["since"] = since
         if not_down:
             evidence["not_down"] = not_down
-            return False, evidence
-        if not alive:
+        elif not alive:
             evidence["proof"] = "old workers exited"
         elif not any(conns.values()):
             evidence["proof"] = "no connections"
-        return evidence["proof"] is not None, evidence
+        busy = dict((s, n) for s, n in conns.items() if n > 0)
+        return evidence["proof"] is not None, {"busy": busy, "extra": {"evidence": evidence}}
+
+    def shutdown_sessions(self, busy):
+        return {}
+
+    def drain_timeout_message(self, timeout, evidence, killed):
+        ev = evidence["extra"]["evidence"]
+        if ev.get("not_down"):
+            return ("drain timeout: %s of upstream %s are not down in %s (changed by someone else meanwhile?)"
+                    % (", ".join(ev["not_down"]), self.backend, self.path))
+        return ("drain not proven after %ss: old nginx workers %s still running and connections to the drained "
+                "servers of %s still open (%s); the servers stay down. worker_shutdown_timeout (%s) ends the old "
+                "workers: wait longer or raise drain_timeout"
+                % (timeout, ", ".join(str(p) for p in ev["old_workers"]), self.backend,
+                   ", ".join("%s: %d" % (s, n) for s, n in sorted(ev["connections"].items())),
+                   (self._facts or {}).get("worker_shutdown_timeout")))
+
+    def wait_healthy(self, control, timeout, left_maint, after, result):
+        # No active health checks in open-source nginx: the probe is the only health signal.
+        return None
 
 
-# ---------------------------------------------------------------- control (until _balancer.py)
-
-def public(info):
-    return dict(info)
-
-
-def predict(current, ops):
-    after = dict((s, dict(i)) for s, i in current.items())
-    for server, what, value in ops:
-        if what == "weight":
-            after[server]["weight"] = value
-        else:
-            after[server]["admin_state"] = value
-            after[server]["status"] = {"maint": "MAINT", "drain": "DRAIN"}.get(value, "UP")
-    return after
+# What a module result shows per server (the engine's names: _drivers.py).
+PUBLIC_KEYS = ("admin_state", "status", "weight", "initial_weight", "scur", "req_tot", "hrsp_5xx", "rate", "up",
+               "address")
 
 
-def diff_text(upstream, servers, infos):
-    return "".join("%s/%s: admin_state=%s weight=%s\n" % (upstream, s, infos[s]["admin_state"], infos[s]["weight"])
-                   for s in servers)
-
-
-class Control(object):
-    """What nginx_server does: one call that plans ready/drain/weights for the listed servers (and
-    then_drain), applies them with one reload, then waits for the drain's evidence."""
-
-    def __init__(self, driver, servers, then_drain=None, claims=None, owner="", max_unavailable=None, fleet=None,
-                 clock=time.monotonic, sleep=time.sleep):
-        self.driver = driver
-        self.servers = self._names(servers, "servers")
-        self.then_drain = self._names(then_drain or [], "then_drain") if then_drain else []
-        self.claims = claims
-        self.owner = owner
-        self.max_unavailable = max_unavailable
-        self.fleet = fleet
-        self.clock = clock
-        self.sleep = sleep
-        self.warnings = []
-
-    @staticmethod
-    def _names(servers, what):
-        if not servers and what == "servers":
-            raise BalancerError("servers must list at least one server", kind="bad_input")
-        seen = []
-        for server in servers:
-            validate_name("server", server)
-            if server not in seen:
-                seen.append(server)
-        return seen
-
-    def run(self, state=None, weight=None, weights=None, drain_timeout=60, wait=True, probe=None, health_timeout=60,
-            check_mode=False, want_diff=False, probe_check=None):
-        if state is not None and state not in STATES:
-            raise BalancerError("invalid state %r: expected one of %s" % (state, ", ".join(STATES)), kind="bad_input")
-        if self.then_drain and state not in ("ready", None):
-            raise BalancerError("then_drain needs state=ready or no state, not state=%s" % state, kind="bad_input")
-        if probe and state != "ready":
-            raise BalancerError("probe needs state=ready, not state=%s" % state, kind="bad_input")
-        weights = dict(weights or {})
-        for name in weights:
-            validate_name("server", name)
-            if name not in self.servers:
-                self.servers.append(name)
-        overlap = sorted(set(self.servers) & set(self.then_drain)) if state else []
-        if overlap:
-            raise BalancerError("then_drain names servers that are readied in the same call: %s" % ", ".join(overlap),
-                                kind="bad_input")
-        names = self.servers + [s for s in self.then_drain if s not in self.servers]
-        self.driver.check_servers(names)
-        result = {}
-        if probe:
-            probe = dict(probe)
-            probe["deadline"] = min(float(probe.get("deadline") or 60), float(health_timeout))
-            report = run_probe(probe, probe_check)
-            result["probe"] = report
-            if report["unhealthy"]:
-                raise BalancerError("not readied: unhealthy as probed from this host: %s" % report["msg"],
-                                    kind="unhealthy", result={"changed": False, "probe": report})
-        elif state == "ready":
-            self.warnings.append("nginx has no active health checks: without probe nothing confirmed that %s "
-                                 "answer before they were readied" % ", ".join(self.servers))
-        current = self.driver.read()
-        infos = current["servers"]
-        ops = plan_changes(infos, self.servers, state, weight, weights)
-        drain_ops = plan_changes(infos, self.then_drain, "drain") if self.then_drain else []
-        draining = [s for s in (self.servers if state in ("drain", "maint") else [])] + self.then_drain
-        all_ops = ops + [op for op in drain_ops if op not in ops]
-        before = dict((s, infos[s]) for s in names)
-        planned = predict(infos, all_ops)
-        if draining and self.max_unavailable is not None:
-            self._check_room(planned)
-        if all_ops:
-            # Prerequisites (nginx -T: our file included, worker_shutdown_timeout) refused before any claim
-            # is written, and in check mode too: it only reads.
-            self.driver.facts()
-        result.update(changed=bool(all_ops), before=dict((s, public(before[s])) for s in self.servers),
-                      commands=[])
-        if check_mode:
-            after = planned
-            result["commands"] = ["server %s %s %s" % op for op in all_ops]
-        else:
-            if self.claims and all_ops:
-                self._claims(_claims.claim, planned, infos, self.owner, time.time())
-            result["commands"] = self.driver.apply(all_ops)
-            after = self.driver.read()["servers"]
-            if wait and draining:
-                drained = self._wait_drained(draining, drain_timeout, result)
-                if self.then_drain:
-                    result["then_drain"] = {"servers": dict((s, public(after[s])) for s in self.then_drain),
-                                            "before": dict((s, public(before[s])) for s in self.then_drain),
-                                            "drain": drained, "changed": bool(drain_ops),
-                                            "seconds": drained["waited"]}
-                else:
-                    result["drain"] = drained
-                after = self.driver.read()["servers"]
-            if self.claims:
-                try:
-                    self._claims(_claims.release, after)
-                except BalancerError as exc:
-                    self.warnings.append(exc.msg)
-        if check_mode and self.then_drain:
-            result["then_drain"] = {"servers": dict((s, public(after[s])) for s in self.then_drain),
-                                    "before": dict((s, public(before[s])) for s in self.then_drain),
-                                    "changed": bool(drain_ops)}
-        result["servers"] = dict((s, public(after[s])) for s in self.servers)
-        result["process"] = self.driver.read()["process"]
-        if want_diff:
-            result["diff"] = {"before_header": "%s (before)" % self.driver.path,
-                              "after_header": "%s (after)" % self.driver.path,
-                              "before": diff_text(self.driver.upstream, names, before),
-                              "after": diff_text(self.driver.upstream, names, after)}
-        return result
-
-    def _check_room(self, planned):
-        fleet = [s for s in (self.fleet or sorted(planned)) if s in planned]
-        out = _claims.out_of_rotation(dict((s, planned[s]) for s in fleet))
-        if len(out) > self.max_unavailable:
-            raise BalancerError(
-                "draining %s would leave %d servers of upstream %s out of rotation here, more than "
-                "max_unavailable=%d: %s; nothing was changed"
-                % (", ".join(self.then_drain or self.servers), len(out), self.driver.upstream, self.max_unavailable,
-                   ", ".join("%s (%s)" % (s, why) for s, why in sorted(out.items()))), kind="capacity")
-
-    def _claims(self, change, *args):
-        try:
-            change(self.claims, self.driver.upstream, *args)
-        except (OSError, _claims.ClaimsError) as exc:
-            raise BalancerError("could not record this run's claims on its servers in %s: %s" % (self.claims, exc),
-                                kind="claims")
-
-    def _wait_drained(self, servers, timeout, result):
-        start = self.clock()
-        deadline = start + float(timeout)
-        while True:
-            done, evidence = self.driver.drain_state(servers, start)
-            if done:
-                evidence.pop("since", None)
-                return {"waited": round(self.clock() - start, 3), "timed_out": False, "evidence": evidence,
-                        "sessions_left": sum(evidence["connections"].values())}
-            if self.clock() >= deadline:
-                evidence.pop("since", None)
-                partial = dict(result, changed=True)
-                partial["drain"] = {"waited": round(self.clock() - start, 3), "timed_out": True, "evidence": evidence,
-                                    "sessions_left": sum(evidence["connections"].values())}
-                raise BalancerError(
-                    "drain not proven after %ss: old nginx workers %s still running and connections to the drained "
-                    "servers still open (%s); the servers stay down. worker_shutdown_timeout (%s) ends the old "
-                    "workers; wait longer or raise drain_timeout"
-                    % (timeout, evidence["old_workers"] or "none",
-                       ", ".join("%s: %d" % (s, n) for s, n in sorted(evidence["connections"].items())),
-                       (self.driver._facts or {}).get("worker_shutdown_timeout")),
-                    kind="drain_timeout", result=partial)
-            self.sleep(0.2)
-
-
-def gather_info(driver, servers=None):
-    current = driver.read()
-    if servers:
-        driver.check_servers(servers)
-        current["servers"] = dict((s, current["servers"][s]) for s in servers)
-    return current
+def gather_info(driver):
+    """nginx_info: the upstream's servers and the process."""
+    servers = driver.read()
+    return dict((s, driver.public(i)) for s, i in servers.items()), driver.process()

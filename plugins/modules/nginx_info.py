@@ -40,7 +40,7 @@ options:
     type: str
     default: nginx
   access_log:
-    description: The access log written with the C(grayrelease_canary) log format. Omitted, C(requests), C(errors_5xx) and C(rate) are null.
+    description: The access log written with the C(grayrelease_canary) log format. Omitted, C(req_tot), C(hrsp_5xx) and C(rate) are absent.
     type: path
   counters_file:
     description: Where the log's counters and read offset are kept; default C(/var/lib/grayrelease-canary/nginx/<backend>.counters.json).
@@ -64,26 +64,27 @@ EXAMPLES = r"""
 
 - name: Requests app1 served so far
   ansible.builtin.debug:
-    msg: "{{ lb.backends.demoapp.app1.requests }}"
+    msg: "{{ lb.backends.demoapp.app1.req_tot }}"
 """
 
 RETURN = r"""
 backends:
   description:
     - Upstream -> server -> C(admin_state), C(status), C(weight), C(initial_weight), C(up) (always null),
-      C(sessions), C(requests), C(errors_5xx), C(rate), C(address), as M(grayrelease.canary.nginx_server) returns them.
+      C(scur) (established connections from this host), C(address), and with O(access_log) C(req_tot),
+      C(hrsp_5xx) and C(rate), as M(grayrelease.canary.nginx_server) returns them.
   returned: always
   type: dict
   sample:
     demoapp:
-      app1: {admin_state: ready, status: UP, weight: 1, initial_weight: 1, up: null, sessions: 2,
-             requests: 1200, errors_5xx: 3, rate: 10, address: "172.18.0.3:8080"}
+      app1: {admin_state: ready, status: UP, weight: 1, initial_weight: 1, up: null, scur: 2,
+             req_tot: 1200, hrsp_5xx: 3, rate: 10, address: "172.18.0.3:8080"}
 initial_weights:
   description: Upstream -> server -> initial weight, the input the P(grayrelease.canary.canary_weights#filter) filter wants.
   returned: always
   type: dict
 process:
-  description: C(master), C(workers), C(shutting_down) and C(generation) (master pid and the upstream file's hash).
+  description: C(pid) (the master), C(workers), C(shutting_down) and C(generation) (master pid and the upstream file's hash).
   returned: always
   type: dict
 claims:
@@ -98,9 +99,9 @@ probe:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import run_probe
 from ansible_collections.grayrelease.canary.plugins.module_utils._claims import load as load_claims
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import PROBE_SPEC, run_probe
-from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import BalancerError, NginxDriver
+from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import PROBE_SPEC, BalancerError, NginxDriver, gather_info
 
 
 def main():
@@ -122,16 +123,15 @@ def main():
         driver = NginxDriver(p['backend'], upstream_file=p['upstream_file'], nginx_binary=p['nginx_binary'],
                              access_log=p['access_log'], counters_file=p['counters_file'],
                              save_counters=not module.check_mode)
-        current = driver.read()
+        servers, process = gather_info(driver)
         if p['probe']:
             extra['probe'] = run_probe(p['probe'])
         if p['claims']:
             extra['claims'] = {p['backend']: load_claims(p['claims']).get(p['backend'], {})}
     except BalancerError as exc:
         module.fail_json(msg=exc.msg, error_kind=exc.kind)
-    backends = {p['backend']: current['servers']}
-    initial = {p['backend']: dict((s, i['initial_weight']) for s, i in current['servers'].items())}
-    module.exit_json(changed=False, backends=backends, initial_weights=initial, process=current['process'], **extra)
+    initial = {p['backend']: dict((s, i['initial_weight']) for s, i in servers.items())}
+    module.exit_json(changed=False, backends={p['backend']: servers}, initial_weights=initial, process=process, **extra)
 
 
 if __name__ == '__main__':

@@ -55,7 +55,7 @@ options:
   access_log:
     description:
       - The access log written with the collection's C(grayrelease_canary) log format (docs/nginx.md).
-        With it, RV(servers) carries C(requests), C(errors_5xx) and C(rate) per server; without it they are null.
+        With it, RV(servers) carries C(req_tot), C(hrsp_5xx) and C(rate) per server; without it they are absent.
     type: path
   counters_file:
     description:
@@ -100,9 +100,9 @@ options:
     default: true
   then_drain:
     description:
-      - With O(state=ready) or no state, servers to drain in the same change - one file and one reload
-        for both, so this balancer never has both sets out of rotation; then the drain's evidence is
-        awaited as with O(state=drain). Must not repeat O(servers) with O(state=ready).
+      - With O(state=ready) or no state, servers to drain once O(servers) are ready (a second file and
+        reload), awaiting the drain's evidence as with O(state=drain); this balancer never has both sets
+        out of rotation. Nothing is drained when the ready fails. Must not repeat O(servers) with O(state=ready).
     type: list
     elements: str
   claims:
@@ -165,8 +165,8 @@ servers:
   returned: always
   type: dict
   sample:
-    app1: {admin_state: drain, status: DRAIN, weight: 1, initial_weight: 1, up: null, sessions: 0,
-           requests: 1200, errors_5xx: 0, rate: 12, address: "172.18.0.3:8080"}
+    app1: {admin_state: drain, status: DRAIN, weight: 1, initial_weight: 1, up: null, scur: 0,
+           req_tot: 1200, hrsp_5xx: 0, rate: 12, address: "172.18.0.3:8080"}
   contains:
     admin_state:
       description: C(ready), C(drain) or C(maint) (the file's record).
@@ -183,17 +183,17 @@ servers:
     up:
       description: Always null - nginx cannot tell.
       type: raw
-    sessions:
-      description: Established connections from this host to the server's address.
+    scur:
+      description: Established connections from this host to the server's address (requests in flight).
       type: int
-    requests:
-      description: Requests nginx sent to the server (from O(access_log), since the counters started), else null.
+    req_tot:
+      description: Requests nginx sent to the server since the counters started (from O(access_log); absent without it).
       type: int
-    errors_5xx:
-      description: Of those, answered 5xx or not at all, else null.
+    hrsp_5xx:
+      description: Of those, answered 5xx or not at all (absent without O(access_log)).
       type: int
     rate:
-      description: Requests per second over the last 10 s of the log, else null.
+      description: Requests per second over the last 10 s of the log (absent without O(access_log)).
       type: int
     address:
       description: The server's address in the file.
@@ -215,16 +215,19 @@ drain:
     waited:
       description: Seconds until the drain was proven.
       type: float
+    timed_out:
+      description: Whether O(drain_timeout) passed (the task then fails).
+      type: bool
+    sessions_left:
+      description: Established connections to the drained servers at the end.
+      type: int
     evidence:
       description:
         - C(proof) (C(old workers exited) or C(no connections)), C(old_workers) (pids of the workers from before
           the reload still running when it was proven) and C(connections) (server -> established connections).
       type: dict
-    sessions_left:
-      description: Established connections to the drained servers at the end.
-      type: int
 then_drain:
-  description: The drain of O(then_drain) (C(servers), C(before), C(drain), C(changed), C(seconds)).
+  description: The drain of O(then_drain) with the keys of a drain's own result and C(seconds) it took.
   returned: with O(then_drain)
   type: dict
 probe:
@@ -237,16 +240,23 @@ diff:
   type: dict
 process:
   description:
-    - The nginx that serves the upstream - C(master) pid, current C(workers), C(shutting_down) workers and
-      C(generation) (master pid and the file's hash; it changes on a restart or a change of the file).
+    - The nginx that serves the upstream -
+      C(pid) (the master), current C(workers), C(shutting_down) workers and C(generation) (master pid and
+      the file's hash; it changes on a restart or a change of the file, not on a reload that changes nothing).
   returned: success
   type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import PROBE_SPEC
-from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import BalancerError, Control, NginxDriver
+from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import (
+    PROBE_SPEC,
+    BalancerError,
+    Control,
+    NginxDriver,
+    hand_over,
+    probe_before_ready,
+)
 
 
 def main():
@@ -275,21 +285,45 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p['probe'] and p['state'] != 'ready':
+        module.fail_json(msg='probe needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
+                         changed=False)
+    if p['then_drain'] and p['state'] not in ('ready', None):
+        module.fail_json(msg='then_drain needs state=ready or no state, not state=%s' % p['state'],
+                         error_kind='bad_input', changed=False)
+    drain_args = dict(drain_timeout=p['drain_timeout'], wait=p['wait'])
+    probed = None
     try:
         driver = NginxDriver(p['backend'], upstream_file=p['upstream_file'], nginx_binary=p['nginx_binary'],
                              access_log=p['access_log'], counters_file=p['counters_file'],
                              reload_timeout=p['reload_timeout'], save_counters=not module.check_mode)
-        control = Control(driver, p['servers'], then_drain=p['then_drain'], claims=p['claims'], owner=p['owner'],
-                          max_unavailable=p['max_unavailable'], fleet=p['fleet'])
-        result = control.run(state=p['state'], weight=p['weight'], weights=p['weights'],
-                             drain_timeout=p['drain_timeout'], wait=p['wait'], probe=p['probe'],
-                             health_timeout=p['health_timeout'], check_mode=module.check_mode, want_diff=module._diff)
+        if p['probe']:
+            # nginx has no health checks to wait for: the probe is the ready's health evidence.
+            probe = dict(p['probe'], deadline=min(p['probe']['deadline'], p['health_timeout']))
+            probed = probe_before_ready(driver, p['servers'], probe)
+        ready_args = dict(state=p['state'], weight=p['weight'], weights=p['weights'], wait=p['wait'])
+        control_args = dict(claims=p['claims'], owner=p['owner'], max_unavailable=p['max_unavailable'],
+                            fleet=p['fleet'])
+        if p['then_drain']:
+            result, warnings = hand_over(lambda servers: Control(driver, servers, **control_args), p['servers'],
+                                         p['then_drain'], run_args=ready_args, drain_args=drain_args,
+                                         check_mode=module.check_mode, want_diff=module._diff)
+        else:
+            ctl = Control(driver, p['servers'], **control_args)
+            ready_args.update(drain_args)
+            result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
+            warnings = ctl.warnings
     except BalancerError as exc:
         extra = dict(exc.result)
         extra.setdefault('changed', False)
         module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
-    for warning in control.warnings:
+    if p['state'] == 'ready' and not p['probe']:
+        warnings.append('nginx has no active health checks: without probe nothing confirmed that %s answer '
+                        'before they were readied' % ', '.join(p['servers']))
+    for warning in warnings:
         module.warn(warning)
+    if probed is not None:
+        result['probe'] = probed
     module.exit_json(**result)
 
 

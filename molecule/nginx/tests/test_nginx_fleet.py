@@ -27,7 +27,7 @@ def test_baseline_every_server_ready_and_serving():
         for name, item in servers.items():
             assert (item["admin_state"], item["status"], item["weight"], item["up"]) == ("ready", "UP", 1, None), name
             assert item["address"] == "%s:8080" % name
-        assert result["process"]["master"] and len(result["process"]["workers"]) >= 1
+        assert result["process"]["pid"] and len(result["process"]["workers"]) >= 1
         assert curl_ok(host)
 
 
@@ -60,7 +60,7 @@ def test_drain_proven_under_mixed_load_then_ready():
         assert drained["drain"]["waited"] >= 0.5
         assert drained["commands"][-2:] == ["nginx -t", "nginx -s reload"]
         during = info(LB1)["backends"]["demoapp"]
-        assert during["ngx-app1"]["sessions"] == 0
+        assert during["ngx-app1"]["scur"] == 0
         # a second drain would leave two of three out: refused, nothing changed
         refused = server(LB1, {"servers": ["ngx-app2"], "state": "drain", "max_unavailable": 1})
         assert refused.get("failed") and refused["error_kind"] == "capacity", refused
@@ -78,8 +78,33 @@ def test_drain_proven_under_mixed_load_then_ready():
     print("load: %s" % {k: summary[k] for k in ("requests", "failed", "statuses", "slow")})
     assert summary["failed"] == 0 and summary["slow"]["failed"] == 0, summary
     assert summary["slow"]["requests"] >= 10 and summary["requests"] >= 300
-    assert after["requests"] > idle["requests"] > before["ngx-app1"]["requests"]
+    assert after["req_tot"] > idle["req_tot"] > before["ngx-app1"]["req_tot"]
     assert docker("exec", LB1, "cat", CLAIMS, check=False).stdout.strip() in ("", "{}", '{"demoapp": {}}')
+
+
+def test_hand_over_readies_one_and_drains_the_next_under_load():
+    """A rolling update's hand-over in one call: ngx-app2 back (probed from the balancer), then ngx-app3
+    drained with evidence; never two out at once (max_unavailable=1), no request fails."""
+    load = Load(LB1, rate=30, duration=90, name="ngxhand", slow_rate=2, slow_seconds=3)
+    try:
+        time.sleep(3)
+        first = server(LB1, {"servers": ["ngx-app2"], "state": "drain", "drain_timeout": 30, "max_unavailable": 1})
+        assert not first.get("failed"), first
+        result = server(LB1, {"servers": ["ngx-app2"], "state": "ready", "then_drain": ["ngx-app3"],
+                              "drain_timeout": 30, "max_unavailable": 1,
+                              "probe": {"urls": ["http://ngx-app2:8080/healthz"], "deadline": 20}})
+        assert not result.get("failed"), result
+        print("hand-over: drain of ngx-app3 %s s, evidence %s" % (result["then_drain"]["seconds"],
+                                                                 result["then_drain"]["drain"]["evidence"]))
+        assert result["servers"]["ngx-app2"]["admin_state"] == "ready"
+        assert result["then_drain"]["servers"]["ngx-app3"]["admin_state"] == "drain"
+        assert result["then_drain"]["drain"]["evidence"]["proof"] in ("old workers exited", "no connections")
+        time.sleep(2)
+    finally:
+        summary = load.stop(wait=60)
+        restore(LB1)
+    print("load: %s" % {k: summary[k] for k in ("requests", "failed", "slow")})
+    assert summary["failed"] == 0 and summary["slow"]["failed"] == 0 and summary["slow"]["requests"] >= 5
 
 
 def test_weights_share_measured_from_the_access_log():
@@ -94,14 +119,14 @@ def test_weights_share_measured_from_the_access_log():
         summary = Requests(LB2, count=2000, rate=150, duration=60).result()
         time.sleep(1)
         after = info(LB2)["backends"]["demoapp"]
-        delta = dict((s, after[s]["requests"] - before[s]["requests"]) for s in APPS)
+        delta = dict((s, after[s]["req_tot"] - before[s]["req_tot"]) for s in APPS)
         total = sum(delta.values())
         share = 100.0 * delta["ngx-app1"] / total
         print("weights 1:3:0 over %d requests: %s, ngx-app1 %.1f %%" % (total, delta, share))
         assert summary["failed"] == 0 and summary["requests"] == 2000
         assert total == 2000  # every request counted once, from the log
         assert abs(share - 25.0) <= 3 and delta["ngx-app3"] == 0
-        assert all(after[s]["errors_5xx"] == before[s]["errors_5xx"] for s in APPS)
+        assert all(after[s]["hrsp_5xx"] == before[s]["hrsp_5xx"] for s in APPS)
     finally:
         restore(LB2)
 
@@ -175,7 +200,7 @@ def test_a_reload_is_seen_as_new_workers_of_the_same_master():
         if not set(after["process"]["workers"]) & set(before["process"]["workers"]):
             break
         time.sleep(0.5)
-    assert after["process"]["master"] == before["process"]["master"]
+    assert after["process"]["pid"] == before["process"]["pid"]
     assert not set(after["process"]["workers"]) & set(before["process"]["workers"])
     assert docker("exec", LB1, "test", "-s", CANARY_LOG, check=False).returncode == 0
     for host in (LB1, LB2):

@@ -70,6 +70,7 @@ class FakeNginx(object):
         self.ps = PS_BEFORE
         self.tcp = TCP
         self.seen_by_t = None
+        self.reloads = 0
 
     def run(self, argv, timeout=60):
         self.calls.append(" ".join(argv[1:]))
@@ -83,7 +84,10 @@ class FakeNginx(object):
                                % self.t_fails)
             return 0, "", "nginx: configuration file /etc/nginx/nginx.conf test is successful\n"
         if argv[1:] == ["-s", "reload"]:
-            self.ps = PS_AFTER
+            self.reloads += 1
+            # the first reload as measured (PS_AFTER); later ones start workers with new pids again
+            self.ps = PS_AFTER if self.reloads == 1 else PS_AFTER.replace(" 80 ", " %d " % (80 + 10 * self.reloads)) \
+                .replace(" 81 ", " %d " % (81 + 10 * self.reloads))
             return 0, "", ""
         raise AssertionError(argv)
 
@@ -200,15 +204,21 @@ def test_proc_net_tcp_established_connections():
 def test_apply_writes_tests_and_reloads_once(upstream, tmp_path):
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
-    before = driver.read()
+    before = driver.process()
     done = driver.apply([("app1", "state", "drain"), ("app2", "weight", 3), ("app3", "weight", 0)])
     assert fake.calls == ["-T", "-t", "-s reload"]  # one test, one reload for three changes
-    assert done[-2:] == ["nginx -t", "nginx -s reload"] and "server app1 (10.0.0.1:8080) state drain" in done
+    assert done == ["server app1 state drain", "server app2 weight 3", "server app3 weight 0", "nginx -t",
+                    "nginx -s reload"]
     after = driver.read()
-    assert after["servers"]["app1"]["admin_state"] == "drain" and after["servers"]["app1"]["status"] == "DRAIN"
-    assert after["servers"]["app2"]["weight"] == 3 and after["servers"]["app3"]["weight"] == 0
-    assert after["servers"]["app1"]["sessions"] == 1 and after["servers"]["app1"]["up"] is None
-    assert after["generation"] != before["generation"] and after["generation"].startswith("71-")
+    assert after["app1"]["admin_state"] == "drain" and after["app1"]["status"] == "DRAIN"
+    assert after["app2"]["weight"] == 3 and after["app3"]["weight"] == 0
+    assert after["app1"]["scur"] == 1 and after["app1"]["up"] is None and "req_tot" not in after["app1"]
+    driver.verify(after, [("app1", "state", "drain"), ("app3", "weight", 0)])
+    with pytest.raises(BalancerError, match="does not show the change: app2 weight is 3, not 4"):
+        driver.verify(after, [("app2", "weight", 4)])
+    process = driver.process()
+    assert process["pid"] == 71 and process["workers"] == [80, 81] and process["shutting_down"] == [72]
+    assert process["generation"] != before["generation"] and process["generation"].startswith("71-")
     assert driver.last_reload["old_workers"] == [72, 73]
     assert not [f for f in os.listdir(str(tmp_path)) if f.endswith(".tmp")]
 
@@ -277,16 +287,20 @@ def test_drain_evidence(upstream, tmp_path):
     driver = make_driver(upstream, fake, tmp_path)
     driver.apply([("app1", "state", "drain")])
     # old worker 72 still shutting down, a connection to app1 open: not done
-    done, evidence = driver.drain_state(["app1"])
+    done, state = driver.drain_state(["app1"])
+    evidence = state["extra"]["evidence"]
     assert not done and evidence["old_workers"] == [72] and evidence["connections"] == {"app1": 1}
+    assert state["busy"] == {"app1": 1}
     # the connection ended, the old worker still lingers (other servers' requests): proven by connections
     fake.tcp = TCP.splitlines()[0] + "\n"
-    done, evidence = driver.drain_state(["app1"])
+    done, state = driver.drain_state(["app1"])
+    evidence = state["extra"]["evidence"]
     assert done and evidence["proof"] == "no connections" and evidence["old_workers"] == [72]
     # the old workers exited: proven whatever the connections
     fake.tcp = TCP
     fake.ps = PS_DONE
-    done, evidence = driver.drain_state(["app1"])
+    done, state = driver.drain_state(["app1"])
+    evidence = state["extra"]["evidence"]
     assert done and evidence["proof"] == "old workers exited" and evidence["connections"] == {"app1": 1}
 
 
@@ -295,8 +309,9 @@ def test_a_server_not_down_is_never_drained(upstream, tmp_path):
     fake.ps = PS_DONE
     fake.tcp = ""
     driver = make_driver(upstream, fake, tmp_path)
-    done, evidence = driver.drain_state(["app2"])
-    assert not done and evidence["not_down"] == ["app2"]
+    done, state = driver.drain_state(["app2"])
+    assert not done and state["extra"]["evidence"]["not_down"] == ["app2"]
+    assert "not down" in driver.drain_timeout_message(5, state, {})
 
 
 def test_control_drains_waits_for_evidence_and_fails_on_timeout_without_calling_it_done(upstream, tmp_path):
@@ -305,9 +320,11 @@ def test_control_drains_waits_for_evidence_and_fails_on_timeout_without_calling_
     ticks = iter(range(0, 10000)).__next__
     control = _nginx.Control(driver, ["app1"], clock=ticks, sleep=lambda s: None)
     with pytest.raises(BalancerError) as err:
-        control.run(state="drain", drain_timeout=5)
+        control.run(state="drain", drain_timeout=5, shutdown_sessions=True)
     assert err.value.kind == "drain_timeout" and "drain not proven after 5s" in err.value.msg
+    assert "old nginx workers 72 still running" in err.value.msg and "app1: 1" in err.value.msg
     assert err.value.result["drain"]["evidence"]["old_workers"] == [72]
+    assert err.value.result["drain"]["shutdown"] == {}  # nginx cannot end sessions: nothing was killed
     assert err.value.result["changed"] is True
     # then the connection ends (old worker 72 still lingers): the next run finds the drain proven
     fake.tcp = ""
@@ -324,26 +341,27 @@ def test_control_check_mode_changes_nothing(upstream, tmp_path):
     driver = make_driver(upstream, fake, tmp_path)
     result = _nginx.Control(driver, ["app1", "app2"]).run(state="drain", check_mode=True, want_diff=True)
     assert result["changed"] and result["servers"]["app1"]["admin_state"] == "drain"
+    assert fake.calls == []  # check mode does not even run nginx -T
     assert result["commands"] == ["server app1 state drain", "server app2 state drain"]
     assert "demoapp/app1: admin_state=drain" in result["diff"]["after"]
-    assert "-s reload" not in fake.calls and "-t" not in fake.calls
     with open(upstream) as handle:
         assert handle.read() == original
 
 
-def test_control_ready_and_then_drain_in_one_reload_within_capacity(upstream, tmp_path):
+def test_hand_over_readies_then_drains_within_capacity(upstream, tmp_path):
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
     driver.apply([("app1", "state", "drain")])
     fake.calls[:] = []
     fake.ps, fake.tcp = PS_BEFORE, ""
-    control = _nginx.Control(driver, ["app1"], then_drain=["app2"], max_unavailable=1, sleep=lambda s: None)
-    result = control.run(state="ready")
-    assert fake.calls == ["-t", "-s reload"]  # one reload for both; nginx -T was read once per driver
+    result, _warnings = _nginx.hand_over(
+        lambda servers: _nginx.Control(driver, servers, max_unavailable=1, sleep=lambda s: None), ["app1"],
+        ["app2"])
+    # the ready, then the drain: nginx -T read once per driver, a test and a reload for each part
+    assert fake.calls == ["-t", "-s reload", "-t", "-s reload"]
     assert result["servers"]["app1"]["admin_state"] == "ready"
     assert result["then_drain"]["servers"]["app2"]["admin_state"] == "drain"
     assert result["then_drain"]["drain"]["evidence"]["proof"]
-    assert any("no active health checks" in w for w in control.warnings)
     # a third one out would be two out at once: refused, nothing changed
     fake.calls[:] = []
     with pytest.raises(BalancerError, match="more than max_unavailable=1") as err:
@@ -355,6 +373,7 @@ def test_control_weights_percent_and_unknown_names(upstream, tmp_path):
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
     result = _nginx.Control(driver, ["app1"]).run(weights={"app1": 1, "app2": "50%"})
+    assert result["commands"] == ["server app2 weight 1", "nginx -t", "nginx -s reload"]
     assert result["servers"]["app2"]["weight"] == 1 and fake.calls == ["-T", "-t", "-s reload"]
     with pytest.raises(BalancerError, match="unknown server.*app9"):
         _nginx.Control(driver, ["app9"]).run(state="drain")
@@ -439,8 +458,24 @@ def test_driver_reads_log_counters(upstream, tmp_path):
     log.write_text("")
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path, access_log=str(log), counters_file=str(tmp_path / "c.json"))
-    assert driver.read()["servers"]["app1"]["requests"] == 0
+    assert driver.read()["app1"]["req_tot"] == 0
     log.write_text("\n".join(LOG) + "\n")
-    servers = driver.read()["servers"]
-    assert (servers["app1"]["requests"], servers["app2"]["errors_5xx"], servers["app3"]["requests"]) == (3, 2, 1)
-    assert make_driver(upstream, fake, tmp_path)._load()[1]["servers"]["app1"]["address"] == "10.0.0.1:8080"
+    servers = driver.read()
+    assert (servers["app1"]["req_tot"], servers["app2"]["hrsp_5xx"], servers["app3"]["req_tot"]) == (3, 2, 1)
+    public = driver.public(servers["app1"])
+    assert sorted(public) == sorted(_nginx.PUBLIC_KEYS) and public["rate"] == 0
+
+
+def test_counters_of_a_server_named_by_host_name_come_from_the_addresses_it_resolved_to(tmp_path):
+    path = tmp_path / "demoapp.conf"
+    path.write_text(_nginx.new_upstream("demoapp", [{"name": "app1", "address": "app1.example:8080"}]))
+    log = tmp_path / "canary.log"
+    log.write_text("")
+    driver = _nginx.NginxDriver("demoapp", upstream_file=str(path), access_log=str(log),
+                                counters_file=str(tmp_path / "c.json"), processes=lambda: [], tcp_table=lambda: [],
+                                resolve=lambda address: {("10.0.0.1", 8080)})
+    driver.read()
+    log.write_text("\n".join(LOG[:3]) + "\n")
+    assert driver.read()["app1"]["req_tot"] == 2
+    assert driver.process() == {"pid": None, "workers": [], "shutting_down": [],
+                                "generation": "stopped-" + driver._digest}
