@@ -407,13 +407,32 @@ class Load:
 
 # -- memory sampling -------------------------------------------------------------
 
-def _proc_session(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[3])  # session id (field 6 of stat)
-    except (OSError, IndexError, ValueError):
-        return None
+def _proc_parents():
+    """{pid: parent pid} of every process now."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return parents
+
+
+def _descendants(root):
+    """root and every process below it (Ansible's workers call setsid: a session would miss them)."""
+    children = {}
+    for pid, parent in _proc_parents().items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
 
 
 def _proc_cmd(pid):
@@ -441,9 +460,9 @@ def _proc_rss_pss(pid, with_pss):
 
 
 class MemorySampler(threading.Thread):
-    """Peak memory of the controller: ansible-playbook and its forks (the processes of
-    its session whose command line is ansible-playbook's), RSS summed and PSS summed;
-    apart, the other processes of the session (docker exec clients, the simulated
+    """Peak memory of the controller: ansible-playbook and its forks (the processes
+    below the one started whose command line is ansible-playbook's), RSS summed and PSS summed;
+    apart, the other processes below it (docker exec clients, the simulated
     hosts' module runs: on a real fleet these run on the hosts)."""
 
     def __init__(self, session, interval=0.5):
@@ -460,15 +479,11 @@ class MemorySampler(threading.Thread):
             tick += 1
             with_pss = tick % 2 == 1
             ctl_rss = ctl_pss = other = procs = main = 0
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                pid = int(entry)
-                if _proc_session(pid) != self.session:
-                    continue
+            for pid in _descendants(self.session):
                 cmd = _proc_cmd(pid)
-                rss, pss = _proc_rss_pss(pid, with_pss and "ansible-playbook" in cmd)
-                if "ansible-playbook" in cmd:
+                is_controller = "ansible-playbook" in cmd or "profile_playbook.py" in cmd
+                rss, pss = _proc_rss_pss(pid, with_pss and is_controller)
+                if is_controller:
                     ctl_rss += rss
                     ctl_pss += pss
                     procs += 1
@@ -531,7 +546,8 @@ def run_playbook(work, collection_root, inventory, artifacts, n, args, tag, time
     playbook = "grayrelease.canary.rollout"
     cmd = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "-i", inventory, playbook, "-e", "@" + ev]
     if profile:
-        cmd = [sys.executable, "-m", "cProfile", "-o", profile] + cmd
+        cmd = [sys.executable, os.path.join(SCALE, "profile_playbook.py")] + cmd[1:]
+        env["SCALE_PROFILE_OUT"] = profile
     if runner:
         cmd = [sys.executable, os.path.join(SCALE, "runner_run.py"), "--private-dir", os.path.join(work, "runner-" + tag),
                "--inventory", inventory, "--playbook", os.path.join(collection_root, "ansible_collections", "grayrelease",
@@ -551,6 +567,13 @@ def run_playbook(work, collection_root, inventory, artifacts, n, args, tag, time
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
+            if profile:
+                # The profile of what it did so far (profile_playbook.py dumps on SIGUSR1).
+                os.kill(proc.pid, signal.SIGUSR1)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not os.path.exists(profile):
+                    time.sleep(1)
+                time.sleep(5)
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 rc = proc.wait(timeout=30)
@@ -589,11 +612,17 @@ def summarize(result, standin_stats):
     sizes = [len(b) for b in plan] if isinstance(plan, list) and all(isinstance(b, list) for b in plan) else None
     s["batch_sizes"] = sizes
     tasks = result.get("tasks")
+    probe = result.get("probe")
     if tasks:
         s["tasks_started"] = tasks["tasks_started"]
         s["tasks_executed"] = tasks["tasks_executed"]
         s["batches"] = tasks["batches"]
-    probe = result.get("probe")
+    elif probe:
+        # A run stopped at its time limit: what the probe wrote at its last batch start.
+        s["tasks_started"] = probe["tasks"]
+        s["tasks_executed"] = sum(1 for t in probe["task_list"] if t.get("kind") != "skip")
+        s["batches"] = sum(1 for seg in probe["segments"] if seg["segment"].startswith("batch "))
+        s["partial"] = probe.get("partial")
     if probe:
         segs = probe["segments"]
         batches = [seg for seg in segs if seg["segment"].startswith("batch ")]
@@ -774,7 +803,7 @@ def main(argv=None):
     ap.add_argument("--load-rate", type=float, default=20.0, help="req/s through HAProxy during a run, 0 = none")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds, the longest any one playbook run may take")
     ap.add_argument("--max-seconds", type=int, default=1200,
-                    help="run the largest N only if the estimate from the smaller ones is below this")
+                    help="run the largest N (over 300) only if the estimate from the smaller ones is below this; 0 = always")
     ap.add_argument("--runner-n", type=int, default=100, help="run this N once more through ansible-runner; 0 = no")
     ap.add_argument("--profile-n", type=int, default=1000, help="run this N once more under cProfile; 0 = no")
     ap.add_argument("--engine-ref", default=os.environ.get("SCALE_ENGINE_REF", "HEAD"), help="git ref of this repository whose engine is measured")
@@ -822,7 +851,8 @@ def main(argv=None):
         lb_up()
         for n in sizes:
             timeout = min(args.timeout, 600 + 6 * n)
-            if n == max(sizes) and len(sizes) > 2:
+            # Only the largest N of a sweep that measured smaller ones first, and only over 300 hosts.
+            if n == max(sizes) and n > 300 and len(sizes) > 1 and args.max_seconds > 0:
                 guess = estimate(summaries, n)
                 if guess is not None and guess > args.max_seconds:
                     extra.append("N=%d not run: estimated %.0f s from the smaller N, over --max-seconds %d"

@@ -76,6 +76,9 @@ class CallbackModule(CallbackBase):
     def _start(self, task, handler=False):
         name = task.get_name().strip().split(" : ", 1)[-1]
         if self.batch_re.search(name):
+            if self.batches:
+                # What is known so far, in case the run is stopped before its end.
+                self._write(partial=True)
             self.batches += 1
             self.segment = "batch %d" % self.batches
         elif self.batches and self.segment != "finish" and self.finish_re.search(name):
@@ -138,11 +141,16 @@ class CallbackModule(CallbackBase):
             rec["included"] = rec.get("included", 0) + 1
 
     def v2_playbook_on_stats(self, stats):
+        self._write(partial=False)
+
+    def _write(self, partial):
         if not self.out:
             return
         end = time.time() - self.t0
-        for i, rec in enumerate(self.tasks):
-            nxt = self.tasks[i + 1]["start"] if i + 1 < len(self.tasks) else end
+        # Called at a batch's start before its task is recorded: every task here is over.
+        tasks = [dict(rec) for rec in self.tasks]
+        for i, rec in enumerate(tasks):
+            nxt = tasks[i + 1]["start"] if i + 1 < len(tasks) else end
             rec["seconds"] = round(nxt - rec["start"], 4)
             rec["start"] = round(rec["start"], 4)
             if rec["last_result"] is not None:
@@ -154,7 +162,7 @@ class CallbackModule(CallbackBase):
             else:
                 rec["kind"] = "skip"
         order, segs = [], {}
-        for rec in self.tasks:
+        for rec in tasks:
             seg = segs.get(rec["segment"])
             if seg is None:
                 seg = segs[rec["segment"]] = {"segment": rec["segment"], "tasks": 0, "seconds": 0.0,
@@ -168,12 +176,14 @@ class CallbackModule(CallbackBase):
         for seg in segs.values():
             for key in ("seconds", "coordinator_seconds", "work_seconds", "skip_seconds"):
                 seg[key] = round(seg[key], 3)
-        data = {"seconds": round(end, 3), "tasks": len(self.tasks), "results": self.results,
+        data = {"seconds": round(end, 3), "tasks": len(tasks), "results": self.results, "partial": partial,
                 "sizing_seconds": round(self.sized_seconds, 3),
                 "largest_fact": self.largest_fact, "largest_facts": self.largest_facts,
                 "largest_result": self.largest_result,
-                "segments": [segs[name] for name in order], "task_list": self.tasks}
+                "segments": [segs[name] for name in order], "task_list": tasks}
         os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
-        with open(self.out, "w", encoding="utf-8") as handle:
+        tmp = self.out + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
             handle.write("\n")
+        os.rename(tmp, self.out)
