@@ -52,14 +52,7 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (  # noqa: F401 (the modules' names)
-    PROBE_SPEC,
-    BalancerError,
-    Control,
-    hand_over,
-    probe_before_ready,
-    validate_name,
-)
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import BalancerError, validate_name
 from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import capabilities
 from ansible_collections.grayrelease.canary.plugins.module_utils._weights import MAX_WEIGHT
 
@@ -168,8 +161,8 @@ def _parse_server_line(line, path, number):
     }
     validate_name("server", record["name"])
     if record["admin_state"] not in STATES:
-        raise BalancerError("%s line %d: admin_state=%s is not one of %s" % (path, number, record["admin_state"],
-                                                                           ", ".join(STATES)), kind="not_ours")
+        raise BalancerError("%s line %d: admin_state=%s is not one of %s"
+                            % (path, number, record["admin_state"], ", ".join(STATES)), kind="not_ours")
     # What nginx runs must be what the record says, else someone edited the line.
     want_down = record["admin_state"] != "ready" or record["weight"] == 0
     want_weight = record["weight"] or record["initial_weight"] or 1
@@ -208,9 +201,8 @@ def new_upstream(upstream, servers, extra_lines=()):
     for server in servers:
         validate_name("server", server["name"])
         if not ADDRESS_RE.match(server["address"]):
-            raise BalancerError("invalid address %r of server %s: expected HOST:PORT" % (server["address"],
-                                                                                        server["name"]),
-                                kind="bad_input")
+            raise BalancerError("invalid address %r of server %s: expected HOST:PORT"
+                                % (server["address"], server["name"]), kind="bad_input")
         weight = int(server.get("weight", 1))
         parsed["servers"][server["name"]] = {"name": server["name"], "address": server["address"], "indent": "    ",
                                              "initial_weight": weight, "weight": weight, "admin_state": "ready",
@@ -537,8 +529,8 @@ class LogCounters(object):
             self._save(state)
         out = {}
         for address, item in servers.items():
-            out[address] = dict(item, rate=int(round(sum(recent.get(address, {}).values()) /
-                                                    float(self.RATE_SECONDS))))
+            seen = sum(recent.get(address, {}).values())
+            out[address] = dict(item, rate=int(round(seen / float(self.RATE_SECONDS))))
         return out
 
     def _save(self, state):

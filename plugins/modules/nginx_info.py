@@ -99,9 +99,9 @@ probe:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import run_probe
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import PROBE_SPEC, BalancerError, run_probe
 from ansible_collections.grayrelease.canary.plugins.module_utils._claims import load as load_claims
-from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import PROBE_SPEC, BalancerError, NginxDriver, gather_info
+from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import NginxDriver, gather_info
 
 
 def main():

@@ -20,8 +20,8 @@ description:
   - With O(state=drain) or O(state=maint) (and O(then_drain)) the module waits until the drain is
     proven, never because a timer ran out - every worker from before the reload has exited (the
     configuration's C(worker_shutdown_timeout) bounds how long they may take), or no connection from
-    this host to the drained servers is established any more. Not proven by O(drain_timeout): the
-    task fails, the servers stay down.
+    this host to the drained servers is established any more. Not proven by O(drain_timeout), the
+    task fails and the servers stay down.
   - A failed C(nginx -t) puts the previous file back, reloads nothing and fails naming nginx's message.
     Refused with nothing changed - a file that is not the collection's or was edited by hand, another
     upstream than O(backend), an unknown server, a configuration that does not include the file or
@@ -249,14 +249,14 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import (
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (
     PROBE_SPEC,
     BalancerError,
     Control,
-    NginxDriver,
     hand_over,
     probe_before_ready,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import NginxDriver
 
 
 def main():

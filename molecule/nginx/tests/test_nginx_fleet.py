@@ -94,8 +94,8 @@ def test_hand_over_readies_one_and_drains_the_next_under_load():
                               "drain_timeout": 30, "max_unavailable": 1,
                               "probe": {"urls": ["http://ngx-app2:8080/healthz"], "deadline": 20}})
         assert not result.get("failed"), result
-        print("hand-over: drain of ngx-app3 %s s, evidence %s" % (result["then_drain"]["seconds"],
-                                                                 result["then_drain"]["drain"]["evidence"]))
+        part = result["then_drain"]
+        print("hand-over: drain of ngx-app3 %s s, evidence %s" % (part["seconds"], part["drain"]["evidence"]))
         assert result["servers"]["ngx-app2"]["admin_state"] == "ready"
         assert result["then_drain"]["servers"]["ngx-app3"]["admin_state"] == "drain"
         assert result["then_drain"]["drain"]["evidence"]["proof"] in ("old workers exited", "no connections")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _nginx
+from ansible_collections.grayrelease.canary.plugins.module_utils import _balancer, _nginx
 from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import BalancerError
 
 SERVERS = [{"name": "app1", "address": "10.0.0.1:8080"}, {"name": "app2", "address": "10.0.0.2:8080", "weight": 2},
@@ -318,7 +318,7 @@ def test_control_drains_waits_for_evidence_and_fails_on_timeout_without_calling_
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
     ticks = iter(range(0, 10000)).__next__
-    control = _nginx.Control(driver, ["app1"], clock=ticks, sleep=lambda s: None)
+    control = _balancer.Control(driver, ["app1"], clock=ticks, sleep=lambda s: None)
     with pytest.raises(BalancerError) as err:
         control.run(state="drain", drain_timeout=5, shutdown_sessions=True)
     assert err.value.kind == "drain_timeout" and "drain not proven after 5s" in err.value.msg
@@ -328,7 +328,7 @@ def test_control_drains_waits_for_evidence_and_fails_on_timeout_without_calling_
     assert err.value.result["changed"] is True
     # then the connection ends (old worker 72 still lingers): the next run finds the drain proven
     fake.tcp = ""
-    control = _nginx.Control(driver, ["app1"], clock=ticks, sleep=lambda s: None)
+    control = _balancer.Control(driver, ["app1"], clock=ticks, sleep=lambda s: None)
     result = control.run(state="drain", drain_timeout=5)
     assert result["changed"] is False and result["drain"]["evidence"]["proof"] == "no connections"
     assert result["drain"]["evidence"]["old_workers"] == [72] and result["drain"]["sessions_left"] == 0
@@ -339,7 +339,7 @@ def test_control_check_mode_changes_nothing(upstream, tmp_path):
         original = handle.read()
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
-    result = _nginx.Control(driver, ["app1", "app2"]).run(state="drain", check_mode=True, want_diff=True)
+    result = _balancer.Control(driver, ["app1", "app2"]).run(state="drain", check_mode=True, want_diff=True)
     assert result["changed"] and result["servers"]["app1"]["admin_state"] == "drain"
     assert fake.calls == []  # check mode does not even run nginx -T
     assert result["commands"] == ["server app1 state drain", "server app2 state drain"]
@@ -354,8 +354,8 @@ def test_hand_over_readies_then_drains_within_capacity(upstream, tmp_path):
     driver.apply([("app1", "state", "drain")])
     fake.calls[:] = []
     fake.ps, fake.tcp = PS_BEFORE, ""
-    result, _warnings = _nginx.hand_over(
-        lambda servers: _nginx.Control(driver, servers, max_unavailable=1, sleep=lambda s: None), ["app1"],
+    result, _warnings = _balancer.hand_over(
+        lambda servers: _balancer.Control(driver, servers, max_unavailable=1, sleep=lambda s: None), ["app1"],
         ["app2"])
     # the ready, then the drain: nginx -T read once per driver, a test and a reload for each part
     assert fake.calls == ["-t", "-s reload", "-t", "-s reload"]
@@ -365,20 +365,20 @@ def test_hand_over_readies_then_drains_within_capacity(upstream, tmp_path):
     # a third one out would be two out at once: refused, nothing changed
     fake.calls[:] = []
     with pytest.raises(BalancerError, match="more than max_unavailable=1") as err:
-        _nginx.Control(driver, ["app3"], max_unavailable=1).run(state="drain")
+        _balancer.Control(driver, ["app3"], max_unavailable=1).run(state="drain")
     assert err.value.kind == "capacity" and fake.calls == []
 
 
 def test_control_weights_percent_and_unknown_names(upstream, tmp_path):
     fake = FakeNginx(upstream)
     driver = make_driver(upstream, fake, tmp_path)
-    result = _nginx.Control(driver, ["app1"]).run(weights={"app1": 1, "app2": "50%"})
+    result = _balancer.Control(driver, ["app1"]).run(weights={"app1": 1, "app2": "50%"})
     assert result["commands"] == ["server app2 weight 1", "nginx -t", "nginx -s reload"]
     assert result["servers"]["app2"]["weight"] == 1 and fake.calls == ["-T", "-t", "-s reload"]
     with pytest.raises(BalancerError, match="unknown server.*app9"):
-        _nginx.Control(driver, ["app9"]).run(state="drain")
+        _balancer.Control(driver, ["app9"]).run(state="drain")
     with pytest.raises(BalancerError, match="invalid server name"):
-        _nginx.Control(driver, ["app1;reboot"]).run(state="drain")
+        _balancer.Control(driver, ["app1;reboot"]).run(state="drain")
     other = _nginx.NginxDriver("other", upstream_file=upstream)
     with pytest.raises(BalancerError, match="unknown upstream 'other'") as err:
         other.read()
