@@ -585,8 +585,8 @@ def run_playbook(work, collection_root, inventory, artifacts, n, args, tag, time
     load_result = load.stop()
     result = {"n": n, "tag": tag, "rc": rc, "timed_out": timed_out, "wall_seconds": wall, "memory": memory,
               "loadavg": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-              "load": None if load_result is None else {k: load_result.get(k) for k in
-                                                         ("requests", "failed", "statuses", "versions", "errors")},
+              "load": None if load_result is None else {
+                  k: load_result.get(k) for k in ("requests", "failed", "statuses", "versions", "errors")},
               "log": log_path}
     for key, name in (("tasks", "%s-tasks.json"), ("probe", "%s-probe.json"), ("runner", "%s-runner.json")):
         path = os.path.join(work, "out", name % tag)
@@ -637,8 +637,8 @@ def summarize(result, standin_stats):
             s["coordinator_seconds_per_batch_median"] = statistics.median(b["coordinator_seconds"] for b in batches)
             s["skip_seconds_per_batch_median"] = statistics.median(b["skip_seconds"] for b in batches)
             s["tasks_per_batch_median"] = statistics.median(b["tasks"] for b in batches)
-            s["canary_batch"] = {k: batches[0][k] for k in ("seconds", "coordinator_seconds", "work_seconds",
-                                                              "skip_seconds", "tasks")}
+            s["canary_batch"] = {
+                k: batches[0][k] for k in ("seconds", "coordinator_seconds", "work_seconds", "skip_seconds", "tasks")}
         s["largest_fact"] = probe["largest_fact"]
         s["largest_facts"] = probe["largest_facts"]
         s["largest_result"] = probe["largest_result"]
@@ -648,8 +648,8 @@ def summarize(result, standin_stats):
         s["coordinator_seconds_total"] = round(sum(t["seconds"] for t in coord), 2)
         s["skip_seconds_total"] = round(sum(t["seconds"] for t in probe["task_list"] if t.get("kind") == "skip"), 2)
     m = result["memory"]
-    s["memory_mb"] = {k: round(m[k] / 1048576.0, 1) for k in ("controller_rss", "controller_pss", "main_rss",
-                                                               "other_rss")}
+    s["memory_mb"] = {
+        k: round(m[k] / 1048576.0, 1) for k in ("controller_rss", "controller_pss", "main_rss", "other_rss")}
     s["memory_mb"]["controller_procs"] = m["controller_procs"]
     s["load"] = result.get("load")
     if standin_stats:
@@ -754,9 +754,9 @@ def render(meta, summaries, extra):
         if s.get("batch_table"):
             w("  batch  size  seconds  coordinator  work   skipped  tasks")
             for i, b in enumerate(s["batch_table"], 1):
-                w("  %5d  %4s  %7.2f  %11.2f  %6.2f  %7.2f  %5d" % (i, b.get("size") or "?", b["seconds"],
-                                                                   b["coordinator_seconds"], b["work_seconds"],
-                                                                   b["skip_seconds"], b["tasks"]))
+                w("  %5d  %4s  %7.2f  %11.2f  %6.2f  %7.2f  %5d" % (
+                    i, b.get("size") or "?", b["seconds"], b["coordinator_seconds"], b["work_seconds"],
+                    b["skip_seconds"], b["tasks"]))
         if s.get("largest_fact"):
             f, r = s["largest_fact"], s["largest_result"]
             w("  largest fact: %s (%d bytes) from '%s' (%s); largest result: %d bytes from '%s' on %s"
@@ -860,8 +860,8 @@ def main(argv=None):
                     log(extra[-1])
                     continue
                 if guess is not None:
-                    log("N=%d: estimated %.0f s from N=%d and N=%d" % (n, guess, summaries[-2]["n"],
-                                                                        summaries[-1]["n"]))
+                    log("N=%d: estimated %.0f s from N=%d and N=%d" % (
+                        n, guess, summaries[-2]["n"], summaries[-1]["n"]))
                     meta["estimate_%d" % n] = round(guess)
             prof = os.path.join(work, "out", "profile-n%d.prof" % n) if n == args.profile_n else None
             summaries.append(one_n(work, collection_root, template, artifacts, n, args, timeout,
