@@ -37,6 +37,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._release import
     is_url,
     parse_checksum,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.report import run_origin
 from ansible_collections.grayrelease.canary.plugins.module_utils._report_html import report_html
 
 FACT = 'grayrelease_rollout'
@@ -229,8 +230,11 @@ class ActionModule(ActionBase):
         owner, lock_info = run_identity(os.getppid(), os.environ.get('USER'))
         owner = args.get('owner') or owner
         lock_info.update(version=settings.get('version'), action='rollout')
-        return engine.new_state(settings, errors, app_hosts, balancers, identities, probe, now,
-                                check_mode=bool(self._play_context.check_mode), owner=owner, lock_info=lock_info)
+        state = engine.new_state(settings, errors, app_hosts, balancers, identities, probe, now,
+                                 check_mode=bool(self._play_context.check_mode), owner=owner, lock_info=lock_info)
+        # Who runs it, for the report: AWX's job variables (awx_job_id, awx_user_name, ...), else this controller's user.
+        state['origin'] = _plain(run_origin(task_vars, dict(os.environ), lock_info))
+        return state
 
     # -- record: what the actors of the pending act registered
 

@@ -211,8 +211,8 @@ def batch_line(state, step, batch):
                     else ' (with the last ready)'
         parts.append(text)
     if batch['outcome'] == 'failed':
-        # The whole reason follows in the halt line; here only its start.
-        parts.append('FAILED: %s' % _short(readable('; '.join(batch['errors'])), 100))
+        # The reason follows once, as a list, in the halt's lines.
+        parts.append('FAILED')
     return '%s: %s -> %s: %s (%s)' % (_position(state, step, batch), ', '.join(batch['hosts']),
                                       state['settings']['version'], ', '.join(parts), fmt_seconds(batch['seconds']))
 
@@ -233,9 +233,14 @@ def _drain_detail(batch):
 def interval_line(index, count, stats, step=1):
     """One analysis interval; a later step's (judged at full weight) names its step."""
     canary, baseline = stats['canary'], stats['baseline']
-    return ('step %d ' % step if step > 1 else '') + 'analysis interval %d/%d: canary %d/%d errors (%s), p50 %s | baseline %d/%d errors (%s), p50 %s' % (
-        index, count, canary['errors'], canary['requests'], fmt_rate(canary['error_rate']), fmt_ms(canary['p50_ms']),
-        baseline['errors'], baseline['requests'], fmt_rate(baseline['error_rate']), fmt_ms(baseline['p50_ms']))
+    return ('step %d ' % step if step > 1 else '') + 'analysis interval %d/%d: canary %s | baseline %s' % (
+        index, count, _side_text(canary), _side_text(baseline))
+
+
+def _side_text(side):
+    """0/20 errors (0.0%), p50 17.5 ms, p95 21.0 ms"""
+    return '%d/%d errors (%s), p50 %s, p95 %s' % (side['errors'], side['requests'], fmt_rate(side['error_rate']),
+                                                  fmt_ms(side['p50_ms']), fmt_ms(side.get('p95_ms')))
 
 
 def traffic_line(traffic):
@@ -250,9 +255,15 @@ def traffic_line(traffic):
         traffic['baseline_errors'])
 
 
-def verdict_lines(verdict, step=1):
-    lines = [('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s (%s)' % (
-        verdict.get('verdict'), fmt_number(verdict.get('score')), readable(verdict.get('reason', '')))]
+def verdict_lines(verdict, step=1, stopped=False):
+    """The verdict; its failing metrics unless the verdict stopped the run
+    (stopped: then they are the reason, listed once at the halt)."""
+    head = ('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s' % (
+        verdict.get('verdict'), fmt_number(verdict.get('score')))
+    if stopped:
+        # Why follows once, in words, at the halt.
+        return [head]
+    lines = ['%s (%s)' % (head, readable(verdict.get('reason', '')))]
     for name, metric in sorted((verdict.get('metrics') or {}).items()):
         if metric.get('failed'):
             lines.append('  failing metric %s: canary %s vs baseline %s (p=%s)%s' % (
@@ -268,6 +279,187 @@ def _canary_groups(state):
         return sides['canary'], sides['baseline']
     canary = canary_hosts(state['done_before'], state['plan_steps'])
     return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
+
+
+
+# ---------------------------------------------------------------- the reason, the run, its settings
+
+# What a metric measures, for the reason in words.
+METRIC_WORDS = {'http_5xx_ratio': '5xx responses through the balancer', 'probe_error_ratio': 'failed probe requests',
+                'probe_latency_ms': 'probe latency (median)',
+                'traffic_latency_ms': 'response time of real requests (median, balancer log)'}
+# At most this many items in the reason's list; the whole reason stays in report.json.
+REASON_ITEMS = 6
+_WHERE_RE = re.compile(r'\A(step \d+, batch \d+): ')
+_JUDGED_RE = re.compile(r'\A(canary|step \d+) judged ')
+
+
+def _split_top(text, separator='; '):
+    """text split at separator outside (), [] and {}."""
+    parts, depth, start, index = [], 0, 0, 0
+    while index < len(text):
+        char = text[index]
+        if char in '([{':
+            depth += 1
+        elif char in ')]}':
+            depth = max(depth - 1, 0)
+        elif depth == 0 and text.startswith(separator, index):
+            parts.append(text[start:index])
+            start = index + len(separator)
+            index = start
+            continue
+        index += 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _metric_value(name, kind, value):
+    if kind == 'ratio':
+        return fmt_rate(value)
+    return fmt_ms(value) if str(name).endswith('_ms') and isinstance(value, (int, float)) else fmt_number(value)
+
+
+def metric_words(name, metric):
+    """One failing metric in words first, its statistics after:
+    '5xx responses through the balancer higher on the canary: 33.3% vs 0.0% on the baseline, past the
+    critical limit (p<0.001; n 180 canary, 1620 baseline)'."""
+    label = METRIC_WORDS.get(name, str(name).replace('_', ' '))
+    how = {'high': 'higher', 'low': 'lower'}.get(metric.get('classification'), metric.get('classification') or '')
+    kind = metric.get('kind')
+    canary, baseline = metric.get('canary'), metric.get('baseline')
+    text = '%s %s on the canary: %s vs %s on the baseline' % (
+        label, how, _metric_value(name, kind, canary), _metric_value(name, kind, baseline))
+    if kind != 'ratio' and isinstance(canary, (int, float)) and isinstance(baseline, (int, float)) and baseline > 0:
+        text += ' (%sx)' % fmt_number(round(float(canary) / baseline, 2))
+    if metric.get('critical_breach'):
+        text += ', past the critical limit'
+    statistics = ['p%s' % (metric['p_text'] if str(metric['p_text']).startswith('<') else '=%s' % metric['p_text'])
+                  if metric.get('p_text') else 'p=%s' % fmt_number(metric.get('p_value'))]
+    if metric.get('canary_count') is not None:
+        statistics.append('n %s canary, %s baseline' % (fmt_number(metric.get('canary_count')),
+                                                        fmt_number(metric.get('baseline_count'))))
+    return '%s (%s)' % (text, '; '.join(statistics))
+
+
+def reason_items(reason, steps=()):
+    """The reason as a short list, in words before statistics: what stopped the run first, then its parts.
+
+    A verdict that stopped the run: 'the canary failed its analysis (step 1, batch 1): verdict fail,
+    score 25', then each failing metric (metric_words). Anything else: the reason's own parts
+    ('; '-separated outside brackets). At most REASON_ITEMS items.
+    """
+    if not reason:
+        return []
+    text = readable(reason).strip()
+    match = _WHERE_RE.match(text)
+    where = match.group(1) if match else ''
+    text = text[match.end():] if match else text
+    if _JUDGED_RE.match(text):
+        for step in steps or []:
+            verdict = step.get('judge') or {}
+            if step.get('outcome') != 'failed' or not verdict.get('metrics'):
+                continue
+            failing = [(n, m) for n, m in sorted(verdict['metrics'].items()) if m.get('failed')]
+            items = ['%s failed its analysis%s: verdict %s, score %s' % (
+                'the canary' if step.get('canary') else 'step %s' % step.get('step'),
+                ' (%s)' % where if where else '', verdict.get('verdict'), fmt_number(verdict.get('score')))]
+            items += [metric_words(n, m) for n, m in failing] or [readable(verdict.get('reason') or '')]
+            return _bounded(items)
+    parts = _split_top(text)
+    if where:
+        parts[0] = '%s: %s' % (where, parts[0])
+    return _bounded(parts)
+
+
+def _bounded(items):
+    if len(items) <= REASON_ITEMS:
+        return items
+    return items[:REASON_ITEMS - 1] + ['and %d more (the whole reason is in report.json)'
+                                       % (len(items) - REASON_ITEMS + 1)]
+
+
+def artifact_of(settings):
+    """What was rolled out: {kind, source, checksum, digest, read_by}, from the run's settings."""
+    settings = settings or {}
+    release = settings.get('release') if isinstance(settings.get('release'), dict) else {}
+    source = settings.get('artifact_source') or settings.get('artifact') or release.get('image') or ''
+    return {'kind': settings.get('release_kind') or release.get('kind') or 'tarball',
+            'source': str(source),
+            'checksum': str(settings.get('checksum') or settings.get('artifact_sha256') or ''),
+            'checksum_given': bool(settings.get('checksum')),
+            'digest': str(release.get('digest') or ''),
+            'read_by': 'every app host' if settings.get('artifact_remote') else 'the controller'}
+
+
+def artifact_text(artifact):
+    """'demoapp-v2.tar.gz (sha256:ab12..., given), read by the controller'"""
+    if not artifact or not (artifact.get('source') or artifact.get('digest')):
+        return 'not recorded'
+    proofs = []
+    if artifact.get('checksum'):
+        proofs.append('%s%s' % (_sha(artifact['checksum']), ', given' if artifact.get('checksum_given') else ''))
+    if artifact.get('digest'):
+        proofs.append('image %s' % artifact['digest'])
+    return '%s%s (%s), read by %s' % (
+        artifact.get('source') or '-', ' [%s]' % artifact['kind'] if artifact.get('kind') not in (None, 'tarball') else '',
+        '; '.join(proofs) or 'no checksum given', artifact.get('read_by') or 'the controller')
+
+
+def _sha(value):
+    value = str(value)
+    return value if value.startswith('sha256:') else 'sha256:%s' % value
+
+
+def origin_text(origin):
+    """'alice (AWX job 42, template "deploy web", workflow job 41)' or 'root on ctl-1, run 1a2b3c4d'."""
+    if not origin:
+        return 'not recorded'
+    text = origin.get('user') or 'unknown'
+    if origin.get('awx_job_id') is not None:
+        awx = ['AWX job %s' % origin['awx_job_id']]
+        if origin.get('awx_job_template'):
+            awx.append('template "%s"' % origin['awx_job_template'])
+        if origin.get('awx_workflow_job_id') is not None:
+            awx.append('workflow job %s' % origin['awx_workflow_job_id'])
+        if origin.get('awx_schedule'):
+            awx.append('schedule "%s"' % origin['awx_schedule'])
+        return '%s (%s)' % (text, ', '.join(awx))
+    if origin.get('controller'):
+        text += ' on %s' % origin['controller']
+    return text + (', run %s' % origin['run'] if origin.get('run') else '')
+
+
+def settings_items(settings, capacity=None, thresholds=None):
+    """The run's settings a reader needs, as (name, value) pairs: steps, the cap, the analysis, the thresholds."""
+    settings = settings or {}
+    steps = settings.get('steps') or []
+    cap = str(settings.get('max_unavailable'))
+    if capacity and capacity.get('max_unavailable') is not None:
+        cap += ' (%s host%s at once)' % (capacity['max_unavailable'], '' if capacity['max_unavailable'] == 1 else 's')
+    items = [('steps', ', '.join(str(s) for s in steps) or '-'), ('out of rotation at most', cap),
+             ('canary traffic', '%s%%' % fmt_number(settings.get('traffic_percent'))),
+             ('analysis', '%s x %s per judged step%s' % (
+                 fmt_number(settings.get('analysis_count')), fmt_seconds(settings.get('analysis_interval')),
+                 '' if settings.get('judge_every_step', True) else ' (the canary only)'))]
+    limits = 'confidence %s' % fmt_number(settings.get('confidence'))
+    if thresholds:
+        limits += ', pass_score %s, marginal_score %s' % (fmt_number(thresholds.get('pass_score')),
+                                                          fmt_number(thresholds.get('marginal_score')))
+    critical = []
+    if settings.get('critical_ratio'):
+        critical.append('median %sx' % fmt_number(settings['critical_ratio']))
+    if settings.get('critical_difference'):
+        critical.append('error rate +%s points' % fmt_number(100.0 * settings['critical_difference']))
+    limits += '; critical: %s' % (', '.join(critical) or 'off')
+    items += [('thresholds', limits),
+              ('on marginal / inconclusive', '%s / %s' % (settings.get('on_marginal'), settings.get('on_inconclusive'))),
+              ('pause after a step', str(settings.get('pause'))), ('drain timeout', fmt_seconds(settings.get('drain_timeout'))),
+              ('auto rollback', 'yes' if settings.get('auto_rollback') else 'no')]
+    return items
+
+
+def settings_line(settings, capacity=None):
+    return 'settings: %s' % '; '.join('%s %s' % (k, v) for k, v in settings_items(settings, capacity)[:6])
 
 
 # ---------------------------------------------------------------- the view
@@ -297,6 +489,7 @@ class ProgressView(object):
             self.live_intervals = 0
         if state.get('plan_lines'):
             lines += self._once('plan', list(state['plan_lines']))
+            lines += self._once('run', self._run_lines(state))
         if state.get('staged'):
             lines += self._once('staged', ['pre-staged %s on %s (nothing switched)' % (
                 state['settings']['version'], _hosts(state['staged']))])
@@ -307,7 +500,10 @@ class ProgressView(object):
         if state.get('halt'):
             halt = state['halt']
             word = 'paused' if halt['kind'] == 'paused' else 'HALTED'
-            lines += self._once('halt', ['%s (%s): %s' % (word, halt['phase'], readable(halt['reason']))])
+            # The reason once, as a short list in words (statistics after the words).
+            items = reason_items(halt['reason'], state.get('steps')) or ['-']
+            lines += self._once('halt', ['%s (%s): %s' % (word, halt['phase'], items[0])]
+                                + ['  - %s' % item for item in items[1:]])
         rollback = state.get('rollback') or {}
         groups = rollback.get('groups') or []
         for record in rollback.get('records', []):
@@ -348,12 +544,20 @@ class ProgressView(object):
         if step.get('traffic_share'):
             lines += self._once(('traffic', step['step']), [traffic_line(step['traffic_share'])])
         if step.get('judge'):
-            lines += self._once(('verdict', step['step']), verdict_lines(step['judge'], step['step']))
+            lines += self._once(('verdict', step['step']), verdict_lines(
+                step['judge'], step['step'], stopped=step.get('outcome') == 'failed' and bool(state.get('halt'))))
         # A batch's line once it is over: after its analysis, which explains its end.
         for batch in step['batches']:
             if batch['outcome'] != 'running':
                 lines += self._once(('batch', batch['batch']), [batch_line(state, step, batch)])
         return lines
+
+    @staticmethod
+    def _run_lines(state):
+        """Who runs it, what is rolled out, and with which settings: said once, after the plan."""
+        return ['run by %s' % origin_text(state.get('origin')),
+                'artifact: %s' % artifact_text(artifact_of(state.get('settings'))),
+                settings_line(state.get('settings'), state.get('capacity'))]
 
     def interval(self, samples):
         """A line for one probe round (one analysis interval) as it completes."""
@@ -430,8 +634,11 @@ class ProgressView(object):
             versions = '%s, previous %s' % (doc.get('version') or '?', doc.get('previous_version') or '?')
         lines = ['decision: %s (%s) after %s' % (
             decision.replace('_', ' ').upper(), versions, fmt_seconds(doc.get('seconds')))]
-        if doc.get('reason'):
-            lines.append('reason: %s' % readable(doc['reason']))
+        if doc.get('reason') and 'halt' not in self._said:
+            # Not said at the halt (this view began late): the list here, once.
+            items = doc.get('reasons') or reason_items(doc['reason'], doc.get('steps'))
+            lines.append('reason: %s' % items[0])
+            lines += ['  - %s' % item for item in items[1:]]
         steps = doc.get('steps') or []
         batches = sum(len(s.get('batches') or []) for s in steps)
         judged = [s['judge'] for s in steps if s.get('judge')]

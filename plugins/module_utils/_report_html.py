@@ -15,16 +15,21 @@ rate and latency per analysis interval, the verdict and the decision.
 
 from __future__ import annotations
 
+import re
 from html import escape
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._progress import (
     PHASES,
+    artifact_text,
     fmt_ms,
     fmt_number,
     fmt_percent,
     fmt_rate,
     fmt_seconds,
+    origin_text,
     readable,
+    reason_items,
+    settings_items,
 )
 
 PHASE_COLOURS = {'drain': '#f0a030', 'switch': '#4a7bd0', 'health': '#3fb0a0', 'ready': '#6cbf4a',
@@ -33,6 +38,11 @@ DECISION_COLOURS = {'promoted': '#2e8b3a', 'rolled_back': '#c07000', 'paused': '
 CANARY, BASELINE = '#d04040', '#3060c0'
 WIDTH, LEFT, RIGHT = 1000, 150, 30
 ROW, GAP = 20, 6
+# The lane above the batches where the verdict and decision labels go, one row each at most
+# LABEL_ROWS deep: no bar is ever drawn there, so no bar hides a label.
+LABEL_TOP, LABEL_ROW, LABEL_ROWS = 24, 15, 3
+CHAR_WIDTH = 6.6  # 11px sans-serif, wide enough for bold text
+ROLLBACK_PHASES = ('drain', 'switch', 'health', 'ready')
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fff}
@@ -44,6 +54,8 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .failed{color:#c0302a;font-weight:bold}.muted{color:#777}
 svg{background:#fcfcfc;border:1px solid #ddd}
 svg text{font-size:11px;fill:#333}svg .title{font-size:12px;font-weight:bold}
+svg .label{paint-order:stroke;stroke:#fcfcfc;stroke-width:3px}
+ul.why{margin:6px 0 10px;padding-left:22px;font-size:15px}ul.why li{margin:2px 0}
 """
 
 
@@ -125,9 +137,26 @@ def _batch_rows(doc, scale, top):
         end = float(records[number + 1].get('offset') or 0) if number + 1 < len(records) else float(doc['seconds'])
         label = 'rollback %s: %s' % (record.get('group'), ', '.join(record.get('hosts') or []))
         parts.append('<text x="8" y="%d">%s</text>' % (y + 14, _e(_short(label, 24))))
-        parts.append('<rect class="rollback" x="%s" y="%d" width="%s" height="%d" fill="#e8a0a0" stroke="#c0302a">'
-                     '<title>%s</title></rect>' % (_num(scale.x(start)), y, _num(max(scale.x(end) - scale.x(start), 2)),
-                                                   ROW, _e(label)))
+        timings = record.get('timings') if isinstance(record.get('timings'), dict) else {}
+        offsets = record.get('phase_offsets') if isinstance(record.get('phase_offsets'), dict) else {}
+        cursor = start
+        for phase in ROLLBACK_PHASES:
+            seconds = timings.get(phase)
+            if not isinstance(seconds, (int, float)):
+                continue
+            at = float(offsets.get(phase, cursor))
+            x0, x1 = scale.x(at), scale.x(at + float(seconds))
+            parts.append('<rect class="phase rollback-phase phase-%s" x="%s" y="%d" width="%s" height="%d" fill="%s" '
+                         'fill-opacity="0.85"><title>%s: %s %s</title></rect>' % (
+                             phase, _num(x0), y, _num(max(x1 - x0, 1.0)), ROW, PHASE_COLOURS[phase], _e(label), phase,
+                             fmt_seconds(seconds)))
+            cursor = at + float(seconds)
+        if timings:
+            end = max(end, cursor)
+        parts.append('<rect class="rollback" x="%s" y="%d" width="%s" height="%d" fill="%s" stroke="#c0302a" '
+                     'stroke-width="2"><title>%s</title></rect>' % (
+                         _num(scale.x(start)), y, _num(max(scale.x(end) - scale.x(start), 2)), ROW,
+                         'none' if timings else '#e8a0a0', _e(label)))
         y += ROW + GAP
     return parts, y
 
@@ -193,14 +222,16 @@ def _series(intervals, source, field):
     return points
 
 
-def _chart(points, bands, scale, top, title, kind, fmt, floor, height=80):
+def _chart(points, bands, scale, top, title, kind, fmt, floor, height=80, more=()):
+    """One chart of canary vs baseline per interval; `more`: further (points, kind) series drawn dashed (p95)."""
     parts = ['<text class="title" x="8" y="%d">%s</text>' % (top + 12, _e(title))]
     if not points:
         parts.append('<text x="%d" y="%d" class="muted">no analysis interval</text>' % (LEFT + 4, top + 30))
         return parts, top + 40
     # The plot starts below its title, so the title never overlaps the scale.
     top += 18
-    high = max([floor] + [v for p in points for v in p[2:] if v is not None]) * 1.15
+    series = [(points, kind, False)] + [(p, k, True) for p, k in more if p]
+    high = max([floor] + [v for pts, dummy, dummy2 in series for p in pts for v in p[2:] if v is not None]) * 1.15
 
     def y(value):
         return top + height - height * value / high
@@ -214,53 +245,90 @@ def _chart(points, bands, scale, top, title, kind, fmt, floor, height=80):
                                                                             top + height))
     parts.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (LEFT - 6, top + 10, _e(fmt(high))))
     parts.append('<text x="%d" y="%d" text-anchor="end">0</text>' % (LEFT - 6, top + height))
-    for index, (group, colour) in enumerate((('canary', CANARY), ('baseline', BASELINE))):
-        values = [(scale.x(p[0]), p[1], p[2 + index]) for p in points if p[2 + index] is not None]
-        if len(values) > 1:
-            parts.append('<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>' % (
-                colour, ' '.join('%s,%s' % (_num(x), _num(y(v))) for x, dummy, v in values)))
-        for x, number, value in values:
-            # Canary hollow and larger, baseline filled: both show where they coincide.
-            style = 'r="5.5" fill="none" stroke="%s" stroke-width="2"' % colour if group == 'canary' \
-                else 'r="3.5" fill="%s"' % colour
-            parts.append('<circle class="interval-point %s %s" data-interval="%s" cx="%s" cy="%s" %s>'
-                         '<title>interval %s, %s: %s</title></circle>' % (
-                             kind, group, _e(number), _num(x), _num(y(value)), style, _e(number), group,
-                             _e(fmt(value))))
-        parts.append('<text x="%d" y="%d" fill="%s" style="fill:%s">%s</text>' % (
-            WIDTH - RIGHT - 140 + 70 * index, top - 6, colour, colour, group))
+    for pts, series_kind, dashed in series:
+        name = series_kind.split('-', 1)[1] if '-' in series_kind else ''
+        for index, (group, colour) in enumerate((('canary', CANARY), ('baseline', BASELINE))):
+            values = [(scale.x(p[0]), p[1], p[2 + index]) for p in pts if p[2 + index] is not None]
+            if len(values) > 1:
+                parts.append('<polyline class="series %s %s" fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>'
+                             % (series_kind, group, colour, ' stroke-dasharray="5,3"' if dashed else '',
+                                ' '.join('%s,%s' % (_num(x), _num(y(v))) for x, dummy, v in values)))
+            for x, number, value in values:
+                # Canary hollow and larger, baseline filled: both show where they coincide.
+                style = 'r="%s" fill="none" stroke="%s" stroke-width="2"' % ('4' if dashed else '5.5', colour) \
+                    if group == 'canary' else 'r="%s" fill="%s"' % ('2.5' if dashed else '3.5', colour)
+                parts.append('<circle class="interval-point %s %s" data-interval="%s" cx="%s" cy="%s" %s>'
+                             '<title>interval %s, %s%s: %s</title></circle>' % (
+                                 series_kind, group, _e(number), _num(x), _num(y(value)), style, _e(number), group,
+                                 ' ' + name if name else '', _e(fmt(value))))
+            if not dashed:
+                parts.append('<text x="%d" y="%d" fill="%s" style="fill:%s">%s</text>' % (
+                    WIDTH - RIGHT - 140 + 70 * index, top - 6, colour, colour, group))
     return parts, top + height
 
 
-def _decision_marks(doc, scale, top, bottom):
-    parts = []
+def _place(rows, x0, x1):
+    """The first label row whose labels do not overlap [x0, x1] (taken), or the last row."""
+    for number, taken in enumerate(rows):
+        if all(x1 + 6 < a or x0 > b + 6 for a, b in taken):
+            taken.append((x0, x1))
+            return number
+    rows[-1].append((x0, x1))
+    return len(rows) - 1
+
+
+def _label_box(x, text, anchor):
+    width = CHAR_WIDTH * len(text)
+    x0 = x - width if anchor == 'end' else x
+    # Kept inside the plot: moved, never cut.
+    x0 = min(max(x0, 4.0), WIDTH - 4 - width)
+    return x0, x0 + width
+
+
+def label_boxes(doc):
+    """(kind, text, x0, x1, y_top, y_bottom) of every verdict and decision label, as timeline_svg draws them."""
+    scale = _Scale(doc.get('seconds'))
+    rows = [[] for dummy in range(LABEL_ROWS)]
+    boxes = []
+    marks = []
     for step in doc.get('steps') or []:
         verdict = step.get('judge') or {}
         if verdict.get('seconds_to_verdict') is None:
             continue
         at = float(step.get('offset') or 0) + float(verdict['seconds_to_verdict'])
-        colour = '#2e8b3a' if verdict.get('verdict') == 'pass' else '#c0302a'
-        x = scale.x(at)
-        # The label goes on the side with room for it.
-        anchor, text_x = ('end', x - 4) if x > LEFT + 0.7 * scale.span else ('start', x + 4)
-        parts.append('<g id="verdict" class="verdict-marker"><line x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" '
-                     'stroke-width="2" stroke-dasharray="6,3"/><text x="%s" y="%d" text-anchor="%s" fill="%s" '
-                     'style="fill:%s">verdict: %s, score %s</text></g>' % (
-                         _num(x), top, _num(x), bottom, colour, _num(text_x), top + 12, anchor, colour, colour,
-                         _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score')))))
-    colour = DECISION_COLOURS.get(doc.get('decision'), '#555')
-    x = scale.x(doc.get('seconds') or 0)
-    parts.append('<g id="decision" class="decision-marker"><line x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" '
-                 'stroke-width="3"/><text x="%s" y="%d" text-anchor="end" fill="%s" style="fill:%s;font-weight:bold">'
-                 '%s</text></g>' % (_num(x), top, _num(x), bottom, colour, _num(x - 4), bottom - 4, colour, colour,
-                                    _e(str(doc.get('decision')).replace('_', ' '))))
+        text = 'verdict: %s, score %s' % (verdict.get('verdict'), fmt_number(verdict.get('score')))
+        if len([s for s in doc.get('steps') or [] if (s.get('judge') or {}).get('seconds_to_verdict') is not None]) > 1:
+            text = 'step %s %s' % (step.get('step'), text)
+        marks.append(('verdict', text, scale.x(at), '#2e8b3a' if verdict.get('verdict') == 'pass' else '#c0302a'))
+    decision = str(doc.get('decision')).replace('_', ' ')
+    marks.append(('decision', decision, scale.x(doc.get('seconds') or 0), DECISION_COLOURS.get(doc.get('decision'), '#555')))
+    # The decision first: it always gets the top row.
+    for kind, text, x, colour in [marks[-1]] + marks[:-1]:
+        anchor = 'end' if x > LEFT + 0.7 * scale.span else 'start'
+        x0, x1 = _label_box(x + (-4 if anchor == 'end' else 4), text, anchor)
+        row = _place(rows, x0, x1)
+        top = LABEL_TOP + row * LABEL_ROW
+        boxes.append((kind, text, x0, x1, top, top + LABEL_ROW - 2, x, colour))
+    return boxes
+
+
+def _decision_marks(doc, bottom):
+    """The verdicts' and the decision's lines across the timeline, their labels in the label lane above the bars."""
+    parts = []
+    for kind, text, x0, x1, top, dummy, x, colour in label_boxes(doc):
+        weight = ';font-weight:bold' if kind == 'decision' else ''
+        parts.append('<g id="%s" class="%s-marker"><line x1="%s" y1="%d" x2="%s" y2="%d" stroke="%s" '
+                     'stroke-width="%s"%s/><text class="label" x="%s" y="%d" fill="%s" style="fill:%s%s">%s</text></g>'
+                     % (kind, kind, _num(x), top + LABEL_ROW - 2, _num(x), bottom, colour,
+                        3 if kind == 'decision' else 2, '' if kind == 'decision' else ' stroke-dasharray="6,3"',
+                        _num(x0), top + LABEL_ROW - 4, colour, colour, weight, _e(text)))
     return parts
 
 
 def timeline_svg(doc):
     """The SVG timeline of one report."""
     scale = _Scale(doc.get('seconds'))
-    top = 30
+    top = LABEL_TOP + LABEL_ROWS * LABEL_ROW + 16
     rows, y = _batch_rows(doc, scale, top)
     step = _canary_step(doc)
     traffic, y = _traffic_lane(step, scale, y + 14)
@@ -269,18 +337,20 @@ def timeline_svg(doc):
              if i.get('start') is not None and i.get('end') is not None]
     errors, y = _chart(_series(intervals, 'probe', 'error_rate'), bands, scale, y + 20, 'error rate per interval',
                        'errors', fmt_rate, 0.01)
-    latency, y = _chart(_series(intervals, 'probe', 'p50_ms'), bands, scale, y + 20, 'latency p50 per interval',
-                        'latency', fmt_ms, 1.0)
+    latency, y = _chart(_series(intervals, 'probe', 'p50_ms'), bands, scale, y + 20,
+                        'latency per interval: p50 (solid), p95 (dashed)', 'latency', fmt_ms, 1.0,
+                        more=[(_series(intervals, 'probe', 'p95_ms'), 'latency-p95')])
     bottom = y + 6
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" id="timeline" width="%d" height="%d" viewBox="0 0 %d %d" '
              'role="img" aria-label="rollout timeline">' % (WIDTH, bottom + 24, WIDTH, bottom + 24)]
     parts += _axis(scale, top - 10, bottom)
+    parts.append('<text class="title" x="8" y="%d">verdict, decision</text>' % (LABEL_TOP + LABEL_ROW - 4))
     legend_x = LEFT
     for phase in PHASES:
         parts.append('<rect x="%d" y="6" width="10" height="10" fill="%s"/><text x="%d" y="15">%s</text>' % (
             legend_x, PHASE_COLOURS[phase], legend_x + 14, phase))
         legend_x += 80
-    parts += rows + traffic + errors + latency + _decision_marks(doc, scale, top - 10, bottom)
+    parts += rows + traffic + errors + latency + _decision_marks(doc, bottom)
     parts.append('</svg>')
     return '\n'.join(parts)
 
@@ -344,6 +414,18 @@ def _flat_table(rows_by_name, first):
                   numeric=range(1, len(fields) + 1))
 
 
+_URL_RE = re.compile(r'https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/#?=&%+-]*)?\Z')
+
+
+def _origin_html(origin):
+    """Who ran it; the AWX job as a link when its address is a plain http(s) URL, else as text."""
+    text = _e(origin_text(origin))
+    url = origin.get('awx_job_url') if isinstance(origin, dict) else None
+    if isinstance(url, str) and _URL_RE.match(url):
+        text += ' <a class="awx-job" href="%s">%s</a>' % (_e(url), _e(url))
+    return text
+
+
 def report_html(doc):
     """The whole page for one report.json document."""
     decision = str(doc.get('decision'))
@@ -351,11 +433,19 @@ def report_html(doc):
     title = 'Canary rollout of %s: %s' % (doc.get('backend'), decision.replace('_', ' '))
     body = ['<h1>%s <span class="badge" id="decision-badge" style="background:%s">%s</span></h1>' % (
         _e('Canary rollout of %s' % doc.get('backend')), colour, _e(decision.replace('_', ' ').upper()))]
+    if doc.get('reason'):
+        # Why, once, at the top: a short list in words, the statistics after the words.
+        items = doc.get('reasons') or reason_items(doc['reason'], doc.get('steps'))
+        body.append('<ul class="why" id="why">%s</ul>' % ''.join(
+            '<li%s>%s</li>' % (' class="failed"' if n == 0 and doc.get('decision') != 'paused' else '', _e(readable(i)))
+            for n, i in enumerate(items)))
     times = '%s / %s (%s)' % (_e(doc.get('started')), _e(doc.get('finished')), fmt_seconds(doc.get('seconds')))
     summary = [('version', '%s &rarr; %s' % (_e(doc.get('previous_version')), _e(doc.get('version')))),
                ('started / finished (UTC)', times)]
-    if doc.get('reason'):
-        summary.append(('reason', '<span class="failed">%s</span>' % _e(readable(doc['reason']))))
+    if doc.get('run'):
+        summary.append(('run by', _origin_html(doc['run'])))
+    if doc.get('artifact'):
+        summary.append(('artifact', _e(artifact_text(doc['artifact']))))
     step = _canary_step(doc)
     if step:
         verdict = step.get('judge') or {}
@@ -372,6 +462,10 @@ def report_html(doc):
         summary.append(('lost', _e('; '.join(doc.get('lost_may_hold') or []) or ', '.join(doc['lost']))))
     body.append(_table([], [('<b>%s</b>' % _e(k), v) for k, v in summary]))
     body += ['<h2>Timeline</h2>', timeline_svg(doc)]
+    if doc.get('settings'):
+        limits = ((step or {}).get('judge') or {}).get('thresholds')
+        body += ['<h2>Settings</h2>', _table([], [('<b>%s</b>' % _e(k), _e(v)) for k, v in settings_items(
+            doc['settings'], doc.get('capacity'), limits)])]
     batch_rows = []
     for s, batch, dummy in _batches(doc):
         timings = batch.get('timings') or {}
@@ -405,7 +499,9 @@ def report_html(doc):
                              _e(readable(metric.get('reason', '')))])
             body.append(_table(['metric', 'classification', 'p-value', 'baseline', 'canary', 'effect',
                                 'samples (b/c)', 'reason'], rows, numeric=(2, 3, 4)))
-    errors = [e for s in doc.get('steps') or [] for e in s.get('errors') or []]
+    reason = doc.get('reason') or ''
+    # The error the reason already says is not said again.
+    errors = [e for s in doc.get('steps') or [] for e in s.get('errors') or [] if not (e and reason.endswith(e))]
     for heading, items in (('Errors', errors), ('Rollback errors', doc.get('rollback_errors') or []),
                            ('Notes', doc.get('notes') or [])):
         if items:

@@ -9,6 +9,13 @@ from __future__ import annotations
 import re
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import format_p
+from ansible_collections.grayrelease.canary.plugins.module_utils._progress import (
+    artifact_of,
+    artifact_text,
+    origin_text,
+    reason_items,
+    settings_items,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state import score_text
@@ -32,6 +39,38 @@ def decide(state):
     return 'failed'
 
 
+# AWX and Automation Controller put these in every job's extra vars (awx_* and the older tower_*).
+_AWX_VARS = (('awx_job_id', 'job_id'), ('awx_job_template', 'job_template_name'),
+             ('awx_workflow_job_id', 'workflow_job_id'), ('awx_workflow_job', 'workflow_job_name'),
+             ('awx_launch_type', 'job_launch_type'), ('awx_schedule', 'schedule_name'), ('user', 'user_name'))
+
+
+def run_origin(variables, env, lock_info=None):
+    """Who runs this rollout and from where: AWX's job variables when the job is AWX's
+    (awx_job_id, awx_user_name, ... or their tower_* twins), else the controller's user,
+    host and the run's id. With AWX_HOST in the environment, the job's page too."""
+    variables = variables if isinstance(variables, dict) else {}
+    env = env if isinstance(env, dict) else {}
+    lock_info = lock_info if isinstance(lock_info, dict) else {}
+    origin = {}
+    for key, suffix in _AWX_VARS:
+        for prefix in ('awx', 'tower'):
+            value = variables.get('%s_%s' % (prefix, suffix))
+            if value not in (None, ''):
+                origin[key] = value if isinstance(value, int) and not isinstance(value, bool) else str(value)
+                break
+    if origin.get('awx_job_id') is None and env.get('JOB_ID'):
+        origin['awx_job_id'] = str(env['JOB_ID'])
+    host = str(env.get('AWX_HOST') or env.get('TOWER_HOST') or '')
+    if origin.get('awx_job_id') is not None and re.match(r'https?://[^\s"<>]+\Z', host):
+        origin['awx_job_url'] = '%s/#/jobs/playbook/%s/output' % (host.rstrip('/'), origin['awx_job_id'])
+    origin.setdefault('user', str(env.get('USER') or env.get('LOGNAME') or 'unknown'))
+    for key in ('controller', 'run'):
+        if lock_info.get(key):
+            origin[key] = str(lock_info[key])
+    return origin
+
+
 def report(state, iso):
     """The report.json document (credentials in URLs redacted). iso: epoch seconds -> ISO 8601 UTC text."""
     return redact(_report(state, iso))
@@ -51,6 +90,10 @@ def _report(state, iso):
     return {
         'decision': state['decision'],
         'reason': halted.get('reason', ''),
+        # The reason as a short list, in words before statistics (the page and the summary show it).
+        'reasons': reason_items(halted.get('reason', ''), state['steps']),
+        'run': state.get('origin') or run_origin({}, {}, state.get('lock_info')),
+        'artifact': artifact_of(settings),
         'version': settings.get('version', ''),
         'previous_version': state['previous_version'],
         'backend': settings.get('backend', ''),
@@ -70,11 +113,11 @@ def _report(state, iso):
         'settings': dict((k, settings.get(k)) for k in (
             'steps', 'max_unavailable', 'zone_mode', 'traffic_percent', 'analysis_interval', 'analysis_count',
             'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage',
-            'confidence', 'critical_ratio', 'critical_difference', 'request_rate', 'min_power', 'underpowered')),
+            'confidence', 'critical_ratio', 'critical_difference', 'request_rate', 'min_power', 'underpowered',
+            'judge_every_step', 'health_deadline', 'balancer_driver', 'release_kind')),
         'steps': [_report_step(step, iso, state['started']) for step in state['steps']],
         'rolled_back': state['rollback']['done'],
-        'rollback': [dict(r, started=iso(r['started']), offset=round(r['started'] - state['started'], 2))
-                     for r in state['rollback'].get('records', [])],
+        'rollback': [_report_rollback(r, iso, state['started']) for r in state['rollback'].get('records', [])],
         'rollback_errors': state['rollback']['errors'] + [e for r in state['rollback'].get('records', [])
                                                           for e in r['errors']],
         'lost': lost,
@@ -128,6 +171,25 @@ def _report_step(step, iso, origin):
     return out
 
 
+def _report_rollback(record, iso, origin):
+    """A rollback group: its start as text and as an offset, and its phases' seconds when the engine timed them."""
+    out = dict(record, started=iso(record['started']), offset=round(record['started'] - origin, 2))
+    timings = record.get('timings')
+    if isinstance(timings, dict):
+        out['timings'] = dict((k, v.get('seconds') if isinstance(v, dict) else v) for k, v in timings.items())
+        out['phase_offsets'] = dict((k, round(v['started'] - origin, 2)) for k, v in timings.items()
+                                    if isinstance(v, dict) and isinstance(v.get('started'), (int, float)))
+    return out
+
+
+def first_verdict(doc):
+    """The first judged step's verdict (the canary's), or {}."""
+    for step in doc.get('steps') or []:
+        if step.get('judge'):
+            return step['judge']
+    return {}
+
+
 def report_markdown(doc):
     """report.md: the same facts for a person. Every text from outside goes through md_text."""
     lines = ['# Canary rollout of %s: %s' % (md_text(doc['backend']), md_text(str(doc['decision']).upper())), '',
@@ -135,14 +197,25 @@ def report_markdown(doc):
              '| decision | **%s** |' % md_text(doc['decision']),
              '| version | %s -> %s |' % (md_text(doc['previous_version']), md_text(doc['version'])),
              '| started / finished (UTC) | %s / %s (%s s) |' % (doc['started'], doc['finished'], doc['seconds'])]
+    if doc.get('run'):
+        lines.append('| run by | %s |' % md_text(origin_text(doc['run'])))
+    if doc.get('artifact'):
+        lines.append('| artifact | %s |' % md_text(artifact_text(doc['artifact'])))
     if doc['reason']:
-        lines.append('| reason | %s |' % md_text(doc['reason']))
+        # Once, as a short list in words; the statistics follow in the judgement.
+        items = doc.get('reasons') or reason_items(doc['reason'], doc.get('steps'))
+        lines = lines[:2] + ['## Why', ''] + ['- %s' % md_text(i, starts_line=True) for i in items] + [''] + lines[2:]
     lines += ['| rolled back | %s |' % (_md_names(doc['rolled_back']) or 'nothing'),
               '| repaired before start | %s |' % (_md_names(doc['repaired']) or 'nothing')]
     if doc['maintenance']:
         lines.append('| left alone (maintenance) | %s |' % _md_names(doc['maintenance']))
     if doc['lost']:
         lines.append('| lost | %s |' % md_text('; '.join(doc['lost_may_hold']) or ', '.join(doc['lost'])))
+    if doc.get('settings'):
+        limits = first_verdict(doc).get('thresholds')
+        lines += ['', '## Settings', '', '| | |', '|---|---|']
+        lines += ['| %s | %s |' % (md_text(k), md_text(v)) for k, v in settings_items(doc['settings'], doc.get('capacity'),
+                                                                                      limits)]
     lines += ['', '## Plan', '']
     for number, step in enumerate(doc['plan_steps'], 1):
         lines.append('%d. %s' % (number, md_text(' | '.join(', '.join(b) for b in step), starts_line=True)))
@@ -165,13 +238,19 @@ def report_markdown(doc):
             continue
         lines += _judgement_lines(step['step'], verdict, step.get('look'))
         lines += _traffic_lines(step.get('traffic'))
-    errors = [e for s in doc['steps'] for e in s['errors']]
+    errors = _other_errors(doc)
     for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes'])):
         if items:
             lines += ['', '### %s' % title, ''] + ['- %s' % md_text(e, starts_line=True) for e in items]
     lines += ['', '## Hosts', '', '| host | version |', '|---|---|']
     lines += ['| %s | %s |' % (md_text(h), md_text(v)) for h, v in sorted(doc['hosts'].items())]
     return '\n'.join(lines) + '\n'
+
+
+def _other_errors(doc):
+    """The steps' errors but the one the reason already says (printed once)."""
+    reason = doc.get('reason') or ''
+    return [e for s in doc.get('steps') or [] for e in s.get('errors') or [] if not (e and reason.endswith(e))]
 
 
 def _traffic_lines(traffic):

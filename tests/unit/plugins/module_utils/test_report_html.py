@@ -69,8 +69,12 @@ def test_numbers_are_rounded_for_reading_and_text_is_escaped():
     assert not re.search(r'\d\.0*[1-9]\d{3,}', re.sub(r'<[^>]+>', ' ', shown))
     assert re.search(r'<td class="num">(&lt;0\.001|\d\.\d\de-\d+)</td>', page)
     # Free text (reasons, errors) is escaped, never markup.
-    doc['reason'] += ' (p<0.001 <b>bold</b>)'
+    doc['reasons'][-1] += ' (p<0.001 <b>bold</b>)'
     assert 'p&lt;0.001 &lt;b&gt;bold&lt;/b&gt;' in report_html.report_html(doc)
+    # A report.json without the list (an older one): the list is made from the reason.
+    doc['reason'] = 'nothing was changed: app1 (p<0.001 <i>it</i>)'
+    del doc['reasons']
+    assert 'p&lt;0.001 &lt;i&gt;it&lt;/i&gt;' in report_html.report_html(doc)
 
 
 def test_a_rolled_back_run_shows_the_failed_batch_the_rollback_and_its_decision():
