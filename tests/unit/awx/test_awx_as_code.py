@@ -87,6 +87,62 @@ def test_workflow_gates_the_canary_with_an_approval():
     assert "rejectattr('variable', 'equalto', 'canary_pause')" in play["vars"]["awx_workflow_survey"]
 
 
+def load_play():
+    with open(os.path.join(AWX, "configure.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)[0]
+
+
+def awx_tasks(play, module):
+    return [t[module] for t in play["tasks"] if module in t]
+
+
+def test_every_template_asks_for_variables_on_launch():
+    play = load_play()
+    templates = awx_tasks(play, "awx.awx.job_template") + awx_tasks(play, "awx.awx.workflow_job_template")
+    assert len(templates) == 3
+    for template in templates:
+        # canary_* settings the survey does not ask for can be passed at launch.
+        assert template["ask_variables_on_launch"] is True, template["name"]
+
+
+def test_a_second_run_changes_no_workflow_node():
+    """Idempotent by construction, checked here without an AWX: awx.awx's workflow_job_template
+    finds each node by its identifier and updates it only where it differs, unless
+    destroy_current_nodes deletes them all first (then every run made them again)."""
+    task = awx_tasks(load_play(), "awx.awx.workflow_job_template")[0]
+    assert "destroy_current_nodes" not in task and "destroy_current_schema" not in task
+    identifiers = [n["identifier"] for n in task["workflow_nodes"]]
+    assert len(identifiers) == len(set(identifiers)) == 4 and all(identifiers)
+    for node in task["workflow_nodes"]:
+        # Every link names a node of this list, so the second run links the same nodes.
+        for links in (node.get("related") or {}).values():
+            assert all(link["identifier"] in identifiers for link in links), node["identifier"]
+        template = node["unified_job_template"]
+        # A template looked up by name and type; the approval's own template is found through its node.
+        assert template["type"] in ("job_template", "workflow_approval") and template["name"], node["identifier"]
+    # What awx.awx does with the nodes (the collection installed with ansible): looked up by identifier,
+    # then create_or_update_if_needed, which changes nothing when every field is the same.
+    module = os.path.join(os.path.dirname(yaml.__file__), os.pardir, "ansible_collections", "awx", "awx",
+                          "plugins", "modules", "workflow_job_template.py")
+    with open(module, encoding="utf-8") as handle:
+        source = handle.read()
+    assert "search_fields = {'identifier': workflow_node['identifier']}" in source
+    assert "existing_item = module.get_one('workflow_job_template_nodes', **{'data': search_fields})" in source
+    assert "module.create_or_update_if_needed(\n                    existing_item," in source
+    assert "if destroy_current_nodes:\n        destroy_workflow_nodes" in source
+
+
+def test_the_reports_go_where_the_job_can_keep_them():
+    play = load_play()
+    assert play["vars"]["awx_report_dir"] == "" and play["vars"]["awx_expose_report_dir"] is False
+    for template in awx_tasks(play, "awx.awx.job_template"):
+        assert template["extra_vars"] == "{{ awx_job_extra_vars }}"
+    assert "'canary_report_dir': awx_report_dir" in play["vars"]["awx_job_extra_vars"]
+    setting = [t for t in play["tasks"] if "awx.awx.settings" in t][0]
+    assert setting["awx.awx.settings"]["name"] == "AWX_ISOLATION_SHOW_PATHS"
+    assert setting["when"] == "awx_expose_report_dir | bool and awx_report_dir | length > 0"
+
+
 @pytest.mark.slow
 def test_every_awx_task_passes_its_module_argument_checks(tmp_path):
     with open(os.path.join(AWX, "configure.yml"), encoding="utf-8") as handle:
@@ -100,12 +156,13 @@ def test_every_awx_task_passes_its_module_argument_checks(tmp_path):
                ANSIBLE_LOCALHOST_WARNING="false", CONTROLLER_HOST="http://127.0.0.1:9", CONTROLLER_USERNAME="x",
                CONTROLLER_PASSWORD="y", ANSIBLE_PYTHON_INTERPRETER=sys.executable)
     proc = subprocess.run([exe, str(tmp_path / "configure.yml"), "-e", "awx_scm_url=https://git.example/deploy.git",
-                           "-e", "awx_inventory=production", "-e", "awx_credential=fleet"],
+                           "-e", "awx_inventory=production", "-e", "awx_credential=fleet",
+                           "-e", "awx_report_dir=/var/lib/canary-reports", "-e", "awx_expose_report_dir=true"],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
     results = dict((t["task"]["name"], t["hosts"]["localhost"]) for t in tasks if t["task"]["name"] != "Check the inputs")
-    assert len(results) == 4
+    assert len(results) == 5
     for name, result in results.items():
         # Past the argument checks, stopped at the connection.
         assert result["failed"] and "Connection refused" in result["msg"], (name, result)
