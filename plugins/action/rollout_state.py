@@ -28,12 +28,14 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._container import archive_digest, resolve_registry_digest
 from ansible_collections.grayrelease.canary.plugins.module_utils._contract import ANALYSIS_REGISTERS, REGISTERS
 from ansible_collections.grayrelease.canary.plugins.module_utils._lock import holder_gone, run_identity
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     ReleaseError,
     check_artifact,
     download,
+    file_sha256,
     is_url,
     parse_checksum,
 )
@@ -56,6 +58,7 @@ SETTING_NAMES = (
     'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
     'canary_min_power',
     'canary_underpowered', 'canary_judge_every_step', 'canary_balancer_driver', 'canary_nginx_upstream_file',
+    'canary_release_kind', 'canary_image',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
@@ -78,6 +81,24 @@ def _fetch_artifact(settings):
         shutil.rmtree(directory, ignore_errors=True)
         return ['canary_artifact: %s' % exc.msg]
     settings.update(artifact=path, artifact_source=url, artifact_download=directory)
+    return []
+
+
+def _pin_image(settings):
+    """The container kind: the image pinned to one digest, once, here, so that every host runs the
+    same bytes (an archive's image id; a registry tag's manifest digest now). [] or the problem."""
+    release = settings['release']
+    try:
+        if release.get('image'):
+            ref, digest = resolve_registry_digest(release['image'])
+            release.update(image=ref, digest=digest)
+        elif not settings['artifact_remote']:
+            if settings['checksum'] and parse_checksum(settings['checksum']) != file_sha256(settings['artifact']):
+                return ['canary_artifact=%s does not match canary_artifact_checksum' % settings['artifact']]
+            release['digest'] = archive_digest(settings['artifact'])
+    except ReleaseError as exc:
+        return ['%s: %s' % ('canary_image=%s' % release['image'] if release.get('image')
+                            else 'canary_artifact=%s' % settings['artifact'], exc.msg)]
     return []
 
 
@@ -197,12 +218,14 @@ class ActionModule(ActionBase):
             errors += _fetch_artifact(settings)
         if settings['artifact'] and not settings['artifact_remote'] and not is_url(settings['artifact']):
             settings['artifact'] = os.path.abspath(os.path.expanduser(settings['artifact']))
-            if not errors:
+            if not errors and settings['release_kind'] == 'tarball':
                 # A corrupt, unsafe or mismatching artifact is refused here,
                 # before the lock and before any host is touched.
                 errors += ['canary_artifact=%s: %s' % (engine.redact(settings.get('artifact_source', settings['artifact'])),
                                                        problem)
                            for problem in check_artifact(settings['artifact'], settings['checksum'] or None)]
+        if settings['release_kind'] == 'container' and not errors:
+            errors += _pin_image(settings)
         identities = {}
         for host in app_hosts:
             hv = hostvars[host]

@@ -38,7 +38,7 @@ ANALYSIS_REGISTERS = {
 # release acts through the kind-picking ones.
 BALANCER_READ = 'grayrelease.canary.balancer_info'
 BALANCER_ACT = 'grayrelease.canary.balancer_server'
-RELEASE = 'grayrelease.canary.release'
+RELEASE = 'grayrelease.canary.rollout_release'
 LOCK = 'grayrelease.canary.rollout_lock'
 HEALTH = 'grayrelease.canary.health_check'
 

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The balancer drivers the rollout knows, and how it calls them.
+"""The balancer drivers and release kinds the rollout knows, and how it calls them.
 
 Private to grayrelease.canary. The rollout's tasks call two action plugins,
 ``balancer_info`` (read a backend) and ``balancer_server`` (drain, ready,
@@ -17,6 +17,13 @@ and, where it checks health, finds it healthy), and the counters it has
 (``req_tot``, ``hrsp_5xx``, ``scur``, ``rate``; missing where it has none),
 and ``process.pid``: the process whose runtime state this is; another pid
 later means the balancer was restarted or reloaded.
+
+Release kinds work the same way: the rollout's release tasks call the
+``rollout_release`` action plugin with ``release`` (``{kind: tarball}``,
+``{kind: container, image: ..., digest: ...}``), which runs the kind's own
+action plugin and module (``release``, ``container_release``) with those
+options added. Both answer with the same keys (``current``, ``previous``,
+``installed``, ``installed_now``, ...), so the engine reads one shape.
 
 Capabilities say what a driver can observe, so the plan and the judge adapt:
 ``runtime_weights`` (a weight change needs no reload), ``live_counters``
@@ -47,8 +54,14 @@ DRIVERS = {
 }
 
 
+RELEASE_KINDS = {
+    'tarball': {'action': 'grayrelease.canary.release', 'options': ()},
+    'container': {'action': 'grayrelease.canary.container_release', 'options': ('image', 'digest', 'podman')},
+}
+
+
 class DriverError(ValueError):
-    """A balancer setting the drivers cannot take."""
+    """A balancer or release setting the drivers and kinds cannot take."""
 
 
 def module_call(balancer, kind, args):
@@ -72,6 +85,22 @@ def module_call(balancer, kind, args):
     merged = dict(args)
     merged.update((k, v) for k, v in balancer.items() if k != 'driver' and v is not None)
     return driver[kind], merged
+
+
+def release_call(release, args):
+    """(action name, its arguments) for the release kind ``release`` names, its options merged into ``args``."""
+    if not isinstance(release, dict) or release.get('kind') not in RELEASE_KINDS:
+        raise DriverError('release kind=%r is not one of %s (canary_release_kind)'
+                          % ((release or {}).get('kind') if isinstance(release, dict) else release,
+                             ', '.join(sorted(RELEASE_KINDS))))
+    kind = RELEASE_KINDS[release['kind']]
+    unknown = sorted(set(release) - set(kind['options']) - {'kind'})
+    if unknown:
+        raise DriverError('release option(s) %s do not apply to the %s kind (it takes %s)'
+                          % (', '.join(unknown), release['kind'], ', '.join(kind['options']) or 'none'))
+    merged = dict(args)
+    merged.update((k, v) for k, v in release.items() if k != 'kind' and v not in (None, ''))
+    return kind['action'], merged
 
 
 def capabilities(name):

@@ -12,8 +12,10 @@ import ast
 import json
 import re
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import SHA256_RE, is_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import (
     DRIVERS,
+    RELEASE_KINDS,
     capabilities as driver_capabilities,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
@@ -25,7 +27,6 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
 from ansible_collections.grayrelease.canary.plugins.module_utils._plan import PlanError, plan_steps
 from ansible_collections.grayrelease.canary.plugins.module_utils._power import UNDERPOWERED_POLICIES
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
-from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import SHA256_RE, is_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import check_metric_settings
 
 
@@ -63,6 +64,10 @@ DEFAULTS = {
     'canary_settle_seconds': 2,
     'canary_haproxy_socket': '/run/haproxy/admin.sock',
     'canary_balancer_driver': 'haproxy',
+    'canary_release_kind': 'tarball',
+    # canary_release_kind=container: a registry reference (repo:tag, or repo@sha256:...) instead of an
+    # image archive as canary_artifact; a tag is pinned to its digest once, at the start of the run.
+    'canary_image': '',
     # Empty: /etc/nginx/grayrelease/<canary_backend>.conf.
     'canary_nginx_upstream_file': '',
     'canary_port': 8080,
@@ -79,6 +84,9 @@ DEFAULTS = {
     'canary_underpowered': 'warn',
 }
 
+
+# A registry reference as podman takes it: [registry/]repository[:tag][@sha256:digest], no spaces or options.
+IMAGE_RE = re.compile(r'^[a-z0-9][a-z0-9._/:-]*(?:@sha256:[0-9a-f]{64})?\Z')
 
 # How Ansible reports a task that hit its `timeout`: the host froze mid-task.
 TASK_TIMEOUT = 'in the expected time frame'
@@ -206,7 +214,7 @@ def check_settings(raw, artifact_exists=None):
         errors.append("canary_version=%r must be a release name of letters, digits, '.', '_', '+', '-' "
                       "(it becomes a directory name)" % (version,))
     settings['version'] = str(version) if version is not None else ''
-    _check_artifact(raw, get, settings, errors, artifact_exists)
+    _check_release(raw, get, settings, errors, artifact_exists)
 
     for key, name in (('backend', 'canary_backend'), ('service', 'canary_service')):
         value = raw.get(name)
@@ -303,6 +311,32 @@ def _limit(value, errors):
         errors.append('canary_limit=%r must be app host names, a list or separated by commas' % (value,))
         return []
     return [n.strip() for n in names]
+
+
+def _check_release(raw, get, settings, errors, artifact_exists):
+    """settings['release']: the kind and its options, as the rollout_release action plugin takes them.
+    A container image from a registry (canary_image) needs no canary_artifact; its digest is pinned by the
+    coordinator at the start of the run (settings['release']['digest'])."""
+    kind = get('canary_release_kind')
+    if kind not in RELEASE_KINDS:
+        errors.append('canary_release_kind=%r must be one of %s' % (kind, ', '.join(sorted(RELEASE_KINDS))))
+        kind = 'tarball'
+    settings['release_kind'] = kind
+    settings['release'] = {'kind': kind}
+    image = get('canary_image')
+    image = image.strip() if isinstance(image, str) else image
+    if image and kind != 'container':
+        errors.append('canary_image=%r needs canary_release_kind=container (it is %s)' % (image, kind))
+    if kind == 'container' and image:
+        if not isinstance(image, str) or not IMAGE_RE.match(image):
+            errors.append('canary_image=%r must be a registry reference: REPOSITORY:TAG or REPOSITORY@sha256:DIGEST'
+                          % (image,))
+        if raw.get('canary_artifact'):
+            errors.append('give canary_image (a registry reference) or canary_artifact (an image archive), not both')
+        settings['release']['image'] = image
+        settings.update(artifact='', artifact_remote=False, artifact_url=False, checksum='')
+        return
+    _check_artifact(raw, get, settings, errors, artifact_exists)
 
 
 def _check_artifact(raw, get, settings, errors, artifact_exists):

@@ -106,3 +106,36 @@ def test_the_phases_the_engine_sets_are_the_table_and_the_dispatch():
 def test_the_batch_phases_are_in_the_order_of_the_table():
     order = list(contract.PHASES)
     assert [order.index(p) for p in contract.BATCH_PHASES] == sorted(order.index(p) for p in contract.BATCH_PHASES)
+
+
+def test_the_release_and_balancer_seams_name_each_kind_and_driver_and_refuse_others():
+    from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import DriverError, module_call, release_call
+    assert release_call({'kind': 'tarball'}, {'root': '/opt/x'}) == ('grayrelease.canary.release', {'root': '/opt/x'})
+    name, args = release_call({'kind': 'container', 'image': 'r/app@sha256:' + 'a' * 64, 'digest': ''}, {'state': 'info'})
+    assert name == 'grayrelease.canary.container_release' and args == {'state': 'info', 'image': 'r/app@sha256:' + 'a' * 64}
+    assert module_call({'driver': 'nginx', 'upstream_file': '/etc/u.conf'}, 'server', {'servers': ['a']}) == (
+        'grayrelease.canary.nginx_server', {'servers': ['a'], 'upstream_file': '/etc/u.conf'})
+    for bad, call in (({'kind': 'rpm'}, release_call), ({'kind': 'tarball', 'image': 'x'}, release_call),
+                      ({'driver': 'f5'}, lambda b, a: module_call(b, 'info', a)),
+                      ({'driver': 'haproxy', 'upstream_file': '/x'}, lambda b, a: module_call(b, 'info', a))):
+        try:
+            call(bad, {})
+        except DriverError as exc:
+            assert repr(bad.get('kind') or bad.get('driver')) in str(exc) or 'upstream_file' in str(exc) or 'image' in str(exc)
+        else:
+            raise AssertionError('accepted %r' % (bad,))
+
+
+def test_the_engine_settings_refuse_an_unknown_kind_or_driver_and_an_image_without_the_container_kind():
+    base = {'canary_version': 'v2', 'canary_backend': 'web', 'canary_service': 'web', 'canary_artifact': '/tmp/x.tar.gz'}
+    settings, errors = engine.check_settings(dict(base, canary_release_kind='rpm', canary_balancer_driver='f5'))
+    assert any("canary_release_kind='rpm'" in e for e in errors) and any("canary_balancer_driver='f5'" in e for e in errors)
+    settings, errors = engine.check_settings(dict(base, canary_image='r/app:v2'))
+    assert any('canary_image' in e and 'container' in e for e in errors)
+    settings, errors = engine.check_settings(dict(base, canary_release_kind='container', canary_artifact='',
+                                                  canary_image='r/app:v2'))
+    assert not errors and settings['release'] == {'kind': 'container', 'image': 'r/app:v2'} and settings['artifact'] == ''
+    settings, errors = engine.check_settings(dict(base, canary_release_kind='container', canary_image='r/app:v2 --rm'))
+    assert any("canary_image='r/app:v2 --rm'" in e for e in errors)
+    settings, errors = engine.check_settings(dict(base, canary_balancer_driver='nginx'))
+    assert not errors and settings['balancer'] == {'driver': 'nginx', 'upstream_file': '/etc/nginx/grayrelease/web.conf'}
