@@ -32,7 +32,19 @@ Environment:
                     the same work as the engine before it, so a before/after
                     comparison measures the engine, not the extra windows); the
                     ratio subtracts one analysis window per judged step
-  BENCH_OUT (default .build/bench-rollout.json)
+  BENCH_OUT (default .build/bench-rollout.json, with ssh .build/bench-rollout-ssh.json)
+  BENCH_TRANSPORT=docker|ssh (default docker): how both playbooks reach the
+                    hosts. docker: community.docker.docker on the default fleet
+                    (inventory/local-fleet). ssh: ansible_connection=ssh as the
+                    unprivileged user deploy with become through sudo,
+                    pipelining and ControlPersist (docs/ssh.md), on the
+                    inventory molecule/ssh/sshd.yml writes; the fleet is set up
+                    and reseeded over docker exec as before.
+  BENCH_SSH_FLEET=ssh|default (with BENCH_TRANSPORT=ssh, default ssh): the
+                    ssh scenario's own fleet (ssh-lb1, ssh-app1..3; molecule
+                    -s ssh), or the default fleet (lb1, lb2, app1-6) with sshd
+                    started on it by molecule/ssh/sshd.yml (inventory in
+                    .build/ssh-default/; the issue's 6-host figure)
 Every wait is bounded; the load client stops by itself after 1500 s at most.
 """
 
@@ -52,6 +64,25 @@ BUILD = os.path.join(REPO, ".build")
 WORK = os.path.join(BUILD, "bench-rollout")
 APPS = ["app%d" % i for i in range(1, 7)]
 BALANCERS = ["lb1", "lb2"]
+# The molecule scenario whose create/converge sets up and reseeds the fleet.
+SCENARIO = "default"
+TRANSPORT = os.environ.get("BENCH_TRANSPORT", "docker")
+SSH_FLEET = os.environ.get("BENCH_SSH_FLEET", "ssh")
+SSH_SETUP = os.path.join(REPO, "molecule", "ssh", "sshd.yml")
+if TRANSPORT == "ssh" and SSH_FLEET == "ssh":
+    APPS = ["ssh-app%d" % i for i in range(1, 4)]
+    BALANCERS = ["ssh-lb1"]
+    SCENARIO = "ssh"
+    # molecule converge -s ssh writes it (molecule/ssh/sshd.yml).
+    INVENTORY = os.path.join(BUILD, "ssh", "inventory.yml")
+elif TRANSPORT == "ssh":
+    # sshd.yml run on the default fleet after its converge (ssh_setup_default_fleet).
+    INVENTORY = os.path.join(BUILD, "ssh-default", "inventory.yml")
+# The load runs inside the first balancer, against its own HAProxy.
+LOAD_HOST = BALANCERS[0]
+if TRANSPORT == "ssh":
+    # Apart from a docker-transport bench that may run at the same time.
+    WORK = os.path.join(BUILD, "bench-rollout-ssh")
 VERSION = "v2"
 ANALYSIS_COUNT = 1
 ANALYSIS_INTERVAL = 10
@@ -109,7 +140,9 @@ def base_env(collection_root=None):
 
 def playbook_env(collection_root, counter_out, batch_re=None):
     env = base_env(collection_root)
-    env.update(ANSIBLE_FORKS="10", ANSIBLE_PIPELINING="true", ANSIBLE_HOST_KEY_CHECKING="false",
+    env.update(ANSIBLE_FORKS="10", ANSIBLE_PIPELINING="true",
+               # Over SSH the inventory's known_hosts holds every host's key.
+               ANSIBLE_HOST_KEY_CHECKING="true" if TRANSPORT == "ssh" else "false",
                ANSIBLE_PYTHON_INTERPRETER="auto_silent", ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
                ANSIBLE_CALLBACK_PLUGINS=os.path.join(REPO, "bench", "callback_plugins"),
                ANSIBLE_CALLBACKS_ENABLED="task_counter", TASK_COUNTER_OUT=counter_out)
@@ -127,9 +160,18 @@ def fleet_up():
     # were removed since (another scenario with the same names): start over.
     present = subprocess.run(["docker", "inspect"] + BALANCERS + APPS, capture_output=True, check=False)
     if present.returncode != 0:
-        run(["molecule", "destroy", "-s", "default"], timeout=900, env=base_env(), check=True)
-    log("fleet: molecule create -s default")
-    run(["molecule", "create", "-s", "default"], timeout=900, env=base_env(), check=True)
+        run(["molecule", "destroy", "-s", SCENARIO], timeout=900, env=base_env(), check=True)
+    log("fleet: molecule create -s %s" % SCENARIO)
+    run(["molecule", "create", "-s", SCENARIO], timeout=900, env=base_env(), check=True)
+
+
+def ssh_setup_default_fleet():
+    """sshd, the login user and the SSH inventory on the default fleet (molecule/ssh/sshd.yml, idempotent)."""
+    env = base_env()
+    env.update(ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent")
+    run(["ansible-playbook", "-i", os.path.join(REPO, "inventory", "local-fleet", "hosts.yml"), SSH_SETUP,
+         "-e", "ssh_network=grayrelease-fleet", "-e", "ssh_out_dir=%s" % os.path.dirname(INVENTORY)],
+        timeout=900, env=env, check=True)
 
 
 def reseed():
@@ -140,7 +182,9 @@ def reseed():
         docker("exec", lb, "systemctl", "restart", "haproxy", timeout=60, check=False)
         docker("exec", lb, "rm", "-rf", "/var/lib/grayrelease-canary", "/tmp/load.json", "/tmp/load.stop",
                timeout=30, check=False)
-    run(["molecule", "converge", "-s", "default"], timeout=900, env=base_env(), check=True)
+    run(["molecule", "converge", "-s", SCENARIO], timeout=900, env=base_env(), check=True)
+    if TRANSPORT == "ssh" and SCENARIO == "default":
+        ssh_setup_default_fleet()
     for app in APPS:
         docker("exec", app, "sh", "-c",
                "cd /opt/demoapp/releases && for d in *; do [ \"$d\" = v1 ] || rm -rf \"$d\"; done",
@@ -164,9 +208,9 @@ def build_release():
 
 def load_start(seed):
     with open(os.path.join(REPO, "scripts", "load.py"), encoding="utf-8") as fh:
-        docker("exec", "-i", "lb1", "sh", "-c", "cat > /tmp/load.py", input_text=fh.read(), timeout=30)
-    docker("exec", "lb1", "rm", "-f", "/tmp/load.json", "/tmp/load.stop", timeout=30)
-    docker("exec", "-d", "lb1", "python3", "/tmp/load.py", "--url", "http://127.0.0.1/",
+        docker("exec", "-i", LOAD_HOST, "sh", "-c", "cat > /tmp/load.py", input_text=fh.read(), timeout=30)
+    docker("exec", LOAD_HOST, "rm", "-f", "/tmp/load.json", "/tmp/load.stop", timeout=30)
+    docker("exec", "-d", LOAD_HOST, "python3", "/tmp/load.py", "--url", "http://127.0.0.1/",
            "--rate", str(FAST_RATE), "--duration", "1500", "--max-requests", "100000",
            "--slow-url", "http://127.0.0.1/slow?seconds=%g" % SLOW_SECONDS, "--slow-rate", str(SLOW_RATE),
            "--slow-seconds", str(SLOW_SECONDS), "--slow-arrivals", SLOW_ARRIVALS, "--seed", str(seed),
@@ -175,10 +219,10 @@ def load_start(seed):
 
 
 def load_stop():
-    docker("exec", "lb1", "touch", "/tmp/load.stop", timeout=30)
+    docker("exec", LOAD_HOST, "touch", "/tmp/load.stop", timeout=30)
     deadline = time.monotonic() + SLOW_SECONDS + 40
     while time.monotonic() < deadline:
-        res = docker("exec", "lb1", "cat", "/tmp/load.json", check=False, timeout=30)
+        res = docker("exec", LOAD_HOST, "cat", "/tmp/load.json", check=False, timeout=30)
         if res.returncode == 0 and res.stdout.strip():
             return json.loads(res.stdout)
         time.sleep(0.5)
@@ -209,6 +253,11 @@ def run_one(which, artifact, collection_root, round_no=1):
                "-e", json.dumps(OURS_ARGS),
                "-e", "canary_report_dir=%s" % report_dir]
         env = playbook_env(collection_root, counter_out)
+    if TRANSPORT == "ssh":
+        # Each run opens its own SSH connections, as a fresh controller or AWX job does.
+        control_dir = os.path.join(WORK, "%s-cp" % tag)
+        shutil.rmtree(control_dir, ignore_errors=True)
+        cmd += ["-e", "ansible_control_path_dir=%s" % control_dir]
     log("%s: load on (fast %g req/s, slow %g s x %g req/s), playbook: %s"
         % (which, FAST_RATE, SLOW_SECONDS, SLOW_RATE, " ".join(cmd[3:])))
     load_start(seed=round_no)   # both sides of a round see the same arrivals
@@ -473,6 +522,10 @@ def summary(results, rounds):
 
 def main():
     which = os.environ.get("BENCH_WHICH", "both")
+    if TRANSPORT not in ("docker", "ssh") or SSH_FLEET not in ("ssh", "default"):
+        print("BENCH_TRANSPORT must be docker or ssh, not %r; BENCH_SSH_FLEET ssh or default, not %r"
+              % (TRANSPORT, SSH_FLEET), file=sys.stderr)
+        return 2
     if which not in ("baseline", "ours", "both"):
         print("BENCH_WHICH must be baseline, ours or both, not %r" % which, file=sys.stderr)
         return 2
@@ -498,11 +551,15 @@ def main():
             "load": {"fast_rate": FAST_RATE, "slow_rate": SLOW_RATE, "slow_seconds": SLOW_SECONDS,
                      "slow_arrivals": SLOW_ARRIVALS},
             "rounds": ROUNDS,
-            "ours_args": OURS_ARGS, "forks": 10, "pipelining": True}
+            "ours_args": OURS_ARGS, "forks": 10, "pipelining": True,
+            "transport": TRANSPORT, "fleet": {"scenario": SCENARIO, "balancers": BALANCERS, "apps": APPS},
+            "inventory": os.path.relpath(INVENTORY, REPO)}
     print("bench-rollout: %s; engine for ours %s @ %s%s" % (
         ", ".join(runs), engine, head or "?", " (+ uncommitted changes)" if dirty else ""))
-    print("load inside lb1: fast %g req/s to /, slow %g req/s (%s) to /slow?seconds=%g" % (
-        FAST_RATE, SLOW_RATE, SLOW_ARRIVALS, SLOW_SECONDS))
+    print("transport %s: %d balancer(s), %d app hosts (%s), inventory %s" % (
+        TRANSPORT, len(BALANCERS), len(APPS), ", ".join(BALANCERS + APPS), os.path.relpath(INVENTORY, REPO)))
+    print("load inside %s: fast %g req/s to /, slow %g req/s (%s) to /slow?seconds=%g" % (
+        LOAD_HOST, FAST_RATE, SLOW_RATE, SLOW_ARRIVALS, SLOW_SECONDS))
     rounds = []
     failures = []
     try:
@@ -537,7 +594,8 @@ def main():
     targets = summary(results, rounds)
     data = dict(meta, results=results, rounds=rounds, targets=targets, errors=failures)
     os.makedirs(BUILD, exist_ok=True)
-    out = os.environ.get("BENCH_OUT") or os.path.join(BUILD, "bench-rollout.json")
+    out = os.environ.get("BENCH_OUT") or os.path.join(BUILD, "bench-rollout%s.json" % (
+        "-ssh" if TRANSPORT == "ssh" else ""))
     with open(out, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
         fh.write("\n")

@@ -6,6 +6,10 @@
 # figures also in .build/bench-rollout.json. See bench/bench_rollout.py.
 #   make bench-rollout
 #   BENCH_WHICH=baseline|ours|both  BENCH_COLLECTION_ROOT=DIR  make bench-rollout
+# Over SSH (unprivileged login user, become through sudo, pipelining,
+# ControlPersist; docs/ssh.md) on the ssh scenario's fleet (ssh-lb1,
+# ssh-app1..3) or on the default fleet (lb1, lb2, app1-6) with sshd started:
+#   BENCH_TRANSPORT=ssh [BENCH_SSH_FLEET=ssh|default] make bench-rollout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
