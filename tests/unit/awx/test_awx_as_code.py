@@ -74,7 +74,7 @@ def test_workflow_gates_the_canary_with_an_approval():
     with open(os.path.join(AWX, "configure.yml"), encoding="utf-8") as handle:
         play = yaml.safe_load(handle)[0]
     task = next(t for t in play["tasks"] if "awx.awx.workflow_job_template" in t)["awx.awx.workflow_job_template"]
-    nodes = dict((n["identifier"], n) for n in task["workflow_nodes"])
+    nodes = dict((n["identifier"], n) for n in play["vars"]["awx_workflow_nodes"])
     assert task["extra_vars"] == {"canary_fail_on_pause": False}
     assert nodes["canary"]["extra_data"] == {"canary_pause": "manual"}
     assert nodes["canary"]["related"] == {"success_nodes": [{"identifier": "approve"}]}
@@ -105,31 +105,26 @@ def test_every_template_asks_for_variables_on_launch():
         assert template["ask_variables_on_launch"] is True, template["name"]
 
 
-def test_a_second_run_changes_no_workflow_node():
-    """Idempotent by construction, checked here without an AWX: awx.awx's workflow_job_template
-    finds each node by its identifier and updates it only where it differs, unless
-    destroy_current_nodes deletes them all first (then every run made them again)."""
-    task = awx_tasks(load_play(), "awx.awx.workflow_job_template")[0]
-    assert "destroy_current_nodes" not in task and "destroy_current_schema" not in task
-    identifiers = [n["identifier"] for n in task["workflow_nodes"]]
+def test_the_workflow_nodes_are_made_one_by_one_and_linked_after():
+    """The nodes by awx.awx.workflow_job_template_node, found by identifier (see
+    test_awx_idempotent.py for two runs against a stand-in API): never through the
+    workflow's workflow_nodes, which re-writes the approval template on every run,
+    nor with destroy_current_nodes, which makes every node anew."""
+    play = load_play()
+    workflow = awx_tasks(play, "awx.awx.workflow_job_template")[0]
+    assert "workflow_nodes" not in workflow and "destroy_current_nodes" not in workflow
+    nodes = play["vars"]["awx_workflow_nodes"]
+    identifiers = [n["identifier"] for n in nodes]
     assert len(identifiers) == len(set(identifiers)) == 4 and all(identifiers)
-    for node in task["workflow_nodes"]:
-        # Every link names a node of this list, so the second run links the same nodes.
+    for node in nodes:
         for links in (node.get("related") or {}).values():
             assert all(link["identifier"] in identifiers for link in links), node["identifier"]
-        template = node["unified_job_template"]
-        # A template looked up by name and type; the approval's own template is found through its node.
-        assert template["type"] in ("job_template", "workflow_approval") and template["name"], node["identifier"]
-    # What awx.awx does with the nodes (the collection installed with ansible): looked up by identifier,
-    # then create_or_update_if_needed, which changes nothing when every field is the same.
-    module = os.path.join(os.path.dirname(yaml.__file__), os.pardir, "ansible_collections", "awx", "awx",
-                          "plugins", "modules", "workflow_job_template.py")
-    with open(module, encoding="utf-8") as handle:
-        source = handle.read()
-    assert "search_fields = {'identifier': workflow_node['identifier']}" in source
-    assert "existing_item = module.get_one('workflow_job_template_nodes', **{'data': search_fields})" in source
-    assert "module.create_or_update_if_needed(\n                    existing_item," in source
-    assert "if destroy_current_nodes:\n        destroy_workflow_nodes" in source
+    made, linked = [t for t in play["tasks"] if "awx.awx.workflow_job_template_node" in t]
+    assert play["tasks"].index(made) < play["tasks"].index(linked)
+    assert made["loop"] == "{{ awx_workflow_nodes }}" and "success_nodes" not in made[
+        "awx.awx.workflow_job_template_node"]
+    assert set(linked["awx.awx.workflow_job_template_node"]) >= {"success_nodes", "failure_nodes"}
+    assert "approval_node" not in linked["awx.awx.workflow_job_template_node"]
 
 
 def test_the_reports_go_where_the_job_can_keep_them():
@@ -162,7 +157,8 @@ def test_every_awx_task_passes_its_module_argument_checks(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
     results = dict((t["task"]["name"], t["hosts"]["localhost"]) for t in tasks if t["task"]["name"] != "Check the inputs")
-    assert len(results) == 5
+    assert len(results) == 7
     for name, result in results.items():
-        # Past the argument checks, stopped at the connection.
-        assert result["failed"] and "Connection refused" in result["msg"], (name, result)
+        # Past the argument checks, stopped at the connection (a loop's every item).
+        for one in result.get("results") or [result]:
+            assert one["failed"] and "Connection refused" in one["msg"], (name, one)
