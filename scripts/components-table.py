@@ -147,7 +147,7 @@ def rewrite(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when README.md's table is stale")
     args = parser.parse_args(argv)
     with open(README, encoding="utf-8") as handle:

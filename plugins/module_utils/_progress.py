@@ -281,7 +281,6 @@ def _canary_groups(state):
     return canary, [h for h in state['app_hosts'] if h not in canary and h not in state['held']]
 
 
-
 # ---------------------------------------------------------------- the reason, the run, its settings
 
 # What a metric measures, for the reason in words.

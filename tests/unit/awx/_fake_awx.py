@@ -25,6 +25,7 @@ RELATED = ('survey_spec', 'credentials', 'labels', 'instance_groups', 'success_n
            'notification_templates_error', 'notification_templates_approvals', 'create_approval_template', 'update')
 PREFIX = '/api/v2/'
 
+
 class FakeAWX(object):
 
     def __init__(self):
@@ -127,6 +128,7 @@ class FakeAWX(object):
         found = [i for i in items if all(str(i.get(k)) == v for k, v in plain.items())
                  and (not either or any(str(i.get(k)) == v for k, v in either.items()))]
         return {'count': len(found), 'next': None, 'previous': None, 'results': found}
+
 
 def serve(fake):
     """(server, base URL) of a loopback HTTP server answering for fake; server.shutdown() stops it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -19,8 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _fake_awx import FakeAWX, serve  # noqa: E402  pylint: disable=wrong-import-position
 from test_awx_as_code import AWX, COLLECTIONS  # noqa: E402  pylint: disable=wrong-import-position
-
-import subprocess  # noqa: E402
 
 
 def configure(base, tmp_path):

@@ -197,9 +197,9 @@ def test_no_bar_is_drawn_under_a_verdict_or_decision_label(bad_canary):
     assert bars
     for kind, text, x0, x1, top, bottom, dummy, dummy2 in boxes:
         assert 0 <= x0 < x1 <= report_html.WIDTH, (text, x0, x1)
-        for bar in bars:
-            clear = bar[3] <= x0 or bar[1] >= x1 or bar[4] <= top or bar[2] >= bottom
-            assert clear, (text, bar)
+        for rect in bars:
+            clear = rect[3] <= x0 or rect[1] >= x1 or rect[4] <= top or rect[2] >= bottom
+            assert clear, (text, rect)
         assert '>%s</text></g>' % text in svg
     # Nor does one label sit on another.
     for a in boxes:
