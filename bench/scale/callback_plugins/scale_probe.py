@@ -72,13 +72,15 @@ class CallbackModule(CallbackBase):
         self.largest_result = {"bytes": 0}
         self.results = 0
         self.sized_seconds = 0.0
+        self.written = time.time()
 
     def _start(self, task, handler=False):
         name = task.get_name().strip().split(" : ", 1)[-1]
+        if self.tasks and (self.batch_re.search(name) or time.time() - self.written > 30):
+            # What is known so far, in case the run is stopped before its end
+            # (at every batch start, and at least every 30 s between tasks).
+            self._write(partial=True)
         if self.batch_re.search(name):
-            if self.batches:
-                # What is known so far, in case the run is stopped before its end.
-                self._write(partial=True)
             self.batches += 1
             self.segment = "batch %d" % self.batches
         elif self.batches and self.segment != "finish" and self.finish_re.search(name):
@@ -144,6 +146,7 @@ class CallbackModule(CallbackBase):
         self._write(partial=False)
 
     def _write(self, partial):
+        self.written = time.time()
         if not self.out:
             return
         end = time.time() - self.t0
