@@ -5,6 +5,7 @@ become through sudo, pipelining and ControlPersist, host keys checked against
 the test's known_hosts. In order: the transport itself, v1 -> v2 promoted
 under load, a failing canary rolled back, a login user without sudo refused.
 Wall times are printed (pytest -s) and appended to .build/ssh-measurements.jsonl."""
+import re
 import subprocess
 
 from conftest import (APPS, BALANCERS, HOSTS, INVENTORY, Load, assert_fleet_serving, build_release,
@@ -35,8 +36,9 @@ def test_fleet_is_reached_over_ssh_as_an_unprivileged_user_with_sudo():
                               "-e", "ansible_become=%s" % become], env=ssh_env(), capture_output=True, text=True,
                              timeout=120, check=False)
         assert res.returncode == 0, res.stdout + res.stderr
+        out = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)
         for host in HOSTS:
-            assert "%s | CHANGED | rc=0 >>\n%s\n" % (host, expected) in res.stdout, res.stdout
+            assert "%s | CHANGED | rc=0 >>\n%s\n" % (host, expected) in out, out
     # Root cannot log in; only keys are accepted.
     config = docker("exec", "ssh-app1", "sshd", "-T").stdout
     assert "permitrootlogin no" in config and "passwordauthentication no" in config
