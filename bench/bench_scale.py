@@ -291,7 +291,7 @@ def make_hosts(work, template, n, port_base):
     shutil.rmtree(hosts_dir, ignore_errors=True)
     os.makedirs(hosts_dir)
     hosts = [("h%04d" % i, port_base + i) for i in range(1, n + 1)]
-    for name, _ in hosts:
+    for name, _port in hosts:
         shutil.copytree(template, os.path.join(hosts_dir, name), symlinks=True)
     return hosts
 
