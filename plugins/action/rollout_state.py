@@ -58,6 +58,7 @@ SETTING_NAMES = (
     'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
     'canary_min_power',
     'canary_underpowered', 'canary_judge_every_step', 'canary_balancer_driver', 'canary_nginx_upstream_file',
+    'canary_nginx_access_log',
     'canary_release_kind', 'canary_image',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
 )

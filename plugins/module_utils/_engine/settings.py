@@ -70,6 +70,8 @@ DEFAULTS = {
     'canary_image': '',
     # Empty: /etc/nginx/grayrelease/<canary_backend>.conf.
     'canary_nginx_upstream_file': '',
+    # Empty: no request counters from nginx (the judge has the probe's samples only).
+    'canary_nginx_access_log': '',
     'canary_port': 8080,
     'canary_limit': [],
     'canary_judge_every_step': True,
@@ -88,8 +90,10 @@ DEFAULTS = {
 # A registry reference as podman takes it: [registry/]repository[:tag][@sha256:digest], no spaces or options.
 IMAGE_RE = re.compile(r'^[a-z0-9][a-z0-9._/:-]*(?:@sha256:[0-9a-f]{64})?\Z')
 
-# How Ansible reports a task that hit its `timeout`: the host froze mid-task.
-TASK_TIMEOUT = 'in the expected time frame'
+# How Ansible reports a task that hit its `timeout` (the host froze mid-task): ansible-core
+# up to 2.18 "... failed to execute in the expected time frame (N) and was terminated", 2.19
+# "Timed out after N second(s)." (ansible/_internal/_errors/_alarm_timeout.py).
+TASK_TIMEOUTS = ('in the expected time frame', 'Timed out after ')
 
 
 class EngineError(ValueError):
@@ -300,6 +304,11 @@ def _check_balancer(get, settings, errors):
     if not isinstance(upstream_file, str) or not upstream_file.startswith('/') or '/../' in upstream_file + '/':
         errors.append('canary_nginx_upstream_file=%r must be an absolute path without ..' % (upstream_file,))
     settings['balancer'] = {'driver': driver, 'upstream_file': upstream_file}
+    access_log = get('canary_nginx_access_log')
+    if access_log:
+        if not isinstance(access_log, str) or not access_log.startswith('/'):
+            errors.append('canary_nginx_access_log=%r must be an absolute path' % (access_log,))
+        settings['balancer']['access_log'] = access_log
 
 
 def _limit(value, errors):

@@ -975,7 +975,13 @@ def test_a_long_rollback_keeps_its_lock_fresh_and_goes_on_if_it_cannot():
             assert state['decision'] == 'rolled_back' and errors == []
 
 
-def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
+@pytest.mark.parametrize('message', [
+    # ansible-core <= 2.18
+    'The haproxy_server action failed to execute in the expected time frame (90) and was terminated',
+    # ansible-core 2.19 (seen on the nginx fleet with a paused balancer)
+    'Task failed: Timed out after 90 second(s).',
+])
+def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message):
     fleet = FakeFleet()
     conf, errors = settings()
     state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
@@ -983,8 +989,7 @@ def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout():
         engine.record(state, fleet.answer(state), 2.0)
     engine.begin_batch(state, 0, 3.0)
     frozen = fleet.answer(state)
-    frozen['balancers']['lb2'] = {
-        'failed': True, 'msg': 'The haproxy_server action failed to execute in the expected time frame (90) and was terminated'}
+    frozen['balancers']['lb2'] = {'failed': True, 'msg': message}
     engine.record(state, frozen, 4.0)
     assert 'lb2' in state['lost'] and state['halt'] is not None
 
