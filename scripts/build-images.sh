@@ -69,15 +69,15 @@ debootstrap --variant=minbase --include="$include" --cache-dir="$cache/debs" \
     echo "build-images: debootstrap failed; full log: $cache/debootstrap.log" >&2
     exit 1
   }
-apt_include=$(grep -Ev '^[[:space:]]*(#|$)' "$recipe/packages-apt.txt" | paste -sd' ' -)
-if [ -n "$apt_include" ]; then
-  echo "build-images: apt-get install in the root ($apt_include)"
+mapfile -t apt_packages < <(grep -Ev '^[[:space:]]*(#|$)' "$recipe/packages-apt.txt")
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  echo "build-images: apt-get install in the root (${apt_packages[*]})"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   mount -t proc proc "$root/proc"
   # No service may start in the chroot: policy-rc.d says no to every one.
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
   { chroot "$root" apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends $apt_include; } \
+    && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"; } \
     > "$cache/apt.log" 2>&1 || {
       tail -n 30 "$cache/apt.log" >&2
       echo "build-images: apt-get install failed; full log: $cache/apt.log" >&2

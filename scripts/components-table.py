@@ -4,10 +4,10 @@ collection itself so it cannot go stale: each playbook's opening comment,
 each filter's and callback's and module's DOCUMENTATION short_description,
 each role's meta/argument_specs.yml short_description.
 
-Action plugins without a module of the same name (balancer_info,
-balancer_server, rollout_release: the rollout role's internal steps) have no
-documentation of their own and are left out; an action plugin with a module
-of its name is that module.
+An action plugin is documented by the module of its name (ansible-test
+requires one), so it is that module's row; the rollout role's internal steps
+(balancer_info, balancer_server, rollout_release) say so in their own
+short_description. An action plugin without such a module is refused here.
 
     python scripts/components-table.py           rewrite the table in README.md
     python scripts/components-table.py --check   exit 1 and show the difference when it is stale
@@ -104,8 +104,8 @@ def python_plugins(kind, label):
     return rows
 
 
-def internal_actions():
-    """Action plugins no module documents: the rollout role's own steps."""
+def undocumented_actions():
+    """Action plugins no module of their name documents (ansible-test's action-plugin-docs refuses them too)."""
     modules = set(n[:-3] for n in os.listdir(os.path.join(REPO, "plugins", "modules")) if n.endswith(".py"))
     return sorted(n[:-3] for n in os.listdir(os.path.join(REPO, "plugins", "action"))
                   if n.endswith(".py") and not n.startswith("_") and n[:-3] not in modules)
@@ -130,10 +130,10 @@ def table():
         + python_plugins("callback", "callback")
     lines = [BEGIN, "", "| kind | name | what for |", "|---|---|---|"]
     lines += ["| %s | %s | %s |" % row for row in rows]
-    internal = internal_actions()
-    if internal:
-        lines += ["", "Internal to the rollout role, not for your playbooks (no documentation of their own): "
-                  "the action plugins %s." % ", ".join("`%s`" % n for n in internal)]
+    undocumented = undocumented_actions()
+    if undocumented:
+        raise SystemExit("action plugin(s) %s have no module of their name to document them: add "
+                         "plugins/modules/NAME.py with DOCUMENTATION, EXAMPLES and RETURN" % ", ".join(undocumented))
     lines += ["", END]
     return "\n".join(lines)
 

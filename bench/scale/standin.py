@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stand-in services of the scale harness (bench/bench_scale.py): the service
 of N simulated app hosts in ONE asyncio process, each on its own loopback port.

@@ -44,7 +44,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._container impo
     repository_name,
     resolve_registry_digest,
 )
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import is_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import is_url
 
 MODULE = 'grayrelease.canary.container_release'
 # States that may load or pull the image; the others never need it.

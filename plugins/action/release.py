@@ -44,9 +44,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.utils.vars import merge_hash
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
-    MARKER,
-    Host,
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import MARKER, Host
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
     ReleaseError,
     checksum_mismatch_msg,
     download,

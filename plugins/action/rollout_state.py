@@ -31,7 +31,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils import _engine 
 from ansible_collections.grayrelease.canary.plugins.module_utils._container import archive_digest, resolve_registry_digest
 from ansible_collections.grayrelease.canary.plugins.module_utils._contract import ANALYSIS_REGISTERS, REGISTERS
 from ansible_collections.grayrelease.canary.plugins.module_utils._lock import holder_gone, run_identity
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
     ReleaseError,
     check_artifact,
     download,

@@ -61,7 +61,6 @@ class UnsafeArchive(ReleaseError):
     """The archive holds a member that must not be unpacked."""
 
 
-
 def parse_checksum(value, what='checksum'):
     """'sha256:<hex>' or bare hex -> lower-case hex; ReleaseError otherwise."""
     match = SHA256_RE.match(str(value).strip())
@@ -190,7 +189,6 @@ def make_dirs(path, uid=None, gid=None):
         if uid is not None:
             os.lchown(directory, uid, gid)
     return created
-
 
 
 def _parts(name):

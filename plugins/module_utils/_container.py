@@ -39,15 +39,15 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._http import De
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
     SERVICE_RE,
     VERSION_RE,
-    ReleaseError,
     _write_new,
-    bring_up,
     check_root_safe,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._systemd import bring_up, unit_state, url_ready
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
+    ReleaseError,
     checksum_mismatch_msg,
     file_sha256,
     parse_checksum,
-    unit_state,
-    url_ready,
 )
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')

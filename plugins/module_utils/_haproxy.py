@@ -32,23 +32,14 @@ import io
 import socket
 import time
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (  # noqa: F401 (the modules' names)
-    NAME_RE,
-    PROBE_SPEC,
-    STATES,
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (
     BalancerError as HAProxyError,
     Control,
-    diff_text,
     hand_over as _hand_over,
-    plan_changes,
-    predict,
     probe_before_ready as _probe_before_ready,
-    resolve_weight,
-    run_probe,
     validate_name,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import capabilities
-from ansible_collections.grayrelease.canary.plugins.module_utils._weights import MAX_WEIGHT  # noqa: F401
 
 ADMF_FMAINT = 0x01
 ADMF_IMAINT = 0x02

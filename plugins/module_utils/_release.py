@@ -15,8 +15,8 @@ callable, and time through ``clock()`` / ``sleep(s)``, so the unit tests fake
 them. ``apply(params, ...)`` is the one entry point of the module.
 
 The tarball itself (checksum, download, the archive's safety, unpacking) is
-_artifact.py; the service under systemd is _systemd.py. Their names are
-importable from here too, as they were before the split.
+_artifact.py; the service under systemd is _systemd.py: their names are
+imported from there.
 """
 
 from __future__ import annotations
@@ -54,13 +54,6 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._artifact impor
     unpacked_bytes,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._systemd import bring_up, unit_state, url_ready
-# Importable from here as before the split (the action plugins, the container kind, the tests).
-from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (  # noqa: F401
-    SHA256_RE,
-    UnsafeArchive,
-    check_artifact,
-    file_sha256,
-)
 
 
 STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
@@ -218,7 +211,6 @@ def resolve_owner(owner, group):
     return uid, gid
 
 
-
 class Host(object):
     """The release layout under one root."""
 
@@ -324,7 +316,6 @@ class Host(object):
         except OSError:
             trash = path
         shutil.rmtree(trash)
-
 
 
 class Release(object):

@@ -19,7 +19,6 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._artifact impor
 LOG_LINES = 8
 
 
-
 def unit_state(run, service):
     rc, out, err = run(['systemctl', 'show', service, '--property=ActiveState', '--property=SubState'])
     values = {}

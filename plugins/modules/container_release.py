@@ -289,7 +289,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._container import apply
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError
 
 
 def main():

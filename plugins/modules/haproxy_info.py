@@ -162,13 +162,8 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._claims import load as load_claims
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
-    PROBE_SPEC,
-    HAProxyError,
-    RuntimeAPI,
-    gather_info,
-    run_probe,
-)
+from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyError, RuntimeAPI, gather_info
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import PROBE_SPEC, run_probe
 
 
 def main():

@@ -346,13 +346,13 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
-    PROBE_SPEC,
     HAProxyError,
     RuntimeAPI,
     ServerControl,
     hand_over,
     probe_before_ready,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import PROBE_SPEC
 
 
 def main():

@@ -330,7 +330,8 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, apply
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import apply
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError
 
 
 def main():

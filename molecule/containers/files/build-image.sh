@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the demo app's container image offline from what the fleet host has
 # (python3 and its libraries, no registry) and save it as a docker-archive:
 #   build-image.sh VERSION CRASH(true|false) APP_PY OUT_DIR

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Servers out of rotation on one nginx balancer, sampled every --interval from the
 collection's upstream file (a server is out when its line carries `down`), bounded by

@@ -48,7 +48,8 @@ def workflow_definition():
     with open(os.path.join(AWX, "configure.yml"), encoding="utf-8") as handle:
         play = yaml.safe_load(handle)[0]
     task = next(t for t in play["tasks"] if "awx.awx.workflow_job_template" in t)["awx.awx.workflow_job_template"]
-    nodes = dict((n["identifier"], n) for n in task["workflow_nodes"])
+    # configure.yml makes the nodes one by one from this list (see its comment on why).
+    nodes = dict((n["identifier"], n) for n in play["vars"]["awx_workflow_nodes"])
     return task["extra_vars"], nodes
 
 

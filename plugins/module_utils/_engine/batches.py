@@ -123,8 +123,8 @@ def after_drain(state, results, now):
 def _switch_act(state, batch, now):
     # Only a host without the release needs the artifact (and the long timeout of a transfer).
     set_act(state, 'switch', now, apps=list(batch['hosts']),
-             install=[h for h in batch['hosts'] if h in state.get('lacking', [])],
-             ready_urls=dict((h, _local_url(state['identities'][h]['health_url'])) for h in batch['hosts']))
+            install=[h for h in batch['hosts'] if h in state.get('lacking', [])],
+            ready_urls=dict((h, _local_url(state['identities'][h]['health_url'])) for h in batch['hosts']))
 
 
 def _local_url(url):
@@ -292,9 +292,9 @@ def after_ready(state, results, now):
         if start is not None:
             state['analysis_start'] = start
         set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
-                 count=settings['analysis_count'], interval=settings['analysis_interval'],
-                 urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
-                 counters_at_start=start is not None, **analysis)
+                count=settings['analysis_count'], interval=settings['analysis_interval'],
+                urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
+                counters_at_start=start is not None, **analysis)
         return
     _end_batch(state, end)
     if following:

@@ -52,7 +52,7 @@ def test_a_stale_table_is_found_and_rewritten():
         raise AssertionError("a README without the end marker was accepted")
 
 
-def test_every_documented_plugin_and_role_has_its_row_and_internal_actions_none():
+def test_every_documented_plugin_and_role_has_its_row():
     tool = script()
     table = tool.table()
     modules = [n[:-3] for n in os.listdir(os.path.join(REPO, "plugins", "modules")) if n.endswith(".py")]
@@ -66,13 +66,31 @@ def test_every_documented_plugin_and_role_has_its_row_and_internal_actions_none(
     for name in ("rollout_plan", "rollout_steps", "canary_weights", "canary_metrics"):
         assert "| filter | `grayrelease.canary.%s` |" % name in table, name
     assert "| callback | `grayrelease.canary.rollout_progress` |" in table
-    # The rollout role's own action plugins: named as internal, no row of their own.
-    for name in ("balancer_info", "balancer_server"):
-        assert name in tool.internal_actions() and "`grayrelease.canary.%s`" % name not in table
+    # The rollout role's own action plugins: documented, and their row says they are internal.
+    assert tool.undocumented_actions() == []
+    for name in ("balancer_info", "balancer_server", "rollout_release"):
+        assert "| module | `grayrelease.canary.%s` | Internal to the rollout role - " % name in table, name
     # Each row's words are its plugin's own short_description.
     with open(os.path.join(REPO, "plugins", "modules", "haproxy_info.py"), encoding="utf-8") as handle:
         short = re.search(r"^short_description: (.*)$", handle.read(), re.M).group(1)
     assert "| module | `grayrelease.canary.haproxy_info` | %s |" % short in table
+
+
+def test_an_action_plugin_without_its_documentation_is_refused(monkeypatch):
+    tool = script()
+    real_listdir = os.listdir
+
+    def listdir(path):
+        names = real_listdir(path)
+        return names + ["shadow_step.py"] if path.endswith(os.path.join("plugins", "action")) else names
+    monkeypatch.setattr(tool.os, "listdir", listdir)
+    assert tool.undocumented_actions() == ["shadow_step"]
+    try:
+        tool.table()
+    except SystemExit as exc:
+        assert "shadow_step" in str(exc) and "plugins/modules/NAME.py" in str(exc)
+    else:
+        raise AssertionError("an undocumented action plugin was accepted")
 
 
 def test_every_readme_link_works_on_galaxy():

@@ -11,7 +11,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.grayrelease.canary.plugins.filter.canary_weights import FilterModule
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyError, resolve_weight
+from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyError
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import resolve_weight
 
 FILTER = FilterModule().filters()["canary_weights"]
 FLEET = {"app1": 1, "app2": 1, "app3": 1}

@@ -761,8 +761,8 @@ def test_server_and_haproxy_names_with_a_trailing_newline_are_refused():
     ident = identities()
     ident['app1']['server'] = 'app1\n'
     assert any("canary_server='app1\\n'" in e for e in engine.check_hosts(APPS, LBS, ident, 'lb1', APPS + LBS))
-    from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyError, validate_name
-    with pytest.raises(HAProxyError):
+    from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import BalancerError, validate_name
+    with pytest.raises(BalancerError):
         validate_name('server', 'app1\n')
 
 

@@ -14,6 +14,8 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import
     parse_servers_state,
     parse_show_info,
     parse_show_stat,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (
     plan_changes,
     resolve_weight,
     validate_name,

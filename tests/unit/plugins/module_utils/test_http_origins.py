@@ -17,7 +17,7 @@ import pytest
 from ansible_collections.grayrelease.canary.plugins.module_utils import _http
 from ansible_collections.grayrelease.canary.plugins.module_utils._health import build_targets, check_urls, run_checks
 from ansible_collections.grayrelease.canary.plugins.module_utils._prometheus import fetch, run_queries
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import ReleaseError, download
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError, download
 from ansible_collections.grayrelease.canary.plugins.module_utils._sample import sample
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,8 +11,10 @@ import tarfile
 import pytest
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _artifact, _release
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
-    ReleaseError, UnsafeArchive, apply, bring_up, file_sha256, parse_checksum, url_ready)
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
+    ReleaseError, UnsafeArchive, file_sha256, parse_checksum)
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import apply
+from ansible_collections.grayrelease.canary.plugins.module_utils._systemd import bring_up, url_ready
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -760,7 +762,7 @@ def test_url_ready_probes_real_http():
 
 
 def test_check_artifact_on_the_controller_names_every_problem(tmp_path):
-    from ansible_collections.grayrelease.canary.plugins.module_utils._release import check_artifact
+    from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import check_artifact
     good = app_tar(tmp_path)
     assert check_artifact(good) == []
     assert check_artifact(good, 'sha256:' + file_sha256(good)) == []

@@ -20,8 +20,8 @@ import pytest
 
 from ansible_collections.grayrelease.canary.plugins.action import rollout_state as coordinator
 from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
-    ReleaseError, apply, download, file_sha256)
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import apply
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError, download, file_sha256
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))))
