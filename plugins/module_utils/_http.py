@@ -238,10 +238,12 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(self._connection, req, context=self._context)
 
 
-def open_url(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, deadline=None):
-    """GET url and return the response (an http.client.HTTPResponse), after
-    redirects (OriginRedirectHandler). ``user:password@`` in url is sent as
-    Basic authentication; ``headers`` are added, and win over both.
+def open_url(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None, deadline=None, data=None):
+    """GET url (POST ``data``, bytes, when given) and return the response (an
+    http.client.HTTPResponse), after redirects (OriginRedirectHandler; urllib
+    follows a POST's 301-303 as a GET without the body, and none of its 307 or
+    308). ``user:password@`` in url is sent as Basic authentication;
+    ``headers`` are added, and win over both.
 
     ``timeout`` bounds each connect and read; ``deadline`` (a Deadline) the
     whole exchange. Proxies come from the environment, as urllib has them.
@@ -261,4 +263,4 @@ def open_url(url, headers=None, timeout=10.0, validate_certs=True, ca_path=None,
     else:
         handlers = [_HTTPHandler(deadline), _HTTPSHandler(context, deadline)]
     opener = urllib.request.build_opener(OriginRedirectHandler(), *handlers)
-    return opener.open(urllib.request.Request(url, headers=request_headers), timeout=timeout)
+    return opener.open(urllib.request.Request(url, data=data, headers=request_headers), timeout=timeout)
