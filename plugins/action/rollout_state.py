@@ -39,7 +39,9 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._artifact impor
     is_url,
     parse_checksum,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.notify import due as notify_due, notify
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.report import run_origin
+from ansible_collections.grayrelease.canary.plugins.module_utils._notify import body as notify_body, deliver
 from ansible_collections.grayrelease.canary.plugins.module_utils._report_html import report_html
 
 FACT = 'grayrelease_rollout'
@@ -61,7 +63,11 @@ SETTING_NAMES = (
     'canary_nginx_access_log',
     'canary_release_kind', 'canary_image',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
+    'canary_notify_url', 'canary_notify_format', 'canary_notify_headers', 'canary_notify_events',
+    'canary_notify_timeout', 'canary_notify_retries',
 )
+# Read again from the variables whenever a notification is sent: never kept in the state (a fact).
+NOTIFY_SECRETS = ('canary_notify_url', 'canary_notify_headers')
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
 # Every run's own copy of its report, beside the latest at the top of canary_report_dir;
 # the newest KEEP_RUNS of them are kept.
@@ -150,6 +156,8 @@ class ActionModule(ActionBase):
                                    '</h1><pre>%s</pre>\n' % html.escape(error)})
                 raise AnsibleActionFail('internal error in the coordinator (finish): %s; %s' % (
                     error, written.get('report_error') or 'a short report is in %s' % written['report_path']))
+            # What this call reached (a step begun or judged, a rollback begun), told as it happens.
+            self._notify(state, task_vars)
         result['changed'] = False
         result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
         if Display().verbosity < 3:
@@ -174,6 +182,7 @@ class ActionModule(ActionBase):
             if state['act'].get('phase') == 'pause':
                 # canary_pause seconds after a step: waited here, on the
                 # controller, where nothing else is going on meanwhile.
+                self._notify(state, task_vars)
                 time.sleep(float(state['act']['seconds']))
                 engine.record(state, {}, time.time())
         elif op == 'batch':
@@ -189,8 +198,47 @@ class ActionModule(ActionBase):
         else:
             engine.finish(state, now)
             _remove_download(state['settings'])
+            # Sent before the report is written, so that the report holds its delivery too.
+            self._notify(state, task_vars)
             return self._write_report(state)
         return {}
+
+    # -- notifications: sent from here, at the engine's transitions (no task of their own)
+
+    def _notify(self, state, task_vars):
+        """Send the webhook events the state has reached (engine notify). Bounded by
+        canary_notify_timeout per event; never fails the rollout."""
+        conf = state['settings'].get('notify') or {}
+        if not conf.get('enabled') or state['check_mode'] or not notify_due(state):
+            return
+        try:
+            secrets = self._notify_secrets(state, task_vars)
+            url = secrets.get('canary_notify_url') or ''
+            headers = secrets.get('canary_notify_headers') or {}
+            directory = _report_dir(state)
+            report = {'report': os.path.join(directory, 'report.json'),
+                      'report_run': os.path.join(directory, RUNS, _run_name(state), 'report.json')}
+
+            def send(event, summary):
+                return deliver(url, notify_body(event, summary, conf['format']), headers,
+                               timeout=conf['timeout'], retries=conf['retries'])
+            notify(state, time.time(), send, report)
+        except Exception as exc:  # pylint: disable=broad-except
+            # Never into the rollout; the message names no URL or header (only the error's kind).
+            state['notes'].append('notifications: not sent (%s)' % type(exc).__name__)
+
+    def _notify_secrets(self, state, task_vars):
+        """canary_notify_url and canary_notify_headers, looked up as at the start."""
+        hostvars = task_vars['hostvars']
+        apps = state['app_hosts']
+        reference = hostvars[apps[0]] if apps else {}
+        raw = {}
+        for name in NOTIFY_SECRETS:
+            if apps and name in reference:
+                raw[name] = reference[name]
+            elif name in task_vars:
+                raw[name] = task_vars[name]
+        return _plain(self._templar.template(raw))
 
     # -- start: settings and participants
 

@@ -27,6 +27,7 @@ Where things are (each module imports only the ones above it):
     preflight   lock, survey, releases, held servers, plan, repair
     batches     drain -> switch -> health -> ready, the canary weights, hand-over
     rollback    the touched hosts back in groups, weights restored, unstaging
+    notify      the webhook events a state has reached, each sent once (canary_notify_url)
     report      report.json, its Markdown, the summary
     finish      final versions, unlock, the decision
     dispatch    record() -> the phase's handler; advance(); view()

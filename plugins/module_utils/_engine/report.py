@@ -19,6 +19,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._progress impor
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state import score_text
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.notify import report_section as notify_section
 
 
 def decide(state):
@@ -128,6 +129,8 @@ def _report(state, iso):
         'staged_removed': state.get('unstaged', []),
         'sample_plan': state.get('sample_plan'),
         'hosts': state['final_versions'],
+        # Webhook deliveries (canary_notify_url): the URL's origin only, never its path or headers.
+        'notifications': notify_section(state),
     }
 
 
@@ -239,12 +242,26 @@ def report_markdown(doc):
         lines += _judgement_lines(step['step'], verdict, step.get('look'))
         lines += _traffic_lines(step.get('traffic'))
     errors = _other_errors(doc)
-    for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes'])):
+    for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes']),
+                         ('Notifications', _notification_lines(doc.get('notifications')))):
         if items:
             lines += ['', '### %s' % title, ''] + ['- %s' % md_text(e, starts_line=True) for e in items]
     lines += ['', '## Hosts', '', '| host | version |', '|---|---|']
     lines += ['| %s | %s |' % (md_text(h), md_text(v)) for h, v in sorted(doc['hosts'].items())]
     return '\n'.join(lines) + '\n'
+
+
+def _notification_lines(section):
+    """One line per webhook delivery: the event, delivered or why not, attempts and seconds."""
+    if not section or not section.get('enabled'):
+        return []
+    lines = []
+    for item in section.get('deliveries') or []:
+        lines.append('%s%s to %s: %s after %s attempt%s in %s s' % (
+            item.get('event'), ' (step %s)' % item['step'] if item.get('step') else '', section.get('target'),
+            'delivered' if item.get('delivered') else 'NOT delivered (%s)' % (item.get('error') or 'no answer'),
+            item.get('attempts'), '' if item.get('attempts') == 1 else 's', item.get('seconds')))
+    return lines
 
 
 def _other_errors(doc):

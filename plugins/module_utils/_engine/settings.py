@@ -18,6 +18,12 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import
     RELEASE_KINDS,
     capabilities as driver_capabilities,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._notify import (
+    DEFAULT_RETRIES as NOTIFY_RETRIES,
+    DEFAULT_TIMEOUT as NOTIFY_TIMEOUT,
+    EVENTS as NOTIFY_EVENTS,
+    check_settings as check_notify,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._judge import (
     CRITICAL_DIFFERENCE,
     CRITICAL_RATIO,
@@ -84,6 +90,13 @@ DEFAULTS = {
     'canary_request_rate': '',
     'canary_min_power': 0.8,
     'canary_underpowered': 'warn',
+    # Webhook notifications (module_utils/_notify): off while the URL is empty.
+    'canary_notify_url': '',
+    'canary_notify_format': 'json',
+    'canary_notify_headers': {},
+    'canary_notify_events': list(NOTIFY_EVENTS),
+    'canary_notify_timeout': NOTIFY_TIMEOUT,
+    'canary_notify_retries': NOTIFY_RETRIES,
 }
 
 
@@ -286,6 +299,11 @@ def check_settings(raw, artifact_exists=None):
                                                      settings['backend'])
     settings['limit'] = _limit(get('canary_limit'), errors)
     settings['metrics'] = check_metric_settings(raw, errors)
+    # Neither the webhook's URL nor its headers are kept (the state is printed at -vvv):
+    # the coordinator reads them again when it sends.
+    settings['notify'], notify_errors = check_notify(*[get('canary_notify_' + name) for name in (
+        'url', 'format', 'headers', 'events', 'timeout', 'retries')])
+    errors += notify_errors
     return settings, errors
 
 

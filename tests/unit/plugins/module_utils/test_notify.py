@@ -15,9 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
 from ansible_collections.grayrelease.canary.plugins.module_utils import _notify
 from ansible_collections.grayrelease.canary.plugins.module_utils._notify import EVENTS, body, check_settings, deliver
 
+# The engine's own advance(), wrapped by the engine-side tests below.
+ORIGINAL_ADVANCE = engine.advance
 SECRET = 'Bearer s3cr3t-t0ken-value'
 HEADERS = {'Authorization': SECRET, 'X-Team': 'team-secret-42'}
 SUMMARY = {'service': 'demoapp', 'backend': 'demoapp', 'version': 'v2', 'previous_version': 'v1', 'run_id': 'ab12cd34',
@@ -369,3 +372,132 @@ def test_a_redirect_to_another_origin_carries_no_header_and_is_not_delivered(rec
     assert [g['method'] for g in other.got] == ['GET']
     assert 'authorization' not in other.got[0]['headers'] and 'x-team' not in other.got[0]['headers']
     assert 'redirected to %s' % other.url in record['error']
+
+
+# -- the engine's side: which events a run reaches, in order, each once
+
+def _engine_run(monkeypatch, fleet_setup=None, deliver_with=None, **over):
+    """test_engine's simulated run, with notify() after every coordinator call, as the action plugin makes it."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_engine import FakeFleet, run  # pylint: disable=import-outside-toplevel
+    from ansible_collections.grayrelease.canary.plugins.module_utils._engine.notify import notify
+
+    sent = []
+
+    def send(event, summary):
+        sent.append((event, summary))
+        if deliver_with:
+            return deliver_with(event, summary)
+        return {'delivered': True, 'attempts': 1, 'status': 200, 'error': '', 'seconds': 0.01}
+
+    original = ORIGINAL_ADVANCE
+
+    def advance(state, op, call, now):
+        original(state, op, call, now)
+        notify(state, 5000.0, send, {'report': '/r/report.json', 'report_run': '/r/runs/x/report.json'})
+        return state
+
+    monkeypatch.setattr(engine, 'advance', advance)
+    fleet = FakeFleet()
+    if fleet_setup:
+        fleet_setup(fleet)
+    over.setdefault('canary_notify_url', 'https://hooks.example.com/services/SECRETPATH')
+    state = run(fleet, **over)
+    return state, sent
+
+
+def _events(sent):
+    return [(e, (s['step'] or {}).get('index')) for e, s in sent]
+
+
+def test_a_promoted_run_sends_every_event_in_order_once(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_steps=[1, '50%', '100%'], canary_max_unavailable=3)
+    assert state['decision'] == 'promoted'
+    assert _events(sent) == [('run_started', None), ('step_started', 1), ('step_finished', 1), ('step_started', 2),
+                             ('step_finished', 2), ('step_started', 3), ('step_finished', 3), ('finished', None)]
+    first = sent[0][1]
+    assert first['version'] == 'v2' and first['previous_version'] == 'v1' and first['service'] == 'demoapp'
+    assert first['steps'] == 3 and first['hosts'] == 6 and first['report'] == '/r/report.json'
+    canary = sent[2][1]
+    assert canary['verdict'] == 'pass' and canary['step']['canary'] is True and canary['step']['outcome'] == 'ok'
+    assert canary['step']['hosts'] == ['app1'] and canary['score'] == 100
+    last = sent[-1][1]
+    assert last['decision'] == 'promoted' and last['hosts'] == dict((h, 'v2') for h in state['app_hosts'])
+    records = state['notifications']
+    assert [r['event'] for r in records] == [e for e, dummy in sent]
+    assert all(r['delivered'] for r in records)
+    section = engine_report_section(state)
+    assert section['target'] == 'https://hooks.example.com' and 'SECRETPATH' not in json.dumps(section)
+
+
+def engine_report_section(state):
+    from ansible_collections.grayrelease.canary.plugins.module_utils._engine.notify import report_section
+    return report_section(state)
+
+
+def test_a_failing_canary_sends_its_verdict_then_the_rollback_then_the_decision(monkeypatch):
+    def bad(fleet):
+        fleet.bad_canary = True
+    state, sent = _engine_run(monkeypatch, fleet_setup=bad)
+    assert state['decision'] == 'rolled_back'
+    assert _events(sent) == [('run_started', None), ('step_started', 1), ('step_finished', 1),
+                             ('rolling_back', None), ('finished', None)]
+    judged = sent[2][1]
+    assert judged['verdict'] == 'fail' and judged['step']['outcome'] == 'failed' and 'judged fail' in judged['reason']
+    assert sent[3][1]['hosts_back'] == ['app1']
+    assert sent[4][1]['decision'] == 'rolled_back' and sent[4][1]['verdict'] == 'fail'
+
+
+def test_pauses_are_told(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_pause=5, canary_steps=[1, '100%'], canary_max_unavailable=3)
+    assert _events(sent)[:4] == [('run_started', None), ('step_started', 1), ('step_finished', 1), ('paused', 1)]
+    assert sent[3][1]['pause_seconds'] == 5
+    state, sent = _engine_run(monkeypatch, canary_pause='manual', canary_steps=[1, '100%'], canary_max_unavailable=3)
+    assert _events(sent) == [('run_started', None), ('step_started', 1), ('step_finished', 1), ('paused', 1),
+                             ('finished', None)]
+    assert sent[3][1]['pause_seconds'] is None and 'canary_pause=manual' in sent[3][1]['reason']
+    assert sent[-1][1]['decision'] == 'paused'
+
+
+def test_only_the_chosen_events_are_sent_and_a_refused_run_tells_only_its_end(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_notify_events=['finished', 'rolling_back'])
+    assert _events(sent) == [('finished', None)]
+    state, sent = _engine_run(monkeypatch, canary_steps=['150%'])
+    assert state['decision'] == 'failed'
+    assert _events(sent) == [('finished', None)] and 'bad input' in sent[0][1]['reason']
+
+
+def test_bad_notify_settings_refuse_the_run_before_anything_changes(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_notify_url='ftp://hooks.example.com/x', canary_notify_format='xml')
+    assert state['decision'] == 'failed' and sent == []
+    reason = state['halt']['reason']
+    assert reason.startswith('bad input, nothing was changed')
+    assert 'canary_notify_url=ftp://hooks.example.com/x' in reason and "canary_notify_format='xml'" in reason
+    assert state['lock_held'] is False and state['switched'] == [] and state['steps'] == []
+
+
+def test_undelivered_notifications_change_nothing_in_the_run(monkeypatch):
+    def failing(event, summary):
+        return {'delivered': False, 'attempts': 3, 'status': 500, 'error': 'HTTP 500', 'seconds': 1.5}
+    state, sent = _engine_run(monkeypatch, deliver_with=failing, canary_steps=[1, '100%'], canary_max_unavailable=3)
+    assert state['decision'] == 'promoted'
+    assert len(state['notifications']) == 6 and not any(r['delivered'] for r in state['notifications'])
+
+
+def test_no_url_and_check_mode_send_nothing(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_notify_url='')
+    assert state['decision'] == 'promoted' and sent == [] and 'notifications' not in state
+    state, sent = _engine_run(monkeypatch, check_mode=True)
+    assert sent == []
+
+
+def test_report_and_markdown_list_the_deliveries_without_secrets(monkeypatch):
+    state, sent = _engine_run(monkeypatch, canary_steps=[1, '100%'], canary_max_unavailable=3)
+    doc = engine.report(state, lambda t: 'T')
+    assert doc['notifications']['enabled'] is True
+    assert [d['event'] for d in doc['notifications']['deliveries']][0] == 'run_started'
+    md = engine.report_markdown(doc)
+    assert '### Notifications' in md and '- run_started to https://hooks.example.com: delivered after 1 attempt' in md
+    assert 'SECRETPATH' not in md and 'SECRETPATH' not in json.dumps(doc)
