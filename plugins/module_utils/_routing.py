@@ -458,9 +458,8 @@ def render_haproxy(spec, servers=None, server_options='check', backend_options=N
     add('http-request set-var(txn.gr_route) str(canary/share) if %s { rand(%d),sub(txn.gr_limit) lt 0 }'
         % (unset, BUCKETS))
     add('http-request set-var(txn.gr_route) str(stable/share) if %s' % unset)
-    # A canary backend with no usable server: its users stay on stable, and the log says so.
-    add('http-request set-var(txn.gr_route) str(stable/no-canary-server) if { var(txn.gr_route) -m beg canary/ } '
-        '{ nbsrv(%s) eq 0 }' % r['canary_backend'])
+    # No fallback to stable when the canary backend has no usable server: right after a reload HAProxy
+    # reports none for a moment (measured on 2.6), and such a rule flipped users to stable then.
     if log_capture:
         add('http-request capture var(txn.gr_route) len 64')
     if r['keyless'] == 'assign':
@@ -473,9 +472,11 @@ def render_haproxy(spec, servers=None, server_options='check', backend_options=N
     backend = ''
     if servers:
         blines = ['backend %s' % r['canary_backend'],
-                  '    # The same servers as backend %s. Only the canary hosts are enabled here (and taken out of'
+                  '    # The same servers as backend %s. During a rollout only the canary hosts serve here (the'
                   % r['backend'],
-                  '    # %s); every server starts disabled, so an unused canary backend serves nobody.' % r['backend']]
+                  '    # others in maint) and the canary hosts are out of %s. Not "disabled": HAProxy keeps a'
+                  % r['backend'],
+                  '    # configured-disabled server in maintenance (CMAINT) after the runtime API readies it.']
         for option in backend_options or []:
             blines.append('    %s' % option)
         for server in servers:
@@ -483,8 +484,8 @@ def render_haproxy(spec, servers=None, server_options='check', backend_options=N
                 raise RoutingError('servers: each server is a dict with name and address, got %r' % (server,))
             _map_token(server['name'], 'server name')
             _map_token(server['address'], 'server address')
-            blines.append('    server %s %s %s disabled' % (server['name'], server['address'],
-                                                           server.get('options', server_options)))
+            blines.append('    server %s %s %s' % (server['name'], server['address'],
+                                                  server.get('options', server_options)))
         backend = '\n'.join(blines) + '\n'
     stable = plan(r, 'stable')
     return {'frontend': frontend, 'backend': backend, 'maps': [str_map, ip_map],

@@ -153,7 +153,7 @@ def test_render_rules_order_and_names():
     assert 'Set-Cookie "uid=%[var(txn.gr_new)]; Path=/; Max-Age=31536000; SameSite=Lax"' in text
     assert 'http-request capture var(txn.gr_route) len 64' in lines
     assert out['backend'].splitlines()[0] == 'backend demoapp_canary'
-    assert '    server app1 10.0.0.1:8080 check disabled' in out['backend'].splitlines()
+    assert '    server app1 10.0.0.1:8080 check' in out['backend'].splitlines()
     str_map, ip_map = map_files(parse_spec(SPEC))
     assert out['maps'] == [str_map, ip_map]
     assert out['initial_maps'][str_map].startswith('=mode stable\n')
