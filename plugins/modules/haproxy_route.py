@@ -62,7 +62,7 @@ options:
     description:
       - C(step) routes by the step O(step) (or by O(percent) with every opt-in group on).
       - C(stable) sends every request to the stable backend, C(canary) every request to the canary backend
-        (opt-out included: that is the finish).
+        (opt-out included, that is the finish).
     type: str
     choices: [step, stable, canary]
     default: step
