@@ -36,6 +36,7 @@ with its file name in parentheses.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tempfile
@@ -128,7 +129,7 @@ def parse_percent(value, what='percent'):
         number = float(PERCENT_RE.match(value).group(1))
     else:
         raise RoutingError('%s %r is not a percentage: give a number 0-100 or "N%%"' % (what, value))
-    if number != number or number < 0 or number > 100:
+    if math.isnan(number) or number < 0 or number > 100:
         raise RoutingError('%s %r is outside 0-100: give a share of users between 0 and 100' % (what, value))
     if abs(number * 100 - round(number * 100)) > 1e-6:
         raise RoutingError('%s %r is finer than 0.01%%: the buckets are 1/10000 of the users' % (what, value))
@@ -485,7 +486,7 @@ def render_haproxy(spec, servers=None, server_options='check', backend_options=N
             _map_token(server['name'], 'server name')
             _map_token(server['address'], 'server address')
             blines.append('    server %s %s %s' % (server['name'], server['address'],
-                                                  server.get('options', server_options)))
+                                                server.get('options', server_options)))
         backend = '\n'.join(blines) + '\n'
     stable = plan(r, 'stable')
     return {'frontend': frontend, 'backend': backend, 'maps': [str_map, ip_map],
