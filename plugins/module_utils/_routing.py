@@ -485,8 +485,8 @@ def render_haproxy(spec, servers=None, server_options='check', backend_options=N
                 raise RoutingError('servers: each server is a dict with name and address, got %r' % (server,))
             _map_token(server['name'], 'server name')
             _map_token(server['address'], 'server address')
-            blines.append('    server %s %s %s' % (server['name'], server['address'],
-                                                server.get('options', server_options)))
+            options = server.get('options', server_options)
+            blines.append('    server %s %s %s' % (server['name'], server['address'], options))
         backend = '\n'.join(blines) + '\n'
     stable = plan(r, 'stable')
     return {'frontend': frontend, 'backend': backend, 'maps': [str_map, ip_map],
