@@ -162,6 +162,26 @@ PROBE_SPEC = dict(type='dict', options=dict(
 ))
 
 
+# The options of every balancer's server module (haproxy_server, nginx_server);
+# each adds its connection options and what only it can do.
+SERVER_OPTIONS = dict(
+    backend=dict(type='str', required=True),
+    servers=dict(type='list', elements='str', required=True),
+    state=dict(type='str', choices=list(STATES)),
+    weight=dict(type='raw'),
+    weights=dict(type='dict'),
+    drain_timeout=dict(type='int', default=60),
+    health_timeout=dict(type='int', default=60),
+    wait=dict(type='bool', default=True),
+    then_drain=dict(type='list', elements='str'),
+    probe=PROBE_SPEC,
+    claims=dict(type='path'),
+    owner=dict(type='str', default=''),
+    max_unavailable=dict(type='int'),
+    fleet=dict(type='list', elements='str'),
+)
+
+
 def run_probe(probe, check=None):
     """The checks of a module's ``probe`` option from this host, URL credentials redacted."""
     check = check or check_urls
@@ -369,3 +389,45 @@ def hand_over(make_control, servers, then_drain, run_args=None, drain_args=None,
     result["then_drain"] = part
     result["changed"] = result["changed"] or part["changed"]
     return result, readied.warnings + drained.warnings
+
+
+def server_module(module, make_driver, probe=None, ready_args=None, drain_args=None, warnings=()):
+    """A balancer's server module, given its AnsibleModule (parameters from
+    SERVER_OPTIONS) and ``make_driver()``: probe first when ``probe`` is given,
+    then ready/drain/weights (with ``then_drain``, the hand-over), and exit with
+    the result or fail with the BalancerError's message and result. The
+    driver's own options go in ``ready_args`` / ``drain_args``; ``warnings``
+    are added to the run's."""
+    p = module.params
+    if p['probe'] and p['state'] != 'ready':
+        module.fail_json(msg='probe needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
+                         changed=False)
+    if p['then_drain'] and p['state'] not in ('ready', None):
+        module.fail_json(msg='then_drain needs state=ready or no state, not state=%s' % p['state'],
+                         error_kind='bad_input', changed=False)
+    drain_args = dict(drain_args or {}, drain_timeout=p['drain_timeout'], wait=p['wait'])
+    ready_args = dict(ready_args or {}, state=p['state'], weight=p['weight'], weights=p['weights'], wait=p['wait'])
+    control_args = dict(claims=p['claims'], owner=p['owner'], max_unavailable=p['max_unavailable'], fleet=p['fleet'])
+    probed = None
+    try:
+        driver = make_driver()
+        if probe:
+            probed = probe_before_ready(driver, p['servers'], probe)
+        if p['then_drain']:
+            result, run_warnings = hand_over(lambda names: Control(driver, names, **control_args), p['servers'],
+                                             p['then_drain'], run_args=ready_args, drain_args=drain_args,
+                                             check_mode=module.check_mode, want_diff=module._diff)
+        else:
+            ctl = Control(driver, p['servers'], **control_args)
+            ready_args.update(drain_args)
+            result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
+            run_warnings = ctl.warnings
+    except BalancerError as exc:
+        extra = dict(exc.result)
+        extra.setdefault('changed', False)
+        module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
+    for warning in list(run_warnings) + list(warnings):
+        module.warn(warning)
+    if probed is not None:
+        result['probe'] = probed
+    module.exit_json(**result)

@@ -32,7 +32,7 @@ import stat
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url, url_secrets
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
     DIR_MODE,
@@ -739,6 +739,44 @@ class Release(object):
         result['changed'] = self.changed
         result['msg'] = '; '.join(self.done)
         return result
+
+
+# The options every release kind's module takes (release, container_release);
+# each adds what only it has.
+RELEASE_OPTIONS = dict(
+    root=dict(type='path', required=True),
+    version=dict(type='str'),
+    # Checked by apply(): see the note in the documentation of state.
+    state=dict(type='str', default='info'),
+    # str, not path: a URL must not be expanded as a path.
+    src=dict(type='str'),
+    remote_src=dict(type='bool', default=False),
+    copy_first=dict(type='bool', default=False),
+    require_current=dict(type='bool', default=False),
+    validate_certs=dict(type='bool', default=True),
+    checksum=dict(type='str'),
+    service=dict(type='str'),
+    restart=dict(type='bool', default=True),
+    daemon_reload=dict(type='bool', default=False),
+    settle=dict(type='float', default=2),
+    ready_url=dict(type='str'),
+    keep=dict(type='int'),
+)
+RELEASE_REQUIRED_IF = [('state', 'staged', ['version']), ('state', 'current', ['version']),
+                       ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])]
+
+
+def release_module(module, apply_kind):
+    """A release kind's module, given its AnsibleModule and its ``apply``: exit
+    with the result, or fail with the ReleaseError's message and result."""
+    # Not no_log: Ansible would then mask the whole of src (a path, mostly)
+    # in every message that names it; only a URL's credentials are masked.
+    module.no_log_values.update(url_secrets(module.params['src']))
+    try:
+        result = apply_kind(module.params, check_mode=module.check_mode, diff=module._diff, run=module.run_command)
+    except ReleaseError as exc:
+        module.fail_json(msg=exc.msg, **exc.result)
+    module.exit_json(**result)
 
 
 def apply(params, check_mode=False, run=None, clock=time.time, sleep=time.sleep, diff=False):

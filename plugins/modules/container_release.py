@@ -288,48 +288,31 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._container import apply
-from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
-from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    RELEASE_OPTIONS,
+    RELEASE_REQUIRED_IF,
+    release_module,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            root=dict(type='path', required=True),
-            version=dict(type='str'),
-            state=dict(type='str', default='info'),
-            src=dict(type='str'),
-            remote_src=dict(type='bool', default=False),
-            copy_first=dict(type='bool', default=False),
+            RELEASE_OPTIONS,
             image=dict(type='str'),
             registry_scheme=dict(type='str', default='https', choices=['http', 'https']),
             digest=dict(type='str'),
-            checksum=dict(type='str'),
-            validate_certs=dict(type='bool', default=True),
-            require_current=dict(type='bool', default=False),
-            service=dict(type='str'),
             container=dict(type='str'),
             podman=dict(type='str', default='podman'),
-            restart=dict(type='bool', default=True),
-            daemon_reload=dict(type='bool', default=False),
-            settle=dict(type='float', default=2),
-            ready_url=dict(type='str'),
-            keep=dict(type='int'),
         ),
-        required_if=[('state', 'staged', ['version']), ('state', 'current', ['version']),
-                     ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
+        required_if=RELEASE_REQUIRED_IF,
         mutually_exclusive=[('src', 'image')],
         supports_check_mode=True,
     )
-    module.no_log_values.update(url_secrets(module.params['src']))
     if module.params['state'] == 'pinned':
         module.fail_json(msg='state=pinned is answered by the action plugin on the controller; run the module '
                              'through it (grayrelease.canary.container_release as a task), not directly')
-    try:
-        result = apply(module.params, check_mode=module.check_mode, diff=module._diff, run=module.run_command)
-    except ReleaseError as exc:
-        module.fail_json(msg=exc.msg, **exc.result)
-    module.exit_json(**result)
+    release_module(module, apply)
 
 
 if __name__ == '__main__':

@@ -345,73 +345,25 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import (
-    HAProxyError,
-    RuntimeAPI,
-    ServerControl,
-    hand_over,
-    probe_before_ready,
-)
-from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import PROBE_SPEC
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import SERVER_OPTIONS, server_module
+from ansible_collections.grayrelease.canary.plugins.module_utils._haproxy import HAProxyDriver, RuntimeAPI
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            SERVER_OPTIONS,
             socket=dict(type='str', default='/run/haproxy/admin.sock'),
-            backend=dict(type='str', required=True),
-            servers=dict(type='list', elements='str', required=True),
-            state=dict(type='str', choices=['ready', 'drain', 'maint']),
-            weight=dict(type='raw'),
-            weights=dict(type='dict'),
-            drain_timeout=dict(type='int', default=60),
             shutdown_sessions=dict(type='bool', default=False),
             wait_healthy=dict(type='bool', default=True),
-            health_timeout=dict(type='int', default=60),
-            wait=dict(type='bool', default=True),
             timeout=dict(type='float', default=10),
-            then_drain=dict(type='list', elements='str'),
-            probe=PROBE_SPEC,
-            claims=dict(type='path'),
-            owner=dict(type='str', default=''),
-            max_unavailable=dict(type='int'),
-            fleet=dict(type='list', elements='str'),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if p['probe'] and p['state'] != 'ready':
-        module.fail_json(msg='probe needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
-                         changed=False)
-    if p['then_drain'] and p['state'] not in ('ready', None):
-        module.fail_json(msg='then_drain needs state=ready or no state, not state=%s' % p['state'],
-                         error_kind='bad_input', changed=False)
-    drain_args = dict(drain_timeout=p['drain_timeout'], shutdown_sessions=p['shutdown_sessions'], wait=p['wait'])
-    try:
-        api = RuntimeAPI(p['socket'], timeout=p['timeout'])
-        probed = probe_before_ready(api, p['backend'], p['servers'], p['probe']) if p['probe'] else None
-        ready_args = dict(state=p['state'], weight=p['weight'], weights=p['weights'],
-                          wait_healthy=p['wait_healthy'], health_timeout=p['health_timeout'], wait=p['wait'])
-        control_args = dict(claims=p['claims'], owner=p['owner'], max_unavailable=p['max_unavailable'],
-                            fleet=p['fleet'])
-        if p['then_drain']:
-            result, warnings = hand_over(api, p['backend'], p['servers'], p['then_drain'], run_args=ready_args,
-                                         drain_args=drain_args, control_args=control_args,
-                                         check_mode=module.check_mode, want_diff=module._diff)
-        else:
-            ctl = ServerControl(api, p['backend'], p['servers'], **control_args)
-            ready_args.update(drain_args)
-            result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
-            warnings = ctl.warnings
-    except HAProxyError as exc:
-        extra = dict(exc.result)
-        extra.setdefault('changed', False)
-        module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
-    for warning in warnings:
-        module.warn(warning)
-    if probed is not None:
-        result['probe'] = probed
-    module.exit_json(**result)
+    server_module(module, lambda: HAProxyDriver(RuntimeAPI(p['socket'], timeout=p['timeout']), p['backend']),
+                  probe=p['probe'], ready_args=dict(wait_healthy=p['wait_healthy'], health_timeout=p['health_timeout']),
+                  drain_args=dict(shutdown_sessions=p['shutdown_sessions']))
 
 
 if __name__ == '__main__':

@@ -249,82 +249,33 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import (
-    PROBE_SPEC,
-    BalancerError,
-    Control,
-    hand_over,
-    probe_before_ready,
-)
+from ansible_collections.grayrelease.canary.plugins.module_utils._balancer import SERVER_OPTIONS, server_module
 from ansible_collections.grayrelease.canary.plugins.module_utils._nginx import NginxDriver
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            backend=dict(type='str', required=True),
+            SERVER_OPTIONS,
             upstream_file=dict(type='path'),
             nginx_binary=dict(type='str', default='nginx'),
             access_log=dict(type='path'),
             counters_file=dict(type='path'),
             reload_timeout=dict(type='float', default=15),
-            servers=dict(type='list', elements='str', required=True),
-            state=dict(type='str', choices=['ready', 'drain', 'maint']),
-            weight=dict(type='raw'),
-            weights=dict(type='dict'),
-            drain_timeout=dict(type='int', default=60),
-            health_timeout=dict(type='int', default=60),
-            wait=dict(type='bool', default=True),
-            then_drain=dict(type='list', elements='str'),
-            probe=PROBE_SPEC,
-            claims=dict(type='path'),
-            owner=dict(type='str', default=''),
-            max_unavailable=dict(type='int'),
-            fleet=dict(type='list', elements='str'),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if p['probe'] and p['state'] != 'ready':
-        module.fail_json(msg='probe needs state=ready, not state=%s' % p['state'], error_kind='bad_input',
-                         changed=False)
-    if p['then_drain'] and p['state'] not in ('ready', None):
-        module.fail_json(msg='then_drain needs state=ready or no state, not state=%s' % p['state'],
-                         error_kind='bad_input', changed=False)
-    drain_args = dict(drain_timeout=p['drain_timeout'], wait=p['wait'])
-    probed = None
-    try:
-        driver = NginxDriver(p['backend'], upstream_file=p['upstream_file'], nginx_binary=p['nginx_binary'],
-                             access_log=p['access_log'], counters_file=p['counters_file'],
-                             reload_timeout=p['reload_timeout'], save_counters=not module.check_mode)
-        if p['probe']:
-            # nginx has no health checks to wait for: the probe is the ready's health evidence.
-            probe = dict(p['probe'], deadline=min(p['probe']['deadline'], p['health_timeout']))
-            probed = probe_before_ready(driver, p['servers'], probe)
-        ready_args = dict(state=p['state'], weight=p['weight'], weights=p['weights'], wait=p['wait'])
-        control_args = dict(claims=p['claims'], owner=p['owner'], max_unavailable=p['max_unavailable'],
-                            fleet=p['fleet'])
-        if p['then_drain']:
-            result, warnings = hand_over(lambda servers: Control(driver, servers, **control_args), p['servers'],
-                                         p['then_drain'], run_args=ready_args, drain_args=drain_args,
-                                         check_mode=module.check_mode, want_diff=module._diff)
-        else:
-            ctl = Control(driver, p['servers'], **control_args)
-            ready_args.update(drain_args)
-            result = ctl.run(check_mode=module.check_mode, want_diff=module._diff, **ready_args)
-            warnings = ctl.warnings
-    except BalancerError as exc:
-        extra = dict(exc.result)
-        extra.setdefault('changed', False)
-        module.fail_json(msg=exc.msg, error_kind=exc.kind, **extra)
+    # nginx has no health checks to wait for: the probe is the ready's health evidence.
+    probe = dict(p['probe'], deadline=min(p['probe']['deadline'], p['health_timeout'])) if p['probe'] else None
+    warnings = []
     if p['state'] == 'ready' and not p['probe']:
         warnings.append('nginx has no active health checks: without probe nothing confirmed that %s answer '
                         'before they were readied' % ', '.join(p['servers']))
-    for warning in warnings:
-        module.warn(warning)
-    if probed is not None:
-        result['probe'] = probed
-    module.exit_json(**result)
+    server_module(module, lambda: NginxDriver(
+        p['backend'], upstream_file=p['upstream_file'], nginx_binary=p['nginx_binary'], access_log=p['access_log'],
+        counters_file=p['counters_file'], reload_timeout=p['reload_timeout'], save_counters=not module.check_mode),
+        probe=probe, warnings=warnings)
 
 
 if __name__ == '__main__':

@@ -329,50 +329,28 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._redact import url_secrets
-from ansible_collections.grayrelease.canary.plugins.module_utils._release import apply
-from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError
+from ansible_collections.grayrelease.canary.plugins.module_utils._release import (
+    RELEASE_OPTIONS,
+    RELEASE_REQUIRED_IF,
+    apply,
+    release_module,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            root=dict(type='path', required=True),
-            version=dict(type='str'),
-            # Checked by apply(): see the note in the documentation of state.
-            state=dict(type='str', default='info'),
-            # str, not path: a URL must not be expanded as a path.
-            src=dict(type='str'),
-            remote_src=dict(type='bool', default=False),
-            copy_first=dict(type='bool', default=False),
-            require_current=dict(type='bool', default=False),
-            validate_certs=dict(type='bool', default=True),
-            checksum=dict(type='str'),
+            RELEASE_OPTIONS,
             verify_checksum=dict(type='bool', default=True),
             owner=dict(type='str'),
             group=dict(type='str'),
-            service=dict(type='str'),
-            restart=dict(type='bool', default=True),
-            daemon_reload=dict(type='bool', default=False),
-            settle=dict(type='float', default=2),
-            ready_url=dict(type='str'),
-            keep=dict(type='int'),
             min_free_mb=dict(type='int', default=64),
             max_members=dict(type='int', default=200000),
         ),
-        required_if=[('state', 'staged', ['version']), ('state', 'current', ['version']),
-                     ('state', 'absent', ['version']), ('state', 'pruned', ['keep'])],
+        required_if=RELEASE_REQUIRED_IF,
         supports_check_mode=True,
     )
-    # Not no_log: Ansible would then mask the whole of src (a path, mostly)
-    # in every message that names it; only a URL's credentials are masked.
-    module.no_log_values.update(url_secrets(module.params['src']))
-    try:
-        result = apply(module.params, check_mode=module.check_mode, diff=module._diff,
-                       run=module.run_command)
-    except ReleaseError as exc:
-        module.fail_json(msg=exc.msg, **exc.result)
-    module.exit_json(**result)
+    release_module(module, apply)
 
 
 if __name__ == '__main__':

@@ -72,7 +72,7 @@ def fleet(tmp_path):
 
 def systemctl(fleet, host, *args):
     env = dict(fleet["env"], SCALE_HOST=host) if host else fleet["env"]
-    return subprocess.run([sys.executable, os.path.join(SCALE, "bin", "systemctl")] + list(args),
+    return subprocess.run([os.path.join(SCALE, "bin", "systemctl")] + list(args),
                           capture_output=True, text=True, env=env, timeout=30, check=False)
 
 
