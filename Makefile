@@ -23,7 +23,7 @@ export ANSIBLE_NOCOLOR := true
 export PY_COLORS := 0
 export MOLECULE_NO_LOG := false
 
-SCENARIOS ?= default balancer release rollout faults adopt judge
+SCENARIOS ?= default balancer release rollout faults adopt judge containers routing
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
 	molecule test rollout bench bench-rollout bench-balancers bench-calibrate bench-scale clean
