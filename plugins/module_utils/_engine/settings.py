@@ -107,6 +107,10 @@ IMAGE_RE = re.compile(r'^[a-z0-9][a-z0-9._/:-]*(?:@sha256:[0-9a-f]{64})?\Z')
 # up to 2.18 "... failed to execute in the expected time frame (N) and was terminated", 2.19
 # "Timed out after N second(s)." (ansible/_internal/_errors/_alarm_timeout.py).
 TASK_TIMEOUTS = ('in the expected time frame', 'Timed out after ')
+# How a container connection (community.docker.docker, podman) reports a host that
+# is frozen or stopped: the engine's "Error response from daemon" in the module's
+# stderr, with an unreadable result; the host is lost as an unreachable one is.
+HOST_GONE = ('is paused, unpause the container', 'is not running')
 
 
 class EngineError(ValueError):

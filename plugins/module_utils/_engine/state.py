@@ -8,7 +8,7 @@ the capacity guard a drain carries to the balancer.
 
 from __future__ import annotations
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._engine.settings import TASK_TIMEOUTS
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.settings import HOST_GONE, TASK_TIMEOUTS
 
 
 def lock_ttl(settings):
@@ -131,7 +131,8 @@ def collect(state, role, results, phase):
         error = _result_error(result)
         if error:
             failed[host] = error
-            if result is None or result.get('unreachable') or any(words in error for words in TASK_TIMEOUTS):
+            if result is None or result.get('unreachable') or any(words in error for words in TASK_TIMEOUTS) \
+                    or any(words in str(result.get('module_stderr') or '') for words in HOST_GONE):
                 state['lost'][host] = '%s during %s' % (error, phase)
                 if role == 'balancers':
                     _note_drained_on_lost(state, host)

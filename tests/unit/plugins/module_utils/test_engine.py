@@ -975,13 +975,16 @@ def test_a_long_rollback_keeps_its_lock_fresh_and_goes_on_if_it_cannot():
             assert state['decision'] == 'rolled_back' and errors == []
 
 
-@pytest.mark.parametrize('message', [
+@pytest.mark.parametrize('message,stderr', [
     # ansible-core <= 2.18
-    'The haproxy_server action failed to execute in the expected time frame (90) and was terminated',
+    ('The haproxy_server action failed to execute in the expected time frame (90) and was terminated', ''),
     # ansible-core 2.19 (seen on the nginx fleet with a paused balancer)
-    'Task failed: Timed out after 90 second(s).',
+    ('Task failed: Timed out after 90 second(s).', ''),
+    # the docker connection when the task starts after the pause (seen on the nginx fleet)
+    ('Module result deserialization failed: No start of json char found',
+     'Error response from daemon: Container ngx-lb2 is paused, unpause the container before exec\n'),
 ])
-def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message):
+def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message, stderr):
     fleet = FakeFleet()
     conf, errors = settings()
     state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
@@ -989,9 +992,23 @@ def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message):
         engine.record(state, fleet.answer(state), 2.0)
     engine.begin_batch(state, 0, 3.0)
     frozen = fleet.answer(state)
-    frozen['balancers']['lb2'] = {'failed': True, 'msg': message}
+    frozen['balancers']['lb2'] = {'failed': True, 'msg': message, 'module_stderr': stderr}
     engine.record(state, frozen, 4.0)
     assert 'lb2' in state['lost'] and state['halt'] is not None
+
+
+def test_a_module_that_fails_on_a_live_host_is_not_a_lost_host():
+    fleet = FakeFleet()
+    conf, errors = settings()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 2.0)
+    engine.begin_batch(state, 0, 3.0)
+    broken = fleet.answer(state)
+    broken['balancers']['lb2'] = {'failed': True, 'msg': 'Module result deserialization failed: No start of json char found',
+                                  'module_stderr': 'Traceback (most recent call last):\nSyntaxError\n'}
+    engine.record(state, broken, 4.0)
+    assert 'lb2' not in state['lost'] and state['halt'] is not None
 
 
 def test_haproxy_restarted_mid_rollout_halts_and_the_rollback_sets_the_state_again():
