@@ -2,7 +2,7 @@
 #   make rollout   the main job: bring up the local fleet and roll it v1 -> v2
 #   make test      everything CI runs (unit, sanity, lint, molecule)
 # Narrower targets for quick iteration: unit, sanity, lint, molecule-<scenario>,
-# fleet, bench, fault-matrix (the faults scenario and its table).
+# matrix (unit + sanity on ansible-core 2.16-2.18), fleet, bench, fault-matrix.
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -23,7 +23,10 @@ export ANSIBLE_NOCOLOR := true
 export PY_COLORS := 0
 export MOLECULE_NO_LOG := false
 
-SCENARIOS ?= default balancer release rollout faults adopt judge containers routing
+# Every scenario once. default is not among them: the rollout scenario runs its
+# tests on the same fleet (molecule/rollout/molecule.yml); make molecule-default
+# still runs it alone.
+SCENARIOS ?= rollout balancer release faults adopt judge containers routing nginx ssh
 
 .PHONY: help venv link unit sanity lint build docker images fleet fleet-down \
 	molecule test rollout bench bench-rollout bench-balancers bench-calibrate bench-scale clean
@@ -79,6 +82,21 @@ fleet-down: venv link
 
 test: venv link
 	scripts/test-all.sh
+
+# The ansible-core matrix (part of make test): unit tests and ansible-test
+# sanity on each core meta/runtime.yml allows besides the main venv's 2.19,
+# each in a venv of its own (.cache/venv-core-VERSION, built once per recipe
+# by scripts/ensure-matrix-venv.sh from tests/matrix/core-VERSION.txt).
+# matrix-scenario: a fleet scenario (adopt: the adopt, rollout and rollback
+# playbooks under load) on the oldest core.
+MATRIX_CORES ?= 2.16 2.17 2.18
+MATRIX_SCENARIO ?= adopt
+.PHONY: matrix matrix-scenario
+matrix: link
+	rc=0; for v in $(MATRIX_CORES); do for w in unit sanity; do scripts/matrix.sh $$w $$v || rc=1; done; done; exit $$rc
+
+matrix-scenario: link images
+	scripts/matrix.sh molecule 2.16 $(MATRIX_SCENARIO)
 
 rollout: venv link images
 	scripts/rollout-demo.sh

@@ -111,6 +111,7 @@ def playbook_env(work, collection_root, n, args, tag):
     env = base_env(collection_root)
     env.update(
         ANSIBLE_FORKS=str(args.forks), ANSIBLE_PIPELINING="true", ANSIBLE_HOST_KEY_CHECKING="false",
+        ANSIBLE_STRATEGY=args.strategy, ANSIBLE_DEPRECATION_WARNINGS="false",
         # As a fleet of this size is run: one line per task, not one per skipped host.
         ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
         ANSIBLE_REMOTE_TMP=os.path.join(work, "tmp", "remote"), ANSIBLE_LOCAL_TEMP=os.path.join(work, "tmp", "local"),
@@ -721,9 +722,9 @@ def render(meta, summaries, extra):
     lines = []
     w = lines.append
     w("bench-scale: the real rollout on simulated fleets (bench/bench_scale.py)")
-    w("engine %s (snapshot of %s), ansible-core %s, forks %d, plan %s, max_unavailable %s,"
-      % (meta["engine_commit"], meta["engine_ref"], meta["ansible_core"], meta["forks"], meta["steps"],
-         meta["max_unavailable"]))
+    w("engine %s (snapshot of %s), ansible-core %s, strategy %s, forks %d, plan %s, max_unavailable %s,"
+      % (meta["engine_commit"], meta["engine_ref"], meta["ansible_core"], meta["strategy"], meta["forks"],
+         meta["steps"], meta["max_unavailable"]))
     w("analysis 1 x %d s per judged step, load %g req/s through HAProxy, machine %d cores, started %s"
       % (meta["analysis_interval"], meta["load_rate"], os.cpu_count() or 0, meta["started"]))
     w("")
@@ -798,6 +799,8 @@ def main(argv=None):
     ap.add_argument("--sizes", default="10,100,300,1000", help="comma-separated N")
     ap.add_argument("--quick", action="store_true", help="N = 10, 100 only")
     ap.add_argument("--forks", type=int, default=int(os.environ.get("SCALE_FORKS", "50")))
+    ap.add_argument("--strategy", default=os.environ.get("SCALE_STRATEGY", "ansible.builtin.linear"),
+                    help="the play's strategy: ansible.builtin.linear (a user's default) or grayrelease.canary.linear")
     ap.add_argument("--max-unavailable", default="10%")
     ap.add_argument("--analysis-interval", type=int, default=5)
     ap.add_argument("--load-rate", type=float, default=20.0, help="req/s through HAProxy during a run, 0 = none")
@@ -840,7 +843,8 @@ def main(argv=None):
     core = run([os.path.join(REPO, ".venv", "bin", "python"), "-c",
                 "import ansible.release as r; print(r.__version__)"]).stdout.strip()
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "engine_ref": args.engine_ref,
-            "engine_commit": commit, "ansible_core": core, "forks": args.forks, "steps": "[1, 5%, 25%, 100%]",
+            "engine_commit": commit, "ansible_core": core, "strategy": args.strategy, "forks": args.forks,
+            "steps": "[1, 5%, 25%, 100%]",
             "max_unavailable": args.max_unavailable, "analysis_interval": args.analysis_interval,
             "load_rate": args.load_rate, "sizes": sizes, "work": work}
     log("work directory %s, engine %s @ %s" % (work, args.engine_ref, commit))

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Build the collection tarball and prove it installs and its plugins load from
 # the installed copy (not from the work tree).
+#   scripts/build-collection.sh               the tarball in dist/collection/
+#   scripts/build-collection.sh --out DIR     the tarball in DIR (emptied first), e.g. a test's own directory
 set -euo pipefail
+out=dist/collection
+if [ "${1:-}" = "--out" ] && [ -n "${2:-}" ]; then out=$2; fi
 cd "$(dirname "$0")/.."
-rm -rf dist/collection && mkdir -p dist/collection
-ansible-galaxy collection build --force --output-path dist/collection . >/dev/null
-tarball=$(ls dist/collection/grayrelease-canary-*.tar.gz)
+rm -rf "$out" && mkdir -p "$out"
+ansible-galaxy collection build --force --output-path "$out" . >/dev/null
+tarball=$(ls "$out"/grayrelease-canary-*.tar.gz)
 echo "build-collection: built $tarball ($(du -h "$tarball" | cut -f1))"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

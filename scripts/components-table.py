@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The table of what is in the collection, in README.md, generated from the
 collection itself so it cannot go stale: each playbook's opening comment,
-each filter's and callback's and module's DOCUMENTATION short_description,
+each filter's, callback's, strategy's and module's DOCUMENTATION short_description,
 each role's meta/argument_specs.yml short_description.
 
 An action plugin is documented by the module of its name (ansible-test
@@ -127,7 +127,7 @@ def roles():
 
 def table():
     rows = playbooks() + roles() + python_plugins("modules", "module") + filters() \
-        + python_plugins("callback", "callback")
+        + python_plugins("callback", "callback") + python_plugins("strategy", "strategy")
     lines = [BEGIN, "", "| kind | name | what for |", "|---|---|---|"]
     lines += ["| %s | %s | %s |" % row for row in rows]
     undocumented = undocumented_actions()

@@ -22,7 +22,19 @@ fi
 if ! docker info >/dev/null 2>&1; then
   echo "ensure-docker: starting dockerd"
   mkdir -p /var/log
-  nohup dockerd >/var/log/dockerd.log 2>&1 &
+  # A daemon must not keep the caller's descriptors: started inside `make
+  # test`, dockerd inherited the test command's output pipe (fd 3, and CI's
+  # own stdout as fd 4), so tee never saw its end, the command waited for it
+  # forever after printing its summary and CI cut the run off at 90 min
+  # (stop 27, measured: every stage done at 4115 s). Only 0-2 go to it, to a
+  # log; its own session, so a signal to the test command's group misses it.
+  (
+    for fd in "/proc/$BASHPID/fd"/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done
+    exec setsid dockerd </dev/null >/var/log/dockerd.log 2>&1
+  ) &
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5

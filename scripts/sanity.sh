@@ -3,7 +3,9 @@
 # collection placed at .../ansible_collections/grayrelease/canary.
 #
 # Two things stand between ansible-test and these machines, both fixed here
-# without touching the user's own configuration:
+# without touching the user's own configuration (ansible-test's requirement
+# venvs, minutes of pip per core, are kept in the machine's cache,
+# scripts/cache-dir.sh, so a clean checkout reuses them):
 # - it downloads a pip bootstrap script from a host that is unreachable: a
 #   stand-in that uses ensurepip is put where ansible-test caches it;
 # - it runs pip with a filtered environment that drops PIP_CERT and
@@ -13,9 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-sanity_home=$repo/.cache/sanity-home
+sanity_home=$(scripts/cache-dir.sh)/sanity-home
 mkdir -p "$sanity_home/.ansible/test/cache" "$sanity_home/.config/pip"
-for v in 24_2 25_1 25_3; do
+# (pip 23.1.2: ansible-test of ansible-core 2.16 and 2.17, the matrix venvs)
+for v in 23_1_2 24_2 25_1 25_3; do
   cp scripts/sanity/get_pip_standin.py "$sanity_home/.ansible/test/cache/get_pip_$v.py"
 done
 ca=${PIP_CERT:-${SSL_CERT_FILE:-${REQUESTS_CA_BUNDLE:-}}}
@@ -38,4 +41,7 @@ cd "$dest"
 # would ask the outer checkout, which ignores .build/, and find nothing.
 git init -q && git add -A >/dev/null
 pyver=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# One run at a time in the shared home: ansible-test builds its venvs there.
+exec 9>"$sanity_home.lock"
+flock 9
 HOME=$sanity_home ansible-test sanity --color no --venv --python "$pyver" "$@"

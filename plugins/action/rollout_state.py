@@ -3,10 +3,13 @@
 """Action plugin for grayrelease.canary.rollout_state: the rollout's coordinator.
 
 Runs on the controller only (nothing is executed on a host). It reads the
-state object from the `grayrelease_rollout` fact, collects what the actors of
+state object from this run's state file (module_utils/_state_file.py; the
+`grayrelease_rollout_state_file` fact names it), collects what the actors of
 the pending act registered (from hostvars, with the play's live hosts to see
-who is gone), calls the engine in module_utils/_engine.py and returns the new
-state as the same fact. At `finish` it also writes report.json, report.md and report.html.
+who is gone), calls the engine in module_utils/_engine, writes the new state
+back to the file and returns, as facts, only the file's reference and the
+small view every host's conditions read (`grayrelease_rollout_view`). At
+`finish` it also writes report.json, report.md and report.html.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 from ansible_collections.grayrelease.canary.plugins.module_utils._container import archive_digest, resolve_registry_digest
 from ansible_collections.grayrelease.canary.plugins.module_utils._contract import ANALYSIS_REGISTERS, REGISTERS
 from ansible_collections.grayrelease.canary.plugins.module_utils._lock import holder_gone, run_identity
@@ -43,8 +46,20 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._engine.notify 
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.report import run_origin
 from ansible_collections.grayrelease.canary.plugins.module_utils._notify import body as notify_body, deliver
 from ansible_collections.grayrelease.canary.plugins.module_utils._report_html import report_html
+from ansible_collections.grayrelease.canary.plugins.module_utils._state_file import (
+    REF_FACT,
+    StateFileError,
+    identity_of,
+    new_ref,
+    prune as prune_state_files,
+    read_doc as read_state_doc,
+    state_dir,
+    write as write_state,
+)
 
-FACT = 'grayrelease_rollout'
+# The fact naming this run's state file ({path, run}): the state itself (16 KB
+# for 6 hosts, about 0.9 MB for 1,000) is no fact, see module_utils/_state_file.py.
+FACT = REF_FACT
 # The small part every task's conditions read (templating the whole state on
 # every host for every task costs about 0.1 s a task).
 VIEW = 'grayrelease_rollout_view'
@@ -55,7 +70,8 @@ SETTING_NAMES = (
     'canary_max_unavailable', 'canary_zone_mode', 'canary_traffic_percent', 'canary_pause',
     'canary_analysis_interval', 'canary_analysis_count', 'canary_drain_timeout', 'canary_health_deadline',
     'canary_auto_rollback', 'canary_on_marginal', 'canary_on_inconclusive', 'canary_report_dir',
-    'canary_release_keep', 'canary_lock_ttl', 'canary_lock_takeover', 'canary_prestage', 'canary_settle_seconds',
+    'canary_release_keep', 'canary_shared_paths', 'canary_release_owner', 'canary_release_group',
+    'canary_lock_ttl', 'canary_lock_takeover', 'canary_prestage', 'canary_settle_seconds',
     'canary_artifact_remote',
     'canary_confidence', 'canary_critical_ratio', 'canary_critical_difference', 'canary_request_rate',
     'canary_min_power',
@@ -64,9 +80,9 @@ SETTING_NAMES = (
     'canary_release_kind', 'canary_image',
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
     'canary_notify_url', 'canary_notify_format', 'canary_notify_headers', 'canary_notify_events',
-    'canary_notify_timeout', 'canary_notify_retries',
+    'canary_notify_timeout', 'canary_notify_retries', 'canary_routing',
 )
-# Read again from the variables whenever a notification is sent: never kept in the state (a fact).
+# Read again from the variables whenever a notification is sent: never kept in the state (its file).
 NOTIFY_SECRETS = ('canary_notify_url', 'canary_notify_headers')
 OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'finish_survey', 'finish')
 # Every run's own copy of its report, beside the latest at the top of canary_report_dir;
@@ -74,6 +90,12 @@ OPS = ('start', 'record', 'batch', 'rollback', 'rollback_group', 'cleanup', 'fin
 RUNS = 'runs'
 KEEP_RUNS = 50
 RUN_NAME_RE = re.compile(r'\d{8}T\d{6}Z-')
+# What the finish returns of the report (`report`): its headline, which the role's
+# set_stats reads. The whole document (per step, batch and host: about as big as
+# the state, 0.1 MB at 100 hosts) is report.json, not a task result (AWX keeps
+# every result in its job events, and drops those over 700,000 bytes).
+REPORT_SUMMARY = ('decision', 'reason', 'reasons', 'run', 'artifact', 'version', 'previous_version', 'backend',
+                  'started', 'finished', 'seconds', 'check_mode')
 
 
 def _fetch_artifact(settings):
@@ -123,7 +145,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False
-    _VALID_ARGS = frozenset(('op', 'index', 'app_group', 'balancer_group', 'owner', 'metrics'))
+    _VALID_ARGS = frozenset(('op', 'index', 'app_group', 'balancer_group', 'owner', 'metrics', 'metrics_failed'))
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -134,12 +156,22 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('op=%r is not one of %s' % (op, ', '.join(OPS)))
         now = time.time()
         if op == 'start':
+            try:
+                directory = state_dir()
+            except StateFileError as exc:
+                raise AnsibleActionFail(to_text(exc)) from None
+            # Earlier runs' files untouched for a day (never a live run's).
+            prune_state_files(directory, now)
             state = self._start(task_vars, now)
+            ref, identity = new_ref(directory, now), identity_of(state.get('lock_info'))
         else:
-            state = task_vars.get(FACT)
-            if not isinstance(state, dict) or 'act' not in state:
-                raise AnsibleActionFail('no rollout state: op=start must run first')
-            state = json.loads(json.dumps(state))  # a private, plain copy
+            ref = _plain(task_vars.get(FACT))
+            try:
+                doc = read_state_doc(ref)
+            except StateFileError as exc:
+                raise AnsibleActionFail(to_text(exc)) from None
+            state, identity = doc['state'], doc.get('identity')
+            ref = {'path': ref['path'], 'run': ref['run']}
             try:
                 engine.advance(state, op, lambda work: result.update(self._advance(work, op, task_vars, now)),
                                time.time)
@@ -158,14 +190,20 @@ class ActionModule(ActionBase):
                     error, written.get('report_error') or 'a short report is in %s' % written['report_path']))
             # What this call reached (a step begun or judged, a rollback begun), told as it happens.
             self._notify(state, task_vars)
+        try:
+            write_state(ref, state, identity)
+        except StateFileError as exc:
+            # The coordinator leaves the play: nobody acts any more (roles/rollout/vars/main.yml).
+            raise AnsibleActionFail(to_text(exc)) from None
         result['changed'] = False
-        result['ansible_facts'] = {FACT: state, VIEW: engine.view(state)}
+        # Only the file's reference and the small view: this result goes to every
+        # host of the play and into every AWX job event of a coordinator task.
+        result['ansible_facts'] = {FACT: ref, VIEW: engine.view(state)}
         if Display().verbosity < 3:
-            # The state is the coordinator's working memory (16 KB for 6 hosts,
-            # about 0.9 MB for 1000), not something to read: like
-            # gather_facts' facts, -v and -vv do not print it after every
-            # coordinator task (the progress callback and the report say what
-            # happened); -vvv does, for debugging.
+            # The view (settings, plan) is not something to read after every
+            # coordinator task either: like gather_facts' facts, -v and -vv do
+            # not print it (the progress callback and the report say what
+            # happened); -vvv does, with the path of the state file, for debugging.
             result['_ansible_verbose_override'] = True
         result['act'] = state['act'].get('phase', '')
         if state['messages']:
@@ -326,6 +364,8 @@ class ActionModule(ActionBase):
             found = dict((key, {role: gather(role, register)}) for key, (role, register) in ANALYSIS_REGISTERS.items())
             # canary_custom_metrics, templated by the record task after the user's analysis tasks.
             found['custom'] = _plain(self._task.args.get('metrics') or [])
+            # What failed in those tasks ('' when nothing did): the step is then not judged without them.
+            found['custom_failed'] = str(self._task.args.get('metrics_failed') or '')
             return found
         results = dict((role, gather(role, register)) for role, register in REGISTERS.items() if role in act)
         for result in (results.get('lock') or {}).values():
@@ -340,7 +380,9 @@ class ActionModule(ActionBase):
         out = self._write_files(state, {'report.json': json.dumps(doc, indent=2, sort_keys=True) + '\n',
                                         'report.md': engine.report_markdown(doc), 'report.html': report_html(doc)})
         directory = _report_dir(state)
-        out.update(report=doc, report_html=os.path.join(directory, 'report.html'))
+        # The whole document only when report.json could not be written (nothing else has it then).
+        out.update(report=doc if 'report_error' in out else dict((k, doc.get(k)) for k in REPORT_SUMMARY),
+                   report_html=os.path.join(directory, 'report.html'))
         out['summary'] = engine.summary_lines(doc, os.path.join(directory, 'report.md'))
         if 'report_error' not in out:
             out['summary'].append("this run's copy: %s" % out['report_run_dir'])

@@ -19,9 +19,9 @@ description:
   - "While a task waits long (drain, health deadline, HAProxy ready, analysis,
     C(canary_pause)), prints a countdown line every few seconds, for
     example C(waiting: drain app3, 12 s of max 30 s)."
-  - Everything it prints comes from the rollout engine's state (the
-    C(grayrelease_rollout) fact returned by the C(rollout_state) tasks), not
-    from task names.
+  - Everything it prints comes from the rollout engine's state (the run's
+    state file on the controller, which the C(grayrelease_rollout_state_file)
+    fact returned by the C(rollout_state) tasks names), not from task names.
   - As a notification callback it runs beside any stdout callback, AWX's
     included; enable it with C(ANSIBLE_CALLBACKS_ENABLED=grayrelease.canary.rollout_progress).
     In a terminal it can also replace the task stream with
@@ -54,15 +54,20 @@ options:
 """
 
 import json
+import os
 import threading
 import time
 
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._engine import redact
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.api import redact
 from ansible_collections.grayrelease.canary.plugins.module_utils._progress import ProgressView, fmt_number
+from ansible_collections.grayrelease.canary.plugins.module_utils._state_file import REF_FACT, StateFileError, read
 
-FACT = 'grayrelease_rollout'
+# The fact naming the run's state file: the coordinator (rollout_state, in a
+# worker process) writes the state there and this callback (in ansible-playbook
+# itself, on the same controller) reads it, before the next coordinator task.
+FACT = REF_FACT
 # A countdown never outlives its task by more than this, nor prints more lines.
 COUNTDOWN_GRACE = 600
 COUNTDOWN_MAX_LINES = 500
@@ -72,6 +77,34 @@ def _data(result):
     """The result dict (`result` since ansible-core 2.19, `_result` before)."""
     data = getattr(result, 'result', None)
     return data if isinstance(data, dict) else result._result
+
+
+def _state(data):
+    """The state the coordinator task just wrote, or None (no reference, or a file it cannot read:
+    the view misses this state, the run goes on)."""
+    ref = (data.get('ansible_facts') or {}).get(FACT)
+    if not isinstance(ref, dict):
+        return None
+    try:
+        return read(ref)
+    except StateFileError:
+        return None
+
+
+def _with_report(data):
+    """The finish task's result with the whole report document, read from this run's
+    report.json (the result carries its headline only)."""
+    run_dir = data.get('report_run_dir')
+    if not run_dir or data.get('report_error'):
+        return data
+    try:
+        with open(os.path.join(run_dir, 'report.json'), encoding='utf-8') as handle:
+            doc = json.load(handle)
+    except (OSError, ValueError):
+        return data
+    if not isinstance(doc, dict) or doc.get('decision') != data['report'].get('decision'):
+        return data
+    return dict(data, report=doc)
 
 
 class CallbackModule(CallbackBase):
@@ -152,11 +185,11 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_ok(self, result):
         data = _data(result)
-        state = (data.get('ansible_facts') or {}).get(FACT)
-        if isinstance(state, dict) and 'act' in state:
+        state = _state(data)
+        if state is not None:
             self._emit('progress', self._view.update(state))
         if isinstance(data.get('report'), dict) and data.get('report_path'):
-            self._emit('summary', self._view.summary(data), decision=data['report'].get('decision'))
+            self._emit('summary', self._view.summary(_with_report(data)), decision=data['report'].get('decision'))
 
     def v2_runner_item_on_ok(self, result):
         data = _data(result)

@@ -32,6 +32,9 @@ SHA256_RE = re.compile(r'^(?:sha256:)?([0-9a-fA-F]{64})\Z')
 DIR_MODE = 0o755
 EXEC_MODE = 0o755
 FILE_MODE = 0o644
+# The file that marks a release directory complete: the release layout keeps
+# its name for itself (a shared path may not take it over).
+MARKER = '.grayrelease-release'
 CHUNK = 1024 * 1024
 URL_RE = re.compile(r'^https?://', re.IGNORECASE)
 # Seconds one network read may stall (not the whole download).

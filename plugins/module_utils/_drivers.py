@@ -55,7 +55,7 @@ DRIVERS = {
 
 
 RELEASE_KINDS = {
-    'tarball': {'action': 'grayrelease.canary.release', 'options': ()},
+    'tarball': {'action': 'grayrelease.canary.release', 'options': ('shared', 'owner', 'group')},
     'container': {'action': 'grayrelease.canary.container_release', 'options': ('image', 'digest', 'podman')},
 }
 

@@ -62,6 +62,13 @@ HTTPLOG_RE = re.compile(
     r'(?P<frontend>' + NAME + r'~?) (?P<backend>' + NAME + r')/(?P<server>' + NAME + r'|<' + NAME + r'>) '
     r'(?P<TR>-?\d+)/(?P<Tw>-?\d+)/(?P<Tc>-?\d+)/(?P<Tr>-?\d+)/\+?(?P<Ta>-?\d+) '
     r'(?P<status>-?\d+) \+?\d+(?: |\Z)', re.ASCII)
+# The user routing's route of the request (docs/routing.md): the first capture
+# after the fixed fields (captured cookies, termination state, connection and
+# queue counts). HAProxy computed it from constants and the routing's own map
+# values, never from client text, and only the known shapes are taken.
+ROUTE_RE = re.compile(
+    r'\S+ \S+ \S{4} \d+/\d+/\d+/\d+/\+?\d+ \d+/\d+ '
+    r'\{(?P<route>(?:canary|stable)/(?:all|bucket|share|opt(?:in|out):' + NAME + r'))[|}]', re.ASCII)
 MONTHS = dict((name, index) for index, name in enumerate(
     ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'), 1))
 # Read the file backwards in blocks of this size until the window is covered.
@@ -100,7 +107,9 @@ def parse_line(line, utc_offset=None):
         accepted = time.mktime(fields + (0, 0, -1))
     else:
         accepted = calendar.timegm(fields + (0, 0, 0)) - utc_offset
+    routed = ROUTE_RE.match(record, match.end())
     return {
+        'route': routed.group('route') if routed else None,
         'accepted': accepted + int(match.group('ms')) / 1000.0,
         'frontend': match.group('frontend'),
         'backend': match.group('backend'),
@@ -140,16 +149,22 @@ def _thin(values, limit):
     return [values[int(i * step)] for i in range(limit)]
 
 
-def collect(lines, backend, since, until=None, servers=None, max_samples=10000, utc_offset=None):
-    """Per-server timings of the requests `backend` served, accepted in [since, until].
+def collect(lines, backend, since, until=None, servers=None, max_samples=10000, utc_offset=None, also_backend=None):
+    """Per-server timings of the requests `backend` (and `also_backend`, the canary
+    backend of a user routing) served, accepted in [since, until].
 
     Returns {servers: name -> {requests, response_ms (Tr of the answered
-    requests), total_ms (Ta), statuses ('2xx'.. -> count), errors_5xx},
-    matched, skipped_unparsed, first, last}. response_ms and total_ms are
-    thinned evenly to max_samples per server (counts stay exact).
+    requests), total_ms (Ta), statuses ('2xx'.. -> count), errors_5xx, and for
+    requests whose line carries the user routing's route, routes: route ->
+    {requests, errors_5xx, response_ms}}, matched, skipped_unparsed, first,
+    last}. response_ms and total_ms are thinned evenly to max_samples per
+    server and route (counts stay exact).
     """
     if not isinstance(backend, str) or not backend:
         raise LogError('backend %r must be a non-empty name' % (backend,))
+    if also_backend is not None and (not isinstance(also_backend, str) or not also_backend):
+        raise LogError('also_backend %r must be a non-empty name' % (also_backend,))
+    backends = set([backend] + ([also_backend] if also_backend else []))
     if max_samples < 1:
         raise LogError('max_samples %r must be at least 1' % (max_samples,))
     wanted = set(servers) if servers else None
@@ -164,7 +179,7 @@ def collect(lines, backend, since, until=None, servers=None, max_samples=10000, 
             unparsed += 1
             continue
         # A server in <> is HAProxy's placeholder for none (<NOSRV>, <STATS>...).
-        if entry['backend'] != backend or entry['server'].startswith('<'):
+        if entry['backend'] not in backends or entry['server'].startswith('<'):
             continue
         if entry['accepted'] < since or (until is not None and entry['accepted'] > until):
             continue
@@ -184,9 +199,18 @@ def collect(lines, backend, since, until=None, servers=None, max_samples=10000, 
             item['response_ms'].append(entry['Tr'])
         if entry['Ta'] >= 0:
             item['total_ms'].append(entry['Ta'])
+        if entry['route']:
+            routes = item.setdefault('routes', {})
+            routed = routes.setdefault(entry['route'], {'requests': 0, 'errors_5xx': 0, 'response_ms': []})
+            routed['requests'] += 1
+            routed['errors_5xx'] += entry['status'] >= 500
+            if entry['Tr'] >= 0:
+                routed['response_ms'].append(entry['Tr'])
     for item in found.values():
         item['response_ms'] = _thin(item['response_ms'], max_samples)
         item['total_ms'] = _thin(item['total_ms'], max_samples)
+        for routed in item.get('routes', {}).values():
+            routed['response_ms'] = _thin(routed['response_ms'], max_samples)
     return {'servers': found, 'matched': matched, 'skipped_unparsed': unparsed, 'first': first, 'last': last}
 
 

@@ -14,9 +14,10 @@ Two parts:
   traffic share set by the weights vs the share HAProxy actually sent
   (from the before/after counters). The progress view, report.md and
   report.html read them.
-- ProgressView: fed every rollout state the coordinator returns (the
-  grayrelease_rollout fact), every per-interval probe result and the final
-  report; returns the lines to print for what is new since the last state.
+- ProgressView: fed every rollout state the coordinator writes (the state
+  file the grayrelease_rollout_state_file fact names), every per-interval
+  probe result and the final report; returns the lines to print for what is
+  new since the last state.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import statistics
 from ansible_collections.grayrelease.canary.plugins.module_utils._contract import BATCH_PHASES
 from ansible_collections.grayrelease.canary.plugins.module_utils._plan import canary_hosts
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import by_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._routing import RoutingError, parse_spec
 
 # Batch phases in the order they run (restore: the canary's weights put back).
 PHASES = BATCH_PHASES
@@ -125,6 +127,56 @@ def record_analysis(state, step, batch, before, after, rounds, canary, baseline,
                                  if step.get('canary', True) else None)
 
 
+def _percentiles(values):
+    """{count, p50_ms, p95_ms}: the median (as the judge's) and the nearest-rank 95th percentile."""
+    ordered = sorted(float(v) for v in values or [] if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if not ordered:
+        return {'count': 0, 'p50_ms': None, 'p95_ms': None}
+    rank = max(1, int(-(-95 * len(ordered) // 100)))
+    return {'count': len(ordered), 'p50_ms': _round(statistics.median(ordered)), 'p95_ms': _round(ordered[rank - 1])}
+
+
+# The latency sources of a judged step, in the order a reader wants them, and what they measure.
+LATENCY_SOURCES = (('probe_latency_ms', 'probes of the sample URL'),
+                   ('traffic_latency_ms', 'real requests (HAProxy log, Tr)'))
+
+
+def latency_summary(metrics):
+    """p50 and p95 of canary and baseline over a judged step's whole analysis, for every latency metric
+    the judge was given (probe_latency_ms, traffic_latency_ms, any other samples metric in ms):
+    name -> {source, canary: {count, p50_ms, p95_ms}, baseline: {...}}."""
+    out = {}
+    for metric in metrics or []:
+        name = str(metric.get('name'))
+        if metric.get('kind') != 'samples' or not (name.endswith('_ms') or 'latency' in name):
+            continue
+        out[name] = {'source': metric.get('source'), 'canary': _percentiles(metric.get('canary')),
+                     'baseline': _percentiles(metric.get('baseline'))}
+    return out
+
+
+def latency_items(latency):
+    """A step's latency summary as rows {name, label, canary, baseline}: the probes, the request log, the rest."""
+    if not isinstance(latency, dict):
+        return []
+    order = [n for n, dummy in LATENCY_SOURCES] + sorted(n for n in latency if n not in dict(LATENCY_SOURCES))
+    rows = []
+    for name in order:
+        item = latency.get(name)
+        if not isinstance(item, dict) or not any((item.get(s) or {}).get('count') for s in ('canary', 'baseline')):
+            continue
+        rows.append({'name': name, 'label': dict(LATENCY_SOURCES).get(name, name),
+                     'canary': item.get('canary') or {}, 'baseline': item.get('baseline') or {}})
+    return rows
+
+
+def latency_line(latency, step=1):
+    """'latency (probes of the sample URL): canary p50 18.0 ms, p95 25.0 ms | baseline p50 ...', one per source."""
+    return [('step %d ' % step if step > 1 else '') + 'latency (%s): canary p50 %s, p95 %s | baseline p50 %s, p95 %s' % (
+        row['label'], fmt_ms(row['canary'].get('p50_ms')), fmt_ms(row['canary'].get('p95_ms')),
+        fmt_ms(row['baseline'].get('p50_ms')), fmt_ms(row['baseline'].get('p95_ms'))) for row in latency_items(latency)]
+
+
 # ---------------------------------------------------------------- formatting
 
 def fmt_seconds(value):
@@ -211,7 +263,7 @@ def batch_line(state, step, batch):
                     else ' (with the last ready)'
         parts.append(text)
     if batch['outcome'] == 'failed':
-        # The reason follows once, as a list, in the halt's lines.
+        # The reason follows once, as a list, in the summary at the end.
         parts.append('FAILED')
     return '%s: %s -> %s: %s (%s)' % (_position(state, step, batch), ', '.join(batch['hosts']),
                                       state['settings']['version'], ', '.join(parts), fmt_seconds(batch['seconds']))
@@ -257,11 +309,11 @@ def traffic_line(traffic):
 
 def verdict_lines(verdict, step=1, stopped=False):
     """The verdict; its failing metrics unless the verdict stopped the run
-    (stopped: then they are the reason, listed once at the halt)."""
+    (stopped: then they are the reason, listed once in the summary)."""
     head = ('step %d ' % step if step > 1 else '') + 'verdict: %s, score %s' % (
         verdict.get('verdict'), fmt_number(verdict.get('score')))
     if stopped:
-        # Why follows once, in words, at the halt.
+        # Why follows once, in words, in the summary at the end (its headline at the halt).
         return [head]
     lines = ['%s (%s)' % (head, readable(verdict.get('reason', '')))]
     for name, metric in sorted((verdict.get('metrics') or {}).items()):
@@ -435,8 +487,12 @@ def settings_items(settings, capacity=None, thresholds=None):
     cap = str(settings.get('max_unavailable'))
     if capacity and capacity.get('max_unavailable') is not None:
         cap += ' (%s host%s at once)' % (capacity['max_unavailable'], '' if capacity['max_unavailable'] == 1 else 's')
+    routing = settings.get('routing')
+    # report.json's settings hold routing_of()'s summary, the engine's the user's canary_routing.
+    routing = routing if isinstance(routing, dict) and isinstance(routing.get('key'), str) else routing_of(settings)
     items = [('steps', ', '.join(str(s) for s in steps) or '-'), ('out of rotation at most', cap),
-             ('canary traffic', '%s%%' % fmt_number(settings.get('traffic_percent'))),
+             ('canary traffic', routing_text(routing) if routing
+              else '%s%%' % fmt_number(settings.get('traffic_percent'))),
              ('analysis', '%s x %s per judged step%s' % (
                  fmt_number(settings.get('analysis_count')), fmt_seconds(settings.get('analysis_interval')),
                  '' if settings.get('judge_every_step', True) else ' (the canary only)'))]
@@ -455,6 +511,35 @@ def settings_items(settings, capacity=None, thresholds=None):
               ('pause after a step', str(settings.get('pause'))), ('drain timeout', fmt_seconds(settings.get('drain_timeout'))),
               ('auto rollback', 'yes' if settings.get('auto_rollback') else 'no')]
     return items
+
+
+def routing_of(settings):
+    """With canary_routing: who goes to the canary at each step (the user key, the opt-in groups and share of
+    users, cumulative), from the run's settings; else None. Group members and networks are left out."""
+    raw = (settings or {}).get('routing')
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        spec = parse_spec(dict(raw, backend=raw.get('backend') or (settings or {}).get('backend') or 'backend'))
+    except (RoutingError, TypeError, ValueError, AttributeError) as exc:
+        return {'key': '', 'steps': [], 'error': str(exc)}
+    return {'key': '%s %s' % (spec['key']['source'], spec['key']['name']), 'keyless': spec['keyless'],
+            'canary_backend': spec['canary_backend'],
+            'steps': [{'groups': list(step['active']), 'percent': step['percent']} for step in spec['steps']]}
+
+
+def routing_text(routing):
+    """'by user (cookie uid): 1. group staff; 2. staff + 5% of users; 3. 50% of users'"""
+    if routing.get('error'):
+        return 'by user (canary_routing, not readable: %s)' % routing['error']
+    steps = []
+    for number, step in enumerate(routing.get('steps') or [], 1):
+        parts = list(step.get('groups') or [])
+        if step.get('percent'):
+            parts.append('%s%% of users' % fmt_number(step['percent']))
+        steps.append('%d. %s' % (number, ' + '.join(parts) or 'no users'))
+    return 'by user (%s%s): %s' % (routing.get('key'), ', keyless %s' % routing['keyless'] if routing.get('keyless')
+                                   else '', '; '.join(steps) or '-')
 
 
 def settings_line(settings, capacity=None):
@@ -499,10 +584,10 @@ class ProgressView(object):
         if state.get('halt'):
             halt = state['halt']
             word = 'paused' if halt['kind'] == 'paused' else 'HALTED'
-            # The reason once, as a short list in words (statistics after the words).
+            # What stopped the run, in words; the whole list (its statistics after its words) is
+            # said once, in the summary at the end, where a reader of the job's output looks first.
             items = reason_items(halt['reason'], state.get('steps')) or ['-']
-            lines += self._once('halt', ['%s (%s): %s' % (word, halt['phase'], items[0])]
-                                + ['  - %s' % item for item in items[1:]])
+            lines += self._once('halt', ['%s (%s): %s' % (word, halt['phase'], items[0])])
         rollback = state.get('rollback') or {}
         groups = rollback.get('groups') or []
         for record in rollback.get('records', []):
@@ -545,6 +630,7 @@ class ProgressView(object):
         if step.get('judge'):
             lines += self._once(('verdict', step['step']), verdict_lines(
                 step['judge'], step['step'], stopped=step.get('outcome') == 'failed' and bool(state.get('halt'))))
+            lines += self._once(('latency', step['step']), latency_line(step.get('latency'), step['step']))
         # A batch's line once it is over: after its analysis, which explains its end.
         for batch in step['batches']:
             if batch['outcome'] != 'running':
@@ -633,8 +719,8 @@ class ProgressView(object):
             versions = '%s, previous %s' % (doc.get('version') or '?', doc.get('previous_version') or '?')
         lines = ['decision: %s (%s) after %s' % (
             decision.replace('_', ' ').upper(), versions, fmt_seconds(doc.get('seconds')))]
-        if doc.get('reason') and 'halt' not in self._said:
-            # Not said at the halt (this view began late): the list here, once.
+        if doc.get('reason'):
+            # The reason as a short list, words before statistics: said here, once.
             items = doc.get('reasons') or reason_items(doc['reason'], doc.get('steps'))
             lines.append('reason: %s' % items[0])
             lines += ['  - %s' % item for item in items[1:]]

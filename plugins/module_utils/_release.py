@@ -9,6 +9,7 @@ Private to grayrelease.canary. Pure standard library. The host layout::
     ROOT/previous -> releases/OLD       what ran before the last switch
     ROOT/.staging/           unpack area of an install in progress
     ROOT/.rollback.json      written by a rollback, removed by the next release switch
+    ROOT/shared/PATH         what every release links at PATH (option shared; _shared.py)
 
 Everything that talks to systemd goes through a ``run(argv) -> (rc, out, err)``
 callable, and time through ``clock()`` / ``sleep(s)``, so the unit tests fake
@@ -29,6 +30,7 @@ import pwd
 import re
 import shutil
 import stat
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -37,6 +39,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._redact import 
 from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import (
     DIR_MODE,
     FILE_MODE,
+    MARKER,
     MAX_MEMBERS,
     NOFOLLOW,
     ReleaseError,
@@ -53,6 +56,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._artifact impor
     unpack,
     unpacked_bytes,
 )
+from ansible_collections.grayrelease.canary.plugins.module_utils._shared import link_shared, parse_shared, unlinked
 from ansible_collections.grayrelease.canary.plugins.module_utils._systemd import bring_up, unit_state, url_ready
 
 
@@ -60,7 +64,6 @@ STATES = ('info', 'staged', 'current', 'rollback', 'absent', 'pruned')
 VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*\Z')
 # systemd unit names; a leading '-' would be read as an option by systemctl.
 SERVICE_RE = re.compile(r'^[A-Za-z0-9:_.\\@][A-Za-z0-9:_.\\@-]*\Z')
-MARKER = '.grayrelease-release'
 ROLLBACK_RECORD = '.rollback.json'
 # Free space (MiB) an install must leave on the filesystem of the root: a
 # host with a full disk loses its logs and the running release with them.
@@ -221,6 +224,7 @@ class Host(object):
         self.current = os.path.join(root, 'current')
         self.previous = os.path.join(root, 'previous')
         self.record = os.path.join(root, ROLLBACK_RECORD)
+        self.shared = os.path.join(root, 'shared')
 
     def release(self, version):
         return os.path.join(self.releases, version)
@@ -332,7 +336,8 @@ class Release(object):
         self.service = params.get('service') or ''
         self.changed = False
         self.done = []      # one-line summary parts
-        self.result = {'switched': False, 'switched_from': '', 'installed_now': False, 'pruned': []}
+        self.result = {'switched': False, 'switched_from': '', 'installed_now': False, 'pruned': [],
+                       'shared_linked': []}
         self._validate()
         self.host = Host(os.path.normpath(params['root']))
         # What the host looks like; kept up to date as the run (would) change it.
@@ -372,6 +377,7 @@ class Release(object):
         self.max_members = MAX_MEMBERS if self.max_members is None else self.max_members
         if self.max_members < 1:
             raise ReleaseError('max_members must be at least 1, got %r' % (self.max_members,))
+        self.shared = parse_shared(self.p.get('shared'))
         self.expected = None
         if self.p.get('checksum'):
             self.expected = parse_checksum(self.p['checksum'])
@@ -462,6 +468,26 @@ class Release(object):
         self.changed = True
         self._part('installed %s from %s' % (version, self._artifact_name()),
                    'would install %s from %s' % (version, self._artifact_name()))
+        self._shared_part(self.shared)
+
+    def _shared_part(self, paths):
+        if paths:
+            self.result['shared_linked'] = list(paths)
+            self._part('linked shared %s' % ', '.join(paths), 'would link shared %s' % ', '.join(paths))
+
+    def ensure_shared(self):
+        """An installed release that current does not point at gets the shared links it lacks."""
+        if not self.shared or self.result['installed_now'] or self.version == self.cur:
+            return
+        path = self.host.release(self.version)
+        if self.check:
+            missing = unlinked(path, self.host.shared, self.shared)
+        else:
+            uid, gid = resolve_owner(self.p.get('owner'), self.p.get('group'))
+            missing = link_shared(path, self.host.shared, self.shared, uid, gid, self.host.discard)
+        if missing:
+            self.changed = True
+            self._shared_part(missing)
 
     def _install_from(self, src):
         """Install from a path on the host, or from a URL downloaded next to the unpack area."""
@@ -513,6 +539,7 @@ class Release(object):
                 remove_path(stage)      # left by an interrupted install
                 os.mkdir(stage, 0o700)
                 content = self._unpack_verified(src, source, private, stage, uid, gid)
+                link_shared(content, self.host.shared, self.shared, uid, gid, self.host.discard)
                 if os.path.lexists(host.release(version)):
                     raise ReleaseError('%s appeared while %s was being unpacked; not replacing it'
                                        % (host.release(version), version))
@@ -687,8 +714,10 @@ class Release(object):
                 self.ensure_staged()
                 if not self.result['installed_now']:
                     self.done.append('%s is installed' % self.version)
+                self.ensure_shared()
         elif state == 'current':
             self.ensure_staged()
+            self.ensure_shared()
             switched = self.switch(self.version)
             if switched:
                 self.done.append('current %s -> %s' % (self.result['switched_from'] or '(none)', self.version)
@@ -776,6 +805,8 @@ def release_module(module, apply_kind):
         result = apply_kind(module.params, check_mode=module.check_mode, diff=module._diff, run=module.run_command)
     except ReleaseError as exc:
         module.fail_json(msg=exc.msg, **exc.result)
+    # The rollout's pre-flight reads it: the host-side code needs MIN_HOST_PYTHON.
+    result['python'] = '%d.%d.%d' % tuple(sys.version_info[:3])
     module.exit_json(**result)
 
 

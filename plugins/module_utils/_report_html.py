@@ -26,6 +26,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._progress impor
     fmt_percent,
     fmt_rate,
     fmt_seconds,
+    latency_items,
     origin_text,
     readable,
     reason_items,
@@ -450,8 +451,15 @@ def report_html(doc):
     if step:
         verdict = step.get('judge') or {}
         if verdict:
+            # A verdict that stopped the run is explained once, in the list at the top.
+            why = 'the reasons above' if doc.get('reason') and step.get('outcome') == 'failed' \
+                else _e(readable(verdict.get('reason')))
             summary.append(('canary verdict', '%s, score %s (%s)' % (
-                _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score'))), _e(readable(verdict.get('reason'))))))
+                _e(verdict.get('verdict')), _e(fmt_number(verdict.get('score'))), why)))
+        for row in latency_items(step.get('latency')):
+            summary.append(('canary latency, %s' % _e(row['label']), 'p50 %s, p95 %s (baseline p50 %s, p95 %s)' % (
+                fmt_ms(row['canary'].get('p50_ms')), fmt_ms(row['canary'].get('p95_ms')),
+                fmt_ms(row['baseline'].get('p50_ms')), fmt_ms(row['baseline'].get('p95_ms')))))
         traffic = step.get('traffic_share') or {}
         if traffic:
             summary.append(('canary traffic share', 'set %s, measured %s' % (
@@ -476,6 +484,18 @@ def report_html(doc):
                           + [fmt_seconds(timings.get(p)) if timings.get(p) is not None else '-' for p in PHASES])
     body += ['<h2>Batches</h2>', _table(['step', 'batch', 'hosts', 'canary', 'outcome', 'seconds'] + list(PHASES),
                                         batch_rows, numeric=range(5, 6 + len(PHASES)))]
+    records = [r for r in doc.get('rollback') or [] if isinstance(r, dict)]
+    if records:
+        rows = []
+        for record in records:
+            timings = record.get('timings') if isinstance(record.get('timings'), dict) else {}
+            rows.append([_e(record.get('group')), _e(', '.join(record.get('hosts') or []) or 'nothing'),
+                         _e(record.get('started'))]
+                        + [fmt_seconds(timings[p]) if isinstance(timings.get(p), (int, float)) else '-'
+                           for p in ROLLBACK_PHASES]
+                        + [_e('; '.join(readable(e) for e in record.get('errors') or []) or '-')])
+        body += ['<h2 id="rollback">Rollback</h2>', _table(['group', 'hosts', 'started (UTC)'] + list(ROLLBACK_PHASES)
+                                                           + ['problems'], rows, numeric=range(3, 7))]
     for s in doc.get('steps') or []:
         verdict = s.get('judge') or {}
         if s.get('intervals'):
@@ -499,6 +519,16 @@ def report_html(doc):
                              _e(readable(metric.get('reason', '')))])
             body.append(_table(['metric', 'classification', 'p-value', 'baseline', 'canary', 'effect',
                                 'samples (b/c)', 'reason'], rows, numeric=(2, 3, 4)))
+        latency = latency_items(s.get('latency'))
+        if latency:
+            body.append('<h2 id="latency-step-%s">Latency over the analysis (step %s): p50 and p95</h2>' % (
+                _e(s['step']), _e(s['step'])))
+            body.append(_table(['source', 'canary p50', 'canary p95', 'baseline p50', 'baseline p95', 'n canary',
+                                'n baseline'],
+                               [[_e(r['label']), fmt_ms(r['canary'].get('p50_ms')), fmt_ms(r['canary'].get('p95_ms')),
+                                 fmt_ms(r['baseline'].get('p50_ms')), fmt_ms(r['baseline'].get('p95_ms')),
+                                 _e(fmt_number(r['canary'].get('count'))), _e(fmt_number(r['baseline'].get('count')))]
+                                for r in latency], numeric=range(1, 7)))
     reason = doc.get('reason') or ''
     # The error the reason already says is not said again.
     errors = [e for s in doc.get('steps') or [] for e in s.get('errors') or [] if not (e and reason.endswith(e))]

@@ -340,6 +340,12 @@ def merge_logs(log_results, servers):
             into['errors_5xx'] += item.get('errors_5xx', 0)
             into['response_ms'].extend(item.get('response_ms') or [])
             into['total_ms'].extend(item.get('total_ms') or [])
+            for route, part in (item.get('routes') or {}).items():
+                routed = into.setdefault('routes', {}).setdefault(route, {'requests': 0, 'errors_5xx': 0,
+                                                                          'response_ms': []})
+                routed['requests'] += part.get('requests', 0)
+                routed['errors_5xx'] += part.get('errors_5xx', 0)
+                routed['response_ms'].extend(part.get('response_ms') or [])
     return merged
 
 

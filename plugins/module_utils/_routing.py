@@ -293,6 +293,11 @@ def _check_networks(groups):
                                        % (net, g['name'], out, out_name))
 
 
+def canary_backend_of(spec):
+    """The canary backend a routing spec names, raw or parsed (default <backend>_canary)."""
+    return spec.get('canary_backend') or '%s_canary' % spec['backend']
+
+
 def map_files(routing):
     """The two map files: (routing map of strings, network map)."""
     base = os.path.join(routing['map_dir'], routing['backend'])

@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: balancer_info
 short_description: Internal to the rollout role - read a backend through the balancer driver it uses
-version_added: 1.2.0
+version_added: 1.1.0
 description:
   - Internal to the C(grayrelease.canary.rollout) role, which reads every
     balancer with it whatever its kind. Playbooks should call the driver's

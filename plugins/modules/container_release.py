@@ -8,7 +8,7 @@ DOCUMENTATION = r'''
 ---
 module: container_release
 short_description: Stage, switch, roll back and prune container-image releases of a Podman service
-version_added: 1.2.0
+version_added: 1.1.0
 description:
   - The container-image release kind, answering a rollout as M(grayrelease.canary.release) does
     (same states, same result keys). A release is a version name (the user's label, for example
@@ -200,6 +200,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+python:
+  description: The version of the Python that ran the module on the host (the rollout's pre-flight refuses one below 3.9).
+  returned: success
+  type: str
+  sample: 3.11.2
 current:
   description: Release now current, C('') when none. In check mode the value it would have.
   returned: always

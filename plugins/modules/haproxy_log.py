@@ -34,6 +34,11 @@ options:
     description: The backend whose servers' requests are returned.
     type: str
     required: true
+  also_backend:
+    description:
+      - A second backend whose requests count for the same servers, e.g. the canary backend of a user routing
+        (docs/routing.md), where the servers on the new release serve.
+    type: str
   servers:
     description: Only these servers (default every server of the backend seen in the window).
     type: list
@@ -103,6 +108,12 @@ servers:
     errors_5xx:
       description: Requests answered with a 5xx status.
       type: int
+    routes:
+      description:
+        - For requests whose log line carries a user routing's route (C(canary/bucket), C(stable/bucket),
+          C(canary/optin:staff)...; the first capture, as grayrelease.canary.routing_config renders it), route ->
+          C(requests), C(errors_5xx) and C(response_ms). Absent when no line carries one.
+      type: dict
   sample:
     app1: {requests: 2, response_ms: [3, 4], total_ms: [3, 5], statuses: {"2xx": 2}, errors_5xx: 0}
 matched:
@@ -141,6 +152,7 @@ def main():
         argument_spec=dict(
             path=dict(type='path', default='/var/log/haproxy.log'),
             backend=dict(type='str', required=True),
+            also_backend=dict(type='str'),
             servers=dict(type='list', elements='str'),
             window=dict(type='float', default=60),
             since=dict(type='float'),
@@ -162,7 +174,7 @@ def main():
     try:
         lines = tail_lines(params['path'], since) if found else []
         result = collect(lines, params['backend'], since, until, servers=params['servers'],
-                         max_samples=params['max_samples'])
+                         max_samples=params['max_samples'], also_backend=params['also_backend'])
     except (OSError, LogError) as exc:
         module.fail_json(msg='cannot read %s: %s' % (params['path'], exc))
     module.exit_json(changed=False, servers=result['servers'], matched=result['matched'], since=since,

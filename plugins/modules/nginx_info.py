@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: nginx_info
 short_description: Read the servers of an nginx upstream the collection owns
-version_added: 1.2.0
+version_added: 1.1.0
 description:
   - Read-only. Returns the servers of one upstream from the collection's upstream file (admin state,
     weight, initial weight, address), the established connections from this host to each, and with

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 ---
 module: nginx_server
 short_description: Drain, ready, put in maintenance or re-weight the servers of an nginx upstream
-version_added: 1.2.0
+version_added: 1.1.0
 description:
   - The nginx driver of the collection (open-source nginx, no runtime API). Changes servers of one
     upstream in the upstream file the collection owns (O(upstream_file)), then runs C(nginx -t) and

@@ -186,6 +186,21 @@ options:
     type: int
     default: 200000
     version_added: 1.1.0
+  shared:
+    description:
+      - Paths relative to the release (C(logs), C(var/uploads)) that every release shares. Each is
+        a symlink in the release to C(ROOT/shared/PATH), which is created as an empty directory
+        (mode 0755, O(owner)/O(group)) when missing; what the archive had at that path is dropped.
+      - The links are made in the unpack area before the release is renamed into C(releases/), so a
+        new release appears with them, and in an installed release that lacks them before
+        C(current) switches to it (O(state=current)) or when it is pre-staged (O(state=staged)).
+        The release C(current) points at is never modified.
+      - C(ROOT/shared) may be a symlink to another disk; below it directories are created without
+        following symlinks, so a user who can write there cannot make the module create or chown
+        anything elsewhere. A path that is absolute, leaves the release (C(..)) or overlaps another
+        fails naming it, before anything changes.
+    type: list
+    elements: str
   keep:
     description:
       - Number of release directories to keep, at least 1. With O(state=current) pruning happens
@@ -244,6 +259,16 @@ EXAMPLES = r'''
     checksum: sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9
     state: staged
 
+- name: Switch to v3; logs and uploads are the same directories in every release
+  grayrelease.canary.release:
+    root: /opt/demoapp
+    version: v3
+    src: dist/demoapp-v3.tar.gz
+    state: current
+    service: demoapp
+    owner: demoapp
+    shared: [logs, uploads]
+
 - name: Back to the previous release
   grayrelease.canary.release:
     root: /opt/demoapp
@@ -263,6 +288,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+python:
+  description: The version of the Python that ran the module on the host (the rollout's pre-flight refuses one below 3.9).
+  returned: success
+  type: str
+  sample: 3.11.2
 current:
   description: Release C(current) points at (basename of its target), C('') when none. In check mode the value it would have.
   returned: always
@@ -299,6 +329,12 @@ installed_now:
   returned: always
   type: bool
   sample: true
+shared_linked:
+  description: The O(shared) paths linked into the release by this task (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [logs, uploads]
 pruned:
   description: Release directories removed.
   returned: always
@@ -346,6 +382,7 @@ def main():
             group=dict(type='str'),
             min_free_mb=dict(type='int', default=64),
             max_members=dict(type='int', default=200000),
+            shared=dict(type='list', elements='str'),
         ),
         required_if=RELEASE_REQUIRED_IF,
         supports_check_mode=True,

@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: rollout_release
 short_description: Internal to the rollout role - stage, switch or roll back a release of the kind it uses
-version_added: 1.2.0
+version_added: 1.1.0
 description:
   - Internal to the C(grayrelease.canary.rollout) role, which installs every
     release with it whatever its kind. Playbooks should call the kind's own

@@ -10,14 +10,22 @@ module: rollout_state
 short_description: The coordinator of a canary rollout (controller side)
 version_added: 1.0.0
 description:
-  - Keeps the state of one rollout in the C(grayrelease_rollout) fact of the
-    coordinator (localhost) and makes every decision about it - which hosts
-    and balancers act next and with what arguments (the C(act)), whether the
-    run halts, what is rolled back in which groups, the final decision, and
-    the report.
+  - Keeps the state of one rollout and makes every decision about it - which
+    hosts and balancers act next and with what arguments (the C(act)),
+    whether the run halts, what is rolled back in which groups, the final
+    decision, and the report.
+  - The state lives in one file per run on the controller, in a directory of
+    the user's own (mode 0700, the file 0600) in the controller's temporary
+    directory (C(TMPDIR), else C(/tmp)), written whole after every call. The
+    facts returned are only its small view (C(grayrelease_rollout_view), what
+    the play's conditions read) and the file's reference
+    (C(grayrelease_rollout_state_file)); the state (about 0.9 MB at 1,000
+    hosts) is no fact, so it reaches neither every host of the play nor
+    every AWX job event. O(op=start) removes the files of earlier runs
+    untouched for a day, except those of a run still going on.
   - Runs entirely on the controller through its action plugin; nothing is
     executed on a managed host. The logic is in the collection's private
-    C(module_utils/_engine.py), unit-tested without Ansible.
+    C(module_utils/_engine/), unit-tested without Ansible.
   - Used by the P(grayrelease.canary.rollout#role) role; not meant to be
     called on its own.
 options:
@@ -93,7 +101,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: C(grayrelease_rollout), the whole state of the run.
+  description:
+    - C(grayrelease_rollout_view), the small view of the state the play's tasks read (the next C(act),
+      the settings, the plan, whether the run halted).
+    - C(grayrelease_rollout_state_file), where the whole state of the run is (C(path), a file on the
+      controller) and the run's id (C(run)), which the file's must match. -vvv prints both.
   returned: always
   type: dict
 act:
@@ -106,7 +118,11 @@ halt:
   returned: when the run halted
   type: dict
 report:
-  description: The report document (the content of report.json).
+  description:
+    - The report's headline (C(decision), C(reason), C(reasons), C(version), C(previous_version), C(run),
+      C(artifact), C(backend), C(started), C(finished), C(seconds), C(check_mode)); the whole document is
+      report.json (RV(report_path), and this run's own copy in C(report_run_dir)).
+    - The whole document when report.json could not be written (C(report_error)).
   returned: with O(op=finish)
   type: dict
 report_path:

@@ -16,7 +16,7 @@ SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, path_exists, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, path_exists, reseed_fleet, run_timed, version_of)
 from fleet_test import capacity_monitor as shared_capacity_monitor  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
@@ -106,6 +106,7 @@ class Background(object):
     def __init__(self, playbook, *extra):
         cmd = ["ansible-playbook", "-i", INVENTORY, playbook] + list(extra)
         self.started = time.monotonic()
+        self.started_epoch = time.time()
         self.proc = subprocess.Popen(cmd, env=progress_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True)
         self.lines = []
@@ -178,9 +179,7 @@ def build_release(version, *knobs):
 
 
 def reseed():
-    res = run_playbook(os.path.join(SCENARIO, "reseed.yml"), timeout=180)
-    assert res.returncode == 0, "reseed failed"
-    return res.seconds
+    return reseed_fleet(APPS, BALANCERS)
 
 
 def read_report(directory):
@@ -202,11 +201,19 @@ def record(case, **figures):
 
 # Docker now and then loses the output of a quick exec (moby/moby#27289,
 # docker/docker-py#2042). Through community.docker.docker_api (flt-lb2,
-# flt-app4) that is the `id -u && id -g` it runs before a file transfer, and
-# the host is reported unreachable: a fault of the test fleet's transport, not
-# one the case put there. Case.result() raises DockerExecOutputLost when a run
-# met it, and such a case, and only such a case, is run once more.
-DOCKER_EXEC_OUTPUT_LOST = "Error while determining user and group ID of current user in container"
+# flt-app4) that is the `id -u && id -g` it runs before a file transfer, or
+# the `mkdir` of the task's remote temporary directory (seen in a run beside
+# the rollout scenario: the pre-staging on flt-app4 failed with it), and the
+# task fails: a fault of the test fleet's transport, not one the case put
+# there. Case.result() raises DockerExecOutputLost when a run met one, and
+# such a case, and only such a case, is run once more.
+LOST_UID_GID = "Error while determining user and group ID of current user in container"
+LOST_TMPDIR = "failed to resolve remote temporary directory from ansible-tmp-"
+
+
+def docker_exec_output_lost(text):
+    """Did a run's output meet Docker losing an exec's output (the tmp-dir form: its command returned nothing)?"""
+    return LOST_UID_GID in text or (LOST_TMPDIR in text and "returned empty string" in text)
 
 
 class DockerExecOutputLost(Exception):

@@ -28,7 +28,7 @@ import time
 
 import pytest
 
-from conftest import (APPS, BALANCERS, DOCKER_EXEC_OUTPUT_LOST, INVENTORY, Background, DockerExecOutputLost,
+from conftest import (APPS, BALANCERS, INVENTORY, Background, DockerExecOutputLost, docker_exec_output_lost,
                       assert_clean_balancers, build_release, capacity_monitor, docker, fleet_snapshot, haproxy_state,
                       lock_present, mixed_load, operator_sets, path_exists, read_report, record, reseed, run_playbook,
                       run_timed, service_active, user_weights, version_of, wait_for)
@@ -119,7 +119,7 @@ class Case(object):
     def result(self, timeout=400):
         rc = self.run.wait(timeout=timeout)
         self.stop()
-        if DOCKER_EXEC_OUTPUT_LOST in self.run.text():
+        if docker_exec_output_lost(self.run.text()):
             raise DockerExecOutputLost("%s: Docker lost an exec's output, the case runs once more: %s"
                                        % (self.name, self.run.text()[-1500:]))
         return rc, read_report(self.report)
@@ -167,6 +167,9 @@ class Case(object):
             requests_fast=self.summary["fast"]["requests"], requests_slow=self.summary["slow"]["requests"],
             max_out=self.max_out(), allowed_out=MAX_UNAVAILABLE,
             max_out_servers=dict((b, c["max_out_servers"]) for b, c in self.capacity.items()),
+            # When (seconds after the run started) and why the most servers were out.
+            max_out_when=dict((b, [round(c["started"] + (c["max_out_at"] or 0) - self.run.started_epoch, 1),
+                                   c.get("max_out_states")]) for b, c in self.capacity.items()),
             capacity_errors=dict((b, c["errors"]) for b, c in self.capacity.items()),
             final_out=dict((b, c["final_out"]) for b, c in self.capacity.items()))
         figures.update(more)

@@ -12,11 +12,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
-from fleet_test import Load, haproxy_state, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
+from fleet_test import Load, haproxy_state, reseed_fleet, run_timed, version_of  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")
-# The faults scenario's reseed works on any fleet with groups app and balancers.
-RESEED = os.path.join(REPO, "molecule", "faults", "reseed.yml")
 APPS = ["jdg-app%d" % i for i in range(1, 4)]
 BALANCER = "jdg-lb1"
 MEASUREMENTS = os.path.join(REPO, ".build", "judge-measurements.jsonl")
@@ -27,8 +25,7 @@ def run_playbook(playbook, *extra, timeout=300):
 
 
 def reseed():
-    res = run_playbook(RESEED, timeout=180)
-    assert res.returncode == 0, "reseed failed"
+    reseed_fleet(APPS, [BALANCER])
     for app in APPS:
         assert version_of(app) == "v1", app
     state = haproxy_state(BALANCER)

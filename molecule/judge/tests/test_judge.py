@@ -9,13 +9,16 @@ against jdg-app2 and jdg-app3), judged on one kind of evidence:
   passes, one with 20% errors fails; a user's own metric rides along dry-run;
   a metric without data fails with must_have_data (in the failing case, to
   keep the scenario short; tests/unit's test_engine_sources shows it failing an otherwise
-  passing canary).
+  passing canary);
+- the user's analysis tasks failing: the step fails naming the task, and the
+  run rolls back and releases its lock.
 Figures go to .build/judge-measurements.jsonl.
 """
 import os
 import statistics
+import subprocess
 
-from conftest import APPS, build_release, record, rollout, version_of
+from conftest import APPS, BALANCER, build_release, record, rollout, version_of
 
 LOG = "/var/log/haproxy.log"
 BASE = {"canary_steps": [1], "canary_analysis_interval": 3, "canary_analysis_count": 4,
@@ -40,8 +43,9 @@ HAPROXY_ERRORS = {
 PROMETHEUS = {"canary_prometheus_url": "http://jdg-prom:9090",
               "canary_prometheus_metrics": [APP_ERRORS, APP_P50, HAPROXY_ERRORS],
               "canary_metric_options": PROMETHEUS_ONLY}
-USER_METRIC = {"canary_analysis_tasks": os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                     "files", "user_metrics.yml")}
+FILES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "files")
+USER_METRIC = {"canary_analysis_tasks": os.path.join(FILES, "user_metrics.yml")}
+FAILING_METRIC = {"canary_analysis_tasks": os.path.join(FILES, "failing_metrics.yml")}
 
 
 def canary_step(report):
@@ -157,3 +161,16 @@ def test_prometheus_alone_fails_an_erroring_release_and_a_metric_without_data(re
     empty = verdict["metrics"]["checkout_errors"]
     assert empty["classification"] == "nodata" and empty["failed"] and empty["must_have_data"], empty
     assert "must_have_data: checkout_errors" in verdict["reason"], verdict["reason"]
+
+
+def test_failing_analysis_tasks_roll_back_naming_the_task_and_release_the_lock(report_dir):
+    artifact = build_release("v2-hookfail")
+    code, report, _seconds = rollout(report_dir, "v2-hookfail", artifact, dict(BASE, **FAILING_METRIC))
+    check_rolled_back(report, code)
+    assert "canary_analysis_tasks" in report["reason"], report["reason"]
+    assert "read the queue depth from the user's metrics service" in report["reason"], report["reason"]
+    # The coordinator stayed in the play to the end: the report is complete and the lock gone.
+    assert report["steps"][0]["canary"] and not report["steps"][0].get("judge"), report["steps"][0]
+    locks = subprocess.run(["docker", "exec", BALANCER, "sh", "-c", "ls /var/lib/grayrelease-canary/*.lock 2>/dev/null"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert locks.stdout.strip() == "", locks.stdout

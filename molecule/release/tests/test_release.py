@@ -3,7 +3,8 @@
 
 rel-app1: released v2 (with hooks), then the same release again (idempotence).
 rel-app2: released v2, drained, rolled back to v1 twice.
-rel-app3: released v2..v5, rolled back to v1 explicitly, released v6 with keep 3.
+rel-app3: released v2..v5, rolled back to v1 explicitly, released v6 with keep 3
+and logs, data/uploads shared.
 Hostile input: rel-app2's rollback met a symlink planted at its record's temporary
 name; rel-app1 refused to stage through a planted .staging symlink, and refused
 an archive bigger than the filesystem of its release root.
@@ -116,6 +117,20 @@ def test_pruning_spared_current_and_previous():
     assert releases(h) == ["v1", "v5", "v6"]
     # a release switch clears the record of the earlier rollback
     assert not h.file(ROOT + "/.rollback.json").exists
+
+
+def test_shared_paths_are_links_in_v6_only_and_keep_what_was_there():
+    h = host("rel-app3")
+    rel = ROOT + "/releases/v6"
+    assert h.check_output("readlink %s/logs", rel) == ROOT + "/shared/logs"
+    assert h.check_output("readlink %s/data/uploads", rel) == ROOT + "/shared/data/uploads"
+    assert h.file(ROOT + "/shared/data/uploads").is_directory
+    assert not h.file(ROOT + "/shared/data/uploads").is_symlink
+    # Through current, the service's view: the operator's file is there.
+    assert h.file(ROOT + "/current/logs/kept.log").content_string == "written before v6\n"
+    # previous (v1) was not released with them and is left as it was.
+    assert not h.file(ROOT + "/releases/v1/logs").exists
+    assert served_version(h) == "v6"
 
 
 def test_failed_steps_changed_nothing_on_rel_app1():

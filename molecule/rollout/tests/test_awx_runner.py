@@ -35,11 +35,14 @@ AWX = os.path.join(REPO, "awx")
 with open(os.path.join(AWX, "survey.json"), encoding="utf-8") as _handle:
     SURVEY = json.load(_handle)
 STATS_KEYS = {"canary_decision", "canary_version", "canary_previous_version", "canary_reason", "canary_verdict",
-              "canary_score", "canary_summary", "canary_report", "canary_report_html"}
+              "canary_score", "canary_summary", "canary_report", "canary_report_html", "canary_report_run_dir",
+              "canary_report_copy", "canary_report_copy_error"}
 # One canary host, then the other five at most three at a time; short analysis.
 FAST = {"canary_steps": "1,100%", "canary_max_unavailable": "3", "canary_traffic_percent": "20",
         "canary_analysis_interval": "3", "canary_analysis_count": "2"}
 SERVER_DIR = "/srv/grayrelease-artifacts"
+# canary_report_upload in the workflow's canary job: the reports kept on a balancer.
+KEPT_ON, KEPT_DIR = "lb2", "/var/lib/grayrelease-reports"
 SERVER_PORT = 8099
 
 
@@ -215,12 +218,22 @@ def test_workflow_gate_then_promote(tmp_path, awx_inventory, artifact_store, rep
                              canary_artifact=artifact_store["for_hosts"] + "/demoapp-awx1.tar.gz",
                              canary_artifact_checksum=artifact_store["sha256"]["awx1"], **FAST)
 
-    # Node "canary": the node's extra_data, then the workflow's variables over it.
+    # Node "canary": the node's extra_data, then the workflow's variables over it, and a
+    # variable given at launch (ask_variables_on_launch): the reports kept on lb2.
     extravars = dict(answers, **nodes["canary"]["extra_data"])
-    extravars.update(workflow_vars, canary_report_dir=str(report_dir / "awx-canary"))
+    extravars.update(workflow_vars, canary_report_dir=str(report_dir / "awx-canary"),
+                     canary_report_upload=KEPT_ON + ":" + KEPT_DIR)
     runner = run_job(tmp_path, "canary", awx_inventory, extravars)
     data, report = published(runner, report_dir / "awx-canary")
     assert runner.status == "successful" and runner.rc == 0
+    # The reports outlive the job's execution environment: this run's copy on lb2.
+    run = os.path.basename(data["canary_report_run_dir"])
+    assert (data["canary_report_copy"], data["canary_report_copy_error"]) == (
+        "%s:%s/%s/report.html" % (KEPT_ON, KEPT_DIR, run), "")
+    for name in ("report.json", "report.md", "report.html"):
+        kept = docker("exec", KEPT_ON, "cat", "%s/%s/%s" % (KEPT_DIR, run, name)).stdout
+        assert kept == open(os.path.join(data["canary_report_run_dir"], name), encoding="utf-8").read(), name
+    docker("exec", KEPT_ON, "rm", "-rf", KEPT_DIR)
     assert failed_tasks(runner) == [] and final_stats(runner)["failures"] == {}
     assert data["canary_decision"] == "paused" and data["canary_verdict"] == "pass"
     assert float(data["canary_score"]) == 100

@@ -152,11 +152,14 @@ def test_a_probe_host_that_is_no_balancer_health_checks_each_batch_itself(report
 def test_without_prestaging_each_switch_installs_the_release(report_dir):
     # canary_prestage=false: pre-flight only reads the releases, and every
     # switch ships and unpacks the artifact itself (release's install marker
-    # is written once that host's batch has begun).
+    # is written once that host's batch has begun). With a shared logs
+    # directory owned by the service's user (demoapp runs as nobody).
     artifact = build_release("v3p")
     load = mixed_load()
     res = run_playbook("rollout", "-e", "canary_version=v3p", "-e", "canary_artifact=%s" % artifact,
-                       "-e", "canary_report_dir=%s/no-prestage" % report_dir, "-e", "canary_prestage=false", *FAST)
+                       "-e", "canary_report_dir=%s/no-prestage" % report_dir, "-e", "canary_prestage=false",
+                       "-e", '{"canary_shared_paths": ["logs"], "canary_release_owner": "nobody",'
+                             ' "canary_release_group": "nogroup"}', *FAST)
     summary = load.stop()
     assert res.returncode == 0, res.stdout[-3000:]
     assert summary["failed"] == 0, summary
@@ -168,6 +171,15 @@ def test_without_prestaging_each_switch_installs_the_release(report_dir):
     for host in APPS:
         marker = json.loads(docker("exec", host, "cat", "/opt/demoapp/releases/v3p/.grayrelease-release").stdout)
         assert marker["installed"] >= started[host], (host, marker, started[host])
+        # canary_release_owner/group: the release's files and the shared directory are the service's,
+        # and the service's user can write its logs through the release's link.
+        owners = docker("exec", host, "stat", "-c", "%U:%G %n", "/opt/demoapp/releases/v3p/app.py",
+                        "/opt/demoapp/shared/logs").stdout.split("\n")
+        assert [line.split()[0] for line in owners if line] == ["nobody:nogroup"] * 2, (host, owners)
+        assert docker("exec", host, "readlink", "/opt/demoapp/current/logs").stdout.strip() == "/opt/demoapp/shared/logs"
+        wrote = docker("exec", host, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "touch",
+                       "/opt/demoapp/current/logs/written-by-the-service", check=False)
+        assert wrote.returncode == 0, (host, wrote.stderr)
     assert_fleet_serving({h: "v3p" for h in APPS})
     # Back to v2 (every host's previous release) for the scenario's next tests.
     res = run_playbook("rollback", "-e", "canary_max_unavailable=3")
@@ -226,29 +238,28 @@ def test_rollback_playbook_returns_the_fleet_to_the_previous_release():
     assert_fleet_serving({h: "v2" for h in APPS})
 
 
-@pytest.mark.parametrize("bad,needle", [
-    (["-e", "canary_version=../x", "-e", "canary_artifact=/nonexistent"], "../x"),
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/nonexistent.tar.gz"], "/nonexistent.tar.gz"),
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_traffic_percent=0"], "canary_traffic_percent=0"),
-    # A runtime API command smuggled in through a name, and a lock path that
-    # would leave the lock directory: refused by name before anything runs.
+# Pre-flight checks every input before it takes the lock and names every bad
+# value at once (the engine's settings; one by one in test_engine.py), so one
+# run carries several: each run is ~20 s of the machine's CPU on this fleet.
+@pytest.mark.parametrize("bad,needles", [
+    # Bad names, plan and judge input together; a canary_server that smuggles in a runtime API
+    # command, and a canary_backend that would move the lock file out of its directory.
+    (["-e", "canary_version=../x", "-e", "canary_artifact=/nonexistent.tar.gz", "-e", "canary_traffic_percent=0",
+      "-e", "canary_backend=../../tmp/x", "-e", '{"canary_server": "app1; disable server demoapp/app2"}',
+      "-e", "canary_steps=50%,1", "-e", "canary_on_marginal=maybe"],
+     ["canary_version='../x'", "/nonexistent.tar.gz", "canary_traffic_percent=0", "canary_backend='../../tmp/x'",
+      "canary_server='app1; disable server", "non-decreasing", "canary_on_marginal='maybe'"]),
+    # A runtime API command smuggled in through the backend's name (a line break).
     (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null",
-      "-e", '{"canary_backend": "demoapp\\nshutdown sessions server demoapp/app1"}'], "canary_backend="),
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_backend=../../tmp/x"],
-     "canary_backend='../../tmp/x'"),
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null",
-      "-e", '{"canary_server": "app1; disable server demoapp/app2"}'], "canary_server='app1; disable server"),
-    # Bad plan and judge input, and a missing variable.
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_steps=50%,1"], "non-decreasing"),
-    (["-e", "canary_version=v9", "-e", "canary_artifact=/dev/null", "-e", "canary_on_marginal=maybe"],
-     "canary_on_marginal='maybe'"),
-    (["-e", "canary_artifact=/dev/null"], "canary_version is not set"),
-])
-def test_bad_input_fails_clearly_and_changes_nothing(report_dir, bad, needle):
+      "-e", '{"canary_backend": "demoapp\\nshutdown sessions server demoapp/app1"}'], ["canary_backend="]),
+    (["-e", "canary_artifact=/dev/null"], ["canary_version is not set"]),
+], ids=["named-together", "backend-newline", "no-version"])
+def test_bad_input_fails_clearly_and_changes_nothing(report_dir, bad, needles):
     before = {h: (version_of(h), releases_on(h)) for h in APPS}
     res = run_playbook("rollout", "-e", "canary_report_dir=%s/bad" % report_dir, *bad)
     assert res.returncode != 0
-    assert needle in res.stdout
+    missing = [needle for needle in needles if needle not in res.stdout]
+    assert not missing, (missing, res.stdout[-3000:])
     assert read_report(report_dir / "bad")["decision"] == "failed"
     assert {h: (version_of(h), releases_on(h)) for h in APPS} == before
     assert_fleet_serving({h: before[h][0] for h in APPS})

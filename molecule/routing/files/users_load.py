@@ -8,7 +8,8 @@ the cookies HAProxy sets are kept in --jar between runs. Every user sends
 --requests requests, interleaved with the others, over --workers keep-alive
 connections. Stops after that, at --duration seconds, or when --stop-file
 appears. Writes to --out: per user the versions (X-Demoapp-Version) and routes
-(X-Gray-Route) it saw, with counts, and totals.
+(X-Gray-Route) it saw, with counts, the routes of its failed responses ("fr"),
+and totals.
 
     python3 users_load.py --users /tmp/users.json --jar /tmp/jar.json --requests 2 --out /tmp/round.json
 """
@@ -103,6 +104,10 @@ def main(argv=None):
                             jar[user["id"]] = given
                     else:
                         mine["failed"] += 1
+                        if isinstance(status, int):
+                            # Where the failed request was routed (a canary's own 5xx, or not).
+                            route = resp.getheader("X-Gray-Route", "-")
+                            mine.setdefault("fr", {})[route] = mine.setdefault("fr", {}).get(route, 0) + 1
                         totals["failed"] += 1
                         totals["errors"][str(status)] = totals["errors"].get(str(status), 0) + 1
                 if args.pause:

@@ -73,16 +73,16 @@ class Users(object):
         put(BALANCER, "/tmp/%s.users.json" % name, json.dumps(users))
         docker("exec", BALANCER, "rm", "-f", self.jar)
 
-    def args(self, out, requests, port, pause, duration):
+    def args(self, out, requests, port, pause, duration, path="/version"):
         return ["python3", "/tmp/users_load.py", "--users", "/tmp/%s.users.json" % self.name, "--jar", self.jar,
                 "--requests", str(requests), "--port", str(port), "--pause", str(pause), "--duration",
-                str(duration), "--out", out]
+                str(duration), "--path", path, "--out", out]
 
-    def round(self, requests=2, port=80, pause=0.0, duration=120):
-        """Every user sends `requests` requests; returns the client's summary."""
+    def round(self, requests=2, port=80, pause=0.0, duration=120, path="/version"):
+        """Every user sends `requests` requests (GET `path`); returns the client's summary."""
         out = "/tmp/%s.round.json" % self.name
         docker("exec", BALANCER, "rm", "-f", out)
-        docker(*(["exec", BALANCER] + self.args(out, requests, port, pause, duration)), timeout=duration + 30)
+        docker(*(["exec", BALANCER] + self.args(out, requests, port, pause, duration, path)), timeout=duration + 30)
         return json.loads(read(BALANCER, out))
 
     def start(self, requests, pause, duration=120):

@@ -3,10 +3,12 @@
 Every --interval seconds reads the backend's runtime state over the admin
 socket (`show stat` for status and weight, `show servers state` for the admin
 state) and counts the servers out of rotation: admin state drain or maint,
-weight 0, or a status other than UP. Stops at --duration seconds or when
---stop-file appears, then writes one JSON summary to --out:
+weight 0, or a status that is not UP (UP 1/2, still routed to, is UP).
+Stops at --duration seconds or when --stop-file appears, then writes one
+JSON summary to --out:
   samples, errors, max_out, max_out_servers (the first sample at the max),
-  max_out_at (seconds since start), out_seen (server -> samples out),
+  max_out_at (seconds since start), max_out_states (server -> admin state,
+  status and weight in that sample), out_seen (server -> samples out),
   final_out (servers out in the last sample), final (last sample per server).
 
     python3 capacity_monitor.py --backend demoapp --duration 300 \
@@ -24,7 +26,12 @@ from haproxy_stat import read_backend  # noqa: E402  pylint: disable=wrong-impor
 
 
 def out_of_rotation(info):
-    return info["admin_state"] != "ready" or info["weight"] == 0 or info["status"] != "UP"
+    # HAProxy still routes to a server whose status is "UP 1/2" (UP, one
+    # failed check on the way down), as the engine counts it
+    # (_claims.out_of_rotation); "DOWN 1/2" (on the way up) takes nothing.
+    # The monitor once counted the first as out: a loaded machine's missed
+    # check on an untouched server read as the engine exceeding its cap.
+    return info["admin_state"] != "ready" or info["weight"] == 0 or not info["status"].startswith("UP")
 
 
 def main():
@@ -53,7 +60,11 @@ def main():
             for name in out:
                 summary["out_seen"][name] = summary["out_seen"].get(name, 0) + 1
             if len(out) > summary["max_out"]:
-                summary.update(max_out=len(out), max_out_servers=out, max_out_at=round(tick - start, 2))
+                # Why each was out at that moment (a drain, maintenance, a failed health check, weight 0).
+                states = dict((s, "%s %s weight %s" % (servers[s]["admin_state"], servers[s]["status"], servers[s]["weight"]))
+                              for s in out)
+                summary.update(max_out=len(out), max_out_servers=out, max_out_at=round(tick - start, 2),
+                               max_out_states=states)
             summary["final_out"] = out
             summary["final"] = servers
         time.sleep(max(0.0, args.interval - (time.monotonic() - tick)))

@@ -50,6 +50,11 @@ def ansible_env():
     env.update(ANSIBLE_FORKS="10", ANSIBLE_HOST_KEY_CHECKING="false", ANSIBLE_NOCOLOR="1",
                ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_PYTHON_INTERPRETER="auto_silent",
                ANSIBLE_PIPELINING="true")
+    # The collection's strategy (skips decided on the controller: a rollout of
+    # the 6-host fleet 12% less CPU, docs/user-guide.md). The README's own
+    # test and the matrix's scenario (GRAYRELEASE_TEST_STRATEGY) keep
+    # ansible.builtin.linear, the default a user gets, on a real fleet.
+    env["ANSIBLE_STRATEGY"] = os.environ.get("GRAYRELEASE_TEST_STRATEGY", "grayrelease.canary.linear")
     return env
 
 
@@ -119,6 +124,101 @@ class Load(InContainer):
 
 
 def capacity_monitor(container, backend="demoapp", duration=300, name="capmon"):
-    """Servers out of rotation on one balancer, sampled every 100 ms (capacity_monitor.py)."""
-    return InContainer(container, MONITOR, name, "--backend", backend, "--interval", "0.1",
+    """Servers out of rotation on one balancer, sampled every 200 ms (capacity_monitor.py).
+
+    Every 200 ms, not 100: two monitors at 100 ms cost 0.09 of a core for as
+    long as a test runs (measured on the rollout fleet, 30 s: 2.7 s of CPU),
+    and a server over the cap stays out for a drain and a switch, seconds."""
+    return InContainer(container, MONITOR, name, "--backend", backend, "--interval", "0.2",
                        "--duration", str(duration), modules=[HAPROXY_STAT])
+
+
+# What reseed_fleet runs in each container. An app host: current back on v1
+# (restarted only if it moved), later releases, `previous` and the rollback
+# record gone, the service active and listening. A balancer: every server of
+# the backend ready at its initial weight and UP, the rollout lock and the
+# runs' server claims gone (stale claims could make the next case's operator
+# state look like a run's and be "repaired").
+_RESEED_APP = r"""
+set -eu
+cd "$1"
+if [ "$(readlink current)" != releases/v1 ]; then
+  ln -sfn releases/v1 current.reseed && mv -T current.reseed current
+  systemctl restart "$2"
+fi
+rm -f previous .rollback.json
+for d in releases/*; do [ "$d" = releases/v1 ] || rm -rf -- "$d"; done
+systemctl is-active --quiet "$2" || systemctl restart "$2"
+i=0
+until (exec 3<>"/dev/tcp/127.0.0.1/$3") 2>/dev/null; do
+  i=$((i + 1)); [ "$i" -le 300 ] || { echo "$2 not listening on $3 after 30 s" >&2; exit 1; }
+  sleep 0.1
+done
+"""
+
+# Run after haproxy_stat.py's functions (ask, read_backend): see reseed_fleet.
+_RESEED_BALANCER = r"""
+import os, time
+sock_path, backend, lock_dir = sys.argv[1:4]
+for name in read_backend(sock_path, backend):
+    for line in ("set server %s/%s state ready" % (backend, name), "set weight %s/%s 100%%" % (backend, name)):
+        answer = ask(sock_path, line).strip()
+        if answer:
+            sys.exit("%s: %s" % (line, answer))
+# Every server exactly UP ("UP 1/2" is a failed check on its way down) and
+# still so 1.5 s later, longer than the fleet's check interval (1 s): a
+# check that began while an app host restarted reports only after it.
+deadline = time.monotonic() + 30
+stable_since = None
+while True:
+    states = read_backend(sock_path, backend)
+    if all(s["status"] == "UP" for s in states.values()):
+        stable_since = stable_since or time.monotonic()
+        if time.monotonic() - stable_since >= 1.5:
+            break
+    else:
+        stable_since = None
+    if time.monotonic() > deadline:
+        sys.exit("not every server steadily UP after 30 s: %s" % states)
+    time.sleep(0.1)
+for suffix in (".lock", ".claims.json"):
+    try:
+        os.unlink(os.path.join(lock_dir, backend + suffix))
+    except FileNotFoundError:
+        pass
+"""
+
+
+def reseed_fleet(apps, balancers, root="/opt/demoapp", service="demoapp", port=8080, backend="demoapp",
+                 socket_path="/run/haproxy/admin.sock", lock_dir="/var/lib/grayrelease-canary"):
+    """Put a fleet back on its baseline between test cases, as an operator
+    would by hand: one `docker exec` per container, all at once. Apps first,
+    so that the balancers' wait for every server UP sees them serving.
+    Returns the wall time in seconds. (It replaced an ansible-playbook run:
+    14 module runs at 0.3-0.5 s of CPU each in the containers, plus the
+    controller's ~6 s, about 12 s of CPU per case.)"""
+    t0 = time.monotonic()
+
+    def run_all(hosts, command, input_text=None):
+        """`docker exec` of `command` in every host at once; fails naming each host that failed."""
+        procs = [(host, subprocess.Popen(
+            ["docker", "exec"] + (["-i"] if input_text else []) + [host] + command,
+            stdin=subprocess.PIPE if input_text else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)) for host in hosts]
+        failed = []
+        for host, proc in procs:
+            try:
+                out = proc.communicate(input=input_text, timeout=60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0] + " (killed after 60 s)"
+            if proc.returncode != 0:
+                failed.append("%s: %s" % (host, out.strip()[-500:]))
+        assert not failed, "reseed failed on " + "; ".join(failed)
+
+    run_all(apps, ["bash", "-c", _RESEED_APP, "reseed", root, service, str(port)])
+    with open(HAPROXY_STAT, encoding="utf-8") as handle:
+        stat_functions = handle.read().split('\nif __name__ == "__main__":')[0]
+    run_all(balancers, ["python3", "-", socket_path, backend, lock_dir],
+            input_text=stat_functions + "\n" + _RESEED_BALANCER)
+    return round(time.monotonic() - t0, 1)

@@ -44,6 +44,19 @@ def test_fleet_is_reached_over_ssh_as_an_unprivileged_user_with_sudo():
     assert "permitrootlogin no" in config and "passwordauthentication no" in config
 
 
+def test_boot_never_empties_tmp_on_the_fleet():
+    # Debian's `D /tmp` tmpfiles rule emptied /tmp at boot; when the boot was
+    # slow (several fleets starting at once) it ran after the converge's first
+    # task had put its AnsiballZ payload there and deleted it
+    # (FileNotFoundError on /tmp/ansible_*_payload_*/..._payload.zip). The
+    # fleet image overrides the rule (images/fleet/customize.sh): create, never empty.
+    for host in HOSTS:
+        config = docker("exec", host, "systemd-tmpfiles", "--cat-config").stdout
+        rules = [fields[0] for fields in (line.split() for line in config.splitlines())
+                 if len(fields) > 1 and fields[1] == "/tmp"]
+        assert rules == ["d"], (host, rules)
+
+
 def test_rollout_promotes_v2_over_ssh_under_load(report_dir, tmp_path):
     assert {h: version_of(h) for h in APPS} == {h: "v1" for h in APPS}
     artifact = build_release("v2")

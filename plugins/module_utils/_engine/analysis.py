@@ -19,7 +19,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._power import (
     fix as fix_power,
     plan as plan_power,
 )
-from ansible_collections.grayrelease.canary.plugins.module_utils._progress import record_analysis
+from ansible_collections.grayrelease.canary.plugins.module_utils._progress import latency_summary, record_analysis
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import (
     RolloutError,
     analysis_metrics,
@@ -42,6 +42,13 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state i
     score_text,
     server_of,
     servers_of,
+)
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.routing import (
+    by_route,
+    judged_by_bucket,
+    log_backend,
+    routed_counters,
+    routing_on,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.steps import is_judged, judged_looks, sides
 
@@ -129,6 +136,9 @@ def analysis_act(state, step_index):
     try:
         sources = analysis_sources(settings.get('metrics') or {}, settings['backend'], members(canary),
                                    members(baseline), settings['analysis_interval'], settings['analysis_count'])
+        if sources['log'] and routing_on(state):
+            # The canary hosts serve in the canary backend: its lines count too, with their routes.
+            sources['log']['also_backend'] = log_backend(state)
     except RolloutError as exc:
         # Its metrics then have no data: the judge (and must_have_data) says what that means.
         say(state, 'Prometheus is not queried: %s' % exc)
@@ -158,6 +168,8 @@ def more_metrics(state, step, metrics, sources, custom, canary, baseline):
     if 'logs' in sources:
         logs = merge_logs(sources['logs'], canary_servers + baseline_servers)
         step['traffic'] = traffic_report(logs, canary_servers)
+        if routing_on(state):
+            step['traffic_by_route'] = by_route(logs, canary_servers, baseline_servers)
     prometheus = None
     if 'prometheus' in sources:
         prometheus = (sources['prometheus'].get(state['probe_host']) or {}).get('answers') or {}
@@ -165,9 +177,14 @@ def more_metrics(state, step, metrics, sources, custom, canary, baseline):
                                           'series': r.get('series'), 'error': r.get('error')})
                                   for name, r in sorted(prometheus.items()))
     metric_settings = state['settings'].get('metrics') or {}
-    return analysis_metrics(metrics, logs=logs, canary_servers=canary_servers, baseline_servers=baseline_servers,
-                            prometheus=prometheus, prometheus_specs=metric_settings.get('prometheus_metrics') or (),
-                            custom=custom, options=metric_settings.get('metric_options'))
+    metrics = analysis_metrics(metrics, logs=logs, canary_servers=canary_servers, baseline_servers=baseline_servers,
+                               prometheus=prometheus, prometheus_specs=metric_settings.get('prometheus_metrics') or (),
+                               custom=custom, options=metric_settings.get('metric_options'))
+    if logs is not None and routing_on(state):
+        # Like with like: the canary's users picked by bucket against the stable's; opt-in
+        # groups (a biased sample) are in step['traffic_by_route'], not judged.
+        metrics = judged_by_bucket(metrics, logs, canary_servers, baseline_servers)
+    return metrics
 
 
 def judge_step(state, step, batch, results, now):
@@ -188,7 +205,13 @@ def judge_step(state, step, batch, results, now):
     sources = source_results(state, results, failed)
     if failed:
         return describe_failures('analysis', failed)
+    if results.get('custom_failed'):
+        # The user's own metrics are missing: judging without them could pass a canary they would fail.
+        return 'the analysis tasks (canary_analysis_tasks) failed, so their metrics are missing: %s' % (
+            results['custom_failed'],)
     canary, baseline = state['act']['canary'], state['act']['baseline']
+    if routing_on(state):
+        ok_before, ok_after = routed_counters(state, ok_before), routed_counters(state, ok_after)
     rounds = [r.get('samples', {}) for r in ok_probe[state['probe_host']].get('results', [])]
     record_analysis(state, step, batch, ok_before, ok_after, rounds, canary, baseline, now)
     try:
@@ -197,6 +220,8 @@ def judge_step(state, step, batch, results, now):
                                  [state['identities'][h]['sample_url'] for h in canary],
                                  [state['identities'][h]['sample_url'] for h in baseline])
         metrics = more_metrics(state, step, metrics, sources, results.get('custom'), canary, baseline)
+        # p50 and p95 of both sides over the whole analysis, per latency source (the judge keeps medians only).
+        step['latency'] = latency_summary(metrics)
         # Each judged step looks at the new release once more: the sequential rule gives
         # each look its share of the confidence, so that looking at every step does not
         # raise the whole rollout's false alarms above one look's.

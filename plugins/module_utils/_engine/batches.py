@@ -30,6 +30,12 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state i
     was_restarted,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.steps import canary_hosts, is_judged, position
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.routing import (
+    after_routed_ready,
+    drain_routing,
+    ready_routing,
+    routing_on,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.analysis import (
     analysis_act,
     counters_from,
@@ -57,6 +63,8 @@ def begin_batch(state, index, now):
         return state
     state['out'] = sorted(set(state['out']) | set(hosts))
     act = dict(capacity_guard(state), balancers=live_balancers(state), servers=servers_of(state, hosts), state='drain')
+    if routing_on(state):
+        act['routing'] = drain_routing(state, hosts)
     if lock_due(state, now):
         # The live run keeps its short-lived lock fresh, alongside the drain.
         act['lock'] = [state['lock_host']]
@@ -76,7 +84,8 @@ def _open_batch(state, index, now):
             'started': now, 'finished': None,
             'seconds': None, 'outcome': 'running', 'batches': [], 'judge': {}, 'weights': {}, 'errors': [],
         })
-        if state['steps'][-1]['canary']:
+        if state['steps'][-1]['canary'] and not routing_on(state):
+            # Under canary_routing the share is the users', set by the maps, not by weights.
             try:
                 state['canary_weights'] = canary_weights(state['initial_weights'], servers_of(state, canary_hosts(state)),
                                                          float(state['settings']['traffic_percent']))
@@ -190,7 +199,7 @@ def _ready_act(state, batch, now, probe=None):
     """Ready the batch on every live balancer (after the probe, when it comes with it)."""
     step = state['steps'][-1]
     act = {'balancers': live_balancers(state), 'servers': list(batch['servers']), 'state': 'ready'}
-    if step['canary']:
+    if step['canary'] and not routing_on(state):
         # Weights first (the module orders it), so the canary never takes
         # more than its share, not even for a moment.
         act['weights'] = state['canary_weights']
@@ -199,6 +208,13 @@ def _ready_act(state, batch, now, probe=None):
     act = _with_hand_over(state, now, act)
     if probe:
         act['ready_probe'] = probe
+    if routing_on(state):
+        step_index, _in_step = position(state, state['batch_index'])
+        act['routing'] = ready_routing(state, batch['hosts'], step_index, act.get('next_hosts') or [],
+                                       last=state['batch_index'] == len(state['plan']) - 1)
+        if 'fleet' in act:
+            # By the time the next batch is drained this one serves in the canary backend: not out.
+            act['fleet'] = [s for s in act['fleet'] if s not in batch['servers']]
     set_act(state, 'ready', now, **act)
 
 
@@ -276,6 +292,10 @@ def after_ready(state, results, now):
         # Readied on some balancers at least: the rollback drains it before it goes back.
         state['out'] = [h for h in state['out'] if h not in batch['hosts']]
         mark_drained(state, batch['hosts'], False)
+        if 'routing' in state['act']:
+            # A failed call may have readied them in the canary backend: the rollback drains them there.
+            after_routed_ready(state, batch['hosts'], {} if failed else state['act']['routing'])
+            batch['route'] = state['route']
     if failed:
         _next_batch_untouched(state, raw, following)
         batch_failed(state, batch, now, unhealthy or describe_failures('ready', failed))
@@ -295,6 +315,9 @@ def after_ready(state, results, now):
                 count=settings['analysis_count'], interval=settings['analysis_interval'],
                 urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
                 counters_at_start=start is not None, **analysis)
+        if routing_on(state):
+            # The canary's counters are in the canary backend: every read takes it too.
+            state['act']['routing'] = {'read_canary': True}
         return
     _end_batch(state, end)
     if following:
@@ -364,8 +387,8 @@ def after_analysis(state, results, now):
     if why:
         batch_failed(state, batch, now, why)
         return
-    if not step['canary']:
-        # A later step is at full weight already: it ends here.
+    if not step['canary'] or routing_on(state):
+        # A later step is at full weight already (under canary_routing, every step): it ends here.
         _end_batch(state, now)
         return
     # Judged: the weights go back, and the same call can drain the next batch.

@@ -155,8 +155,32 @@ def record(state, results, now):
     if handler is None:
         raise EngineError('unknown act phase %r' % (phase,))
     state['messages'] = []
+    if phase in ROLLBACK_PHASES:
+        _time_rollback_phase(state, ROLLBACK_PHASES[phase], now)
     handler(state, results, now)
     return state
+
+
+# A rollback group's acts and the phase each one is in the report's timeline.
+ROLLBACK_PHASES = {'rollback_drain': 'drain', 'rollback_switch': 'switch', 'rollback_health': 'health',
+                   'rollback_ready': 'ready'}
+
+
+def _time_rollback_phase(state, phase, now):
+    """The current rollback group's phase timed, as a batch's are: it began when the group's
+    previous act ended (or the group began) and ended now, when its results came back."""
+    records = state['rollback'].get('records') or []
+    if not records or not isinstance(records[-1].get('started'), (int, float)):
+        return
+    record_ = records[-1]
+    timings = record_.setdefault('timings', {})
+    start = max([record_['started']] + [t['started'] + t['seconds'] for t in timings.values()
+                                        if isinstance(t, dict) and isinstance(t.get('seconds'), (int, float))])
+    if phase in timings:
+        # The same act once more (not done today): its time adds up.
+        timings[phase]['seconds'] = round(timings[phase]['seconds'] + max(now - start, 0.0), 3)
+    else:
+        timings[phase] = {'started': start, 'seconds': round(max(now - start, 0.0), 3)}
 
 
 HANDLERS = {

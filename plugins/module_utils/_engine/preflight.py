@@ -24,6 +24,12 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._redact import 
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import RolloutError, balancer_consensus
 from ansible_collections.grayrelease.canary.plugins.module_utils._sequential import look_confidence
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.routing import (
+    check_plan as check_routed_plan,
+    resume_refused,
+    routing_on,
+    survey_routing,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state import (
     collect,
     describe_failures,
@@ -62,6 +68,8 @@ def after_lock(state, results, now):
     # server missing, a balancer down) refuses it before any app host is touched.
     state['act'] = {'phase': 'survey', 'balancers': list(state['balancers']),
                     'urls': [state['identities'][h]['health_url'] for h in state['app_hosts']]}
+    if routing_on(state) and not state['check_mode']:
+        state['act']['routing'] = survey_routing(state)
     if state['probe_host'] in state['balancers']:
         # It probes in the same call that reads its backend: one task less.
         state['act']['info_probe'] = {'urls': state['act']['urls'], 'rise': 1, 'deadline': 15}
@@ -172,6 +180,18 @@ def _holders(state, backends):
     return held, unavailable, ours
 
 
+# The oldest Python the host-side code (the modules and what they import) is written for (docs/ssh.md).
+MIN_HOST_PYTHON = (3, 9)
+
+
+def _python_below(version, minimum):
+    """Is the module's reported Python version below minimum? Unknown (an older module) is not."""
+    try:
+        return tuple(int(x) for x in str(version).split('.')[:2]) < minimum
+    except ValueError:
+        return False
+
+
 def after_releases(state, results, now):
     settings = state['settings']
     survey = state.pop('survey')
@@ -191,6 +211,14 @@ def after_releases(state, results, now):
         if read_failed:
             problems.append('nothing was changed: %s' % describe_failures('reading the releases', read_failed))
         halt(state, 'preflight', '; '.join(problems))
+        return
+    too_old = dict((h, apps_ok[h]['python']) for h in state['app_hosts']
+                   if _python_below(apps_ok[h].get('python'), MIN_HOST_PYTHON))
+    if too_old:
+        halt(state, 'preflight', 'nothing was changed: the collection needs Python %s or newer on the hosts, and '
+             'these run an older one: %s; install a newer python3 there and point ansible_python_interpreter at it'
+             % ('.'.join(map(str, MIN_HOST_PYTHON)),
+                ', '.join('%s (Python %s)' % (h, v) for h, v in sorted(too_old.items()))))
         return
     versions = dict((h, apps_ok[h].get('current') or '') for h in state['app_hosts'])
     state['versions'] = dict(versions)
@@ -249,6 +277,10 @@ def after_releases(state, results, now):
         halt(state, 'preflight', 'nothing was changed: %s' % exc)
         return
     state['plan'] = [batch for step in state['plan_steps'] for batch in step]
+    unroutable = check_routed_plan(state) if routing_on(state) else ''
+    if unroutable:
+        halt(state, 'preflight', 'nothing was changed: %s' % unroutable)
+        return
     if not plan_samples(state, lbs_ok, held_servers):
         return
     # What an interrupted run left behind (drained, or off its initial
@@ -277,6 +309,10 @@ def after_repair(state, results, now):
 
 
 def _ready_for_batches(state):
+    refused = resume_refused(state) if routing_on(state) else ''
+    if refused:
+        halt(state, 'preflight', refused)
+        return
     state['phase'] = 'batches'
     state['act'] = {}
 

@@ -13,7 +13,9 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._progress impor
     artifact_of,
     artifact_text,
     origin_text,
+    latency_items,
     reason_items,
+    routing_of,
     settings_items,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact
@@ -60,8 +62,10 @@ def run_origin(variables, env, lock_info=None):
             if value not in (None, ''):
                 origin[key] = value if isinstance(value, int) and not isinstance(value, bool) else str(value)
                 break
-    if origin.get('awx_job_id') is None and env.get('JOB_ID'):
-        origin['awx_job_id'] = str(env['JOB_ID'])
+    for name in ('AWX_JOB_ID', 'JOB_ID', 'TOWER_JOB_ID'):
+        # The job's environment, when the job's extra vars did not say (AWX sets JOB_ID / AWX_JOB_ID).
+        if origin.get('awx_job_id') is None and env.get(name):
+            origin['awx_job_id'] = str(env[name])
     host = str(env.get('AWX_HOST') or env.get('TOWER_HOST') or '')
     if origin.get('awx_job_id') is not None and re.match(r'https?://[^\s"<>]+\Z', host):
         origin['awx_job_url'] = '%s/#/jobs/playbook/%s/output' % (host.rstrip('/'), origin['awx_job_id'])
@@ -93,7 +97,8 @@ def _report(state, iso):
         'reason': halted.get('reason', ''),
         # The reason as a short list, in words before statistics (the page and the summary show it).
         'reasons': reason_items(halted.get('reason', ''), state['steps']),
-        'run': state.get('origin') or run_origin({}, {}, state.get('lock_info')),
+        'run': state.get('origin') or run_origin({}, {'USER': str(state.get('lock_owner') or '').split('@', 1)[0]},
+                                                 state.get('lock_info')),
         'artifact': artifact_of(settings),
         'version': settings.get('version', ''),
         'previous_version': state['previous_version'],
@@ -111,11 +116,12 @@ def _report(state, iso):
         'operator_held': state['held'],
         'capacity': state.get('capacity'),
         'limit': settings.get('limit') or [],
-        'settings': dict((k, settings.get(k)) for k in (
+        # With canary_routing the users' steps decide the canary's traffic (routing), not traffic_percent.
+        'settings': dict([(k, settings.get(k)) for k in (
             'steps', 'max_unavailable', 'zone_mode', 'traffic_percent', 'analysis_interval', 'analysis_count',
             'pause', 'drain_timeout', 'auto_rollback', 'on_marginal', 'on_inconclusive', 'prestage',
             'confidence', 'critical_ratio', 'critical_difference', 'request_rate', 'min_power', 'underpowered',
-            'judge_every_step', 'health_deadline', 'balancer_driver', 'release_kind')),
+            'judge_every_step', 'health_deadline', 'balancer_driver', 'release_kind')] + [('routing', routing_of(settings))]),
         'steps': [_report_step(step, iso, state['started']) for step in state['steps']],
         'rolled_back': state['rollback']['done'],
         'rollback': [_report_rollback(r, iso, state['started']) for r in state['rollback'].get('records', [])],
@@ -171,7 +177,20 @@ def _report_step(step, iso, origin):
                            offset=round(b['started'] - origin, 2),
                            timings=dict((k, v.get('seconds')) for k, v in b['timings'].items()))
                       for b in step['batches']]
+    share = canary_share(step.get('traffic_by_route'))
+    if share:
+        out['canary_share'] = share
     return out
+
+
+def canary_share(by_route):
+    """With canary_routing: the share of the analysis window's logged requests the canary
+    backend served (every route), as measured; None without the request log's routes."""
+    if not by_route:
+        return None
+    total = sum(part['requests'] for part in by_route.values())
+    canary = sum(part['requests'] for route, part in by_route.items() if route.startswith('canary/'))
+    return {'requests': canary, 'of': total, 'percent': round(100.0 * canary / total, 1) if total else None}
 
 
 def _report_rollback(record, iso, origin):
@@ -235,12 +254,23 @@ def report_markdown(doc):
                 step['step'], batch['batch'], _md_names(batch['hosts']), 'yes' if step['canary'] else '',
                 md_text(batch['outcome']), batch['seconds'], t.get('drain', '-'), t.get('switch', '-'),
                 t.get('health', '-'), t.get('ready', '-')))
+    if doc.get('rollback'):
+        lines += ['', '## Rollback', '', '| group | hosts | started (UTC) | drain | switch | health | ready |',
+                  '|---|---|---|---|---|---|---|']
+        for record in doc['rollback']:
+            t = record.get('timings') if isinstance(record.get('timings'), dict) else {}
+            lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                _num(record.get('group')), _md_names(record.get('hosts') or []) or 'nothing',
+                md_text(record.get('started', '-')), _num(t.get('drain')), _num(t.get('switch')),
+                _num(t.get('health')), _num(t.get('ready'))))
     for step in doc['steps']:
         verdict = step.get('judge') or {}
         if not verdict.get('metrics'):
             continue
         lines += _judgement_lines(step['step'], verdict, step.get('look'))
+        lines += _latency_lines(step.get('latency'))
         lines += _traffic_lines(step.get('traffic'))
+        lines += _route_lines(step.get('canary_share'), step.get('traffic_by_route'))
     errors = _other_errors(doc)
     for title, items in (('Errors', errors), ('Rollback errors', doc['rollback_errors']), ('Notes', doc['notes']),
                          ('Notifications', _notification_lines(doc.get('notifications')))):
@@ -270,6 +300,25 @@ def _other_errors(doc):
     return [e for s in doc.get('steps') or [] for e in s.get('errors') or [] if not (e and reason.endswith(e))]
 
 
+def _latency_lines(latency):
+    """p50 and p95 of the canary and the baseline over the step's whole analysis, per latency source."""
+    rows = latency_items(latency)
+    if not rows:
+        return []
+    lines = ['', '#### Latency over the analysis (p50 / p95)', '',
+             '| source | canary p50 / p95 | baseline p50 / p95 | n canary / baseline |', '|---|---|---|---|']
+    for row in rows:
+        lines.append('| %s | %s / %s | %s / %s | %s / %s |' % (
+            md_text(row['label']), _ms(row['canary']['p50_ms']), _ms(row['canary']['p95_ms']),
+            _ms(row['baseline']['p50_ms']), _ms(row['baseline']['p95_ms']), _num(row['canary']['count']),
+            _num(row['baseline']['count'])))
+    return lines
+
+
+def _ms(value):
+    return '-' if value is None else '%s ms' % _num(value)
+
+
 def _traffic_lines(traffic):
     """Per server, the requests HAProxy logged in the window (canary_haproxy_log)."""
     if not traffic:
@@ -283,6 +332,18 @@ def _traffic_lines(traffic):
             md_text(server), md_text(item['role']), item['requests'], item['errors_5xx'], _num(tr['p50']),
             _num(tr['p95']), _num(tr['max']), _num(item['total_ms']['p50']),
             ' '.join(_num(v) for v in item['response_ms_samples'][:20])))
+    return lines
+
+
+def _route_lines(share, by_route):
+    """canary_routing: the users' requests per route in the window, and the canary's measured share."""
+    if not share:
+        return []
+    lines = ['', '#### Users by route (HAProxy request log): %s of %s requests on the canary backend (%s%%)'
+             % (share['requests'], share['of'], _num(share['percent'])), '',
+             '| route | requests | 5xx |', '|---|---|---|']
+    for route, part in sorted(by_route.items()):
+        lines.append('| %s | %d | %d |' % (md_text(route), part['requests'], part['errors_5xx']))
     return lines
 
 
@@ -417,7 +478,11 @@ def summary_lines(doc, report_path):
     lines = ['decision: %s (%s -> %s)' % (doc['decision'], _one_line(doc['previous_version'] or '?'),
                                           _one_line(doc['version'] or '?'))]
     if doc['reason']:
-        lines.append('reason: %s' % _one_line(doc['reason']))
+        # The reason once, as a short list in words (the statistics after them); the whole one is in report.json.
+        items = [_one_line(i) for i in doc.get('reasons') or reason_items(doc['reason'], doc.get('steps'))]
+        items = items or [_one_line(doc['reason'])]
+        lines.append('reason: %s' % items[0])
+        lines += ['  - %s' % i for i in items[1:]]
     lines += ['%s: %s' % (_one_line(h), _one_line(v)) for h, v in sorted(doc['hosts'].items())]
     lines.append('report: %s' % report_path)
     return lines

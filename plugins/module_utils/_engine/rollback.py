@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact
 
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.routing import (
+    after_rollback_ready as after_routed_rollback_ready,
+    rollback_drain_routing,
+    rollback_ready_routing,
+    routing_on,
+)
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state import (
     capacity_guard,
     collect,
@@ -97,6 +103,8 @@ def begin_rollback_group(state, index, now):
     if in_rotation:
         state['act'] = dict(capacity_guard(state), phase='rollback_drain', balancers=live_balancers(state),
                             servers=servers_of(state, in_rotation), state='drain')
+        if routing_on(state):
+            state['act']['routing'] = rollback_drain_routing(state)
     else:
         _rollback_switch(state)
     if state['act'].get('phase') in ('rollback_drain', 'rollback_switch') and lock_due(state, now):
@@ -218,6 +226,8 @@ def after_rollback_health(state, results, now):
     state['act'] = {'phase': 'rollback_ready', 'balancers': live_balancers(state), 'servers': servers,
                     'state': 'ready', 'weights': dict((s, state['initial_weights'][s]) for s in servers),
                     'hosts': healthy}
+    if routing_on(state):
+        state['act']['routing'] = rollback_ready_routing(state, healthy)
 
 
 def after_rollback_ready(state, results, now):
@@ -229,6 +239,8 @@ def after_rollback_ready(state, results, now):
         mark_drained(state, state['act']['hosts'], False)
     if not failed:
         state['out'] = [h for h in state['out'] if h not in state['act']['hosts']]
+        if routing_on(state):
+            after_routed_rollback_ready(state, state['act']['hosts'])
     state['act'] = {}
 
 

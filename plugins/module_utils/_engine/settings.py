@@ -12,7 +12,7 @@ import ast
 import json
 import re
 
-from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import SHA256_RE, is_url
+from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import SHA256_RE, ReleaseError, is_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import (
     DRIVERS,
     RELEASE_KINDS,
@@ -34,6 +34,8 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._plan import Pl
 from ansible_collections.grayrelease.canary.plugins.module_utils._power import UNDERPOWERED_POLICIES
 from ansible_collections.grayrelease.canary.plugins.module_utils._redact import redact_url
 from ansible_collections.grayrelease.canary.plugins.module_utils._rollout import check_metric_settings
+from ansible_collections.grayrelease.canary.plugins.module_utils._routing import RoutingError, parse_spec as parse_routing
+from ansible_collections.grayrelease.canary.plugins.module_utils._shared import parse_shared
 
 
 VERSION_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]*\Z')
@@ -63,6 +65,9 @@ DEFAULTS = {
     'canary_on_inconclusive': 'rollback',
     'canary_report_dir': './canary-reports',
     'canary_release_keep': 5,
+    'canary_shared_paths': [],
+    'canary_release_owner': '',
+    'canary_release_group': '',
     'canary_lock_ttl': 600,
     'canary_lock_takeover': False,
     'canary_prestage': True,
@@ -97,10 +102,14 @@ DEFAULTS = {
     'canary_notify_events': list(NOTIFY_EVENTS),
     'canary_notify_timeout': NOTIFY_TIMEOUT,
     'canary_notify_retries': NOTIFY_RETRIES,
+    # Gray release by user (docs/routing.md): the routing haproxy_route takes; empty routes by share of requests.
+    'canary_routing': {},
 }
 
 
 # A registry reference as podman takes it: [registry/]repository[:tag][@sha256:digest], no spaces or options.
+# A user or group as the release module takes it: a name (useradd's rules) or a numeric id.
+ACCOUNT_RE = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_.-]*\$?|[0-9]+)\Z')
 IMAGE_RE = re.compile(r'^[a-z0-9][a-z0-9._/:-]*(?:@sha256:[0-9a-f]{64})?\Z')
 
 # How Ansible reports a task that hit its `timeout` (the host froze mid-task): ansible-core
@@ -308,7 +317,44 @@ def check_settings(raw, artifact_exists=None):
     settings['notify'], notify_errors = check_notify(*[get('canary_notify_' + name) for name in (
         'url', 'format', 'headers', 'events', 'timeout', 'retries')])
     errors += notify_errors
+    settings['routing'] = _check_routing(get('canary_routing'), settings, errors)
     return settings, errors
+
+
+def _check_routing(raw, settings, errors):
+    """canary_routing: the user routing (the stable backend filled in), or None; refused where the
+    rollout cannot run it yet, naming the setting."""
+    if raw in (None, '', {}):
+        return None
+    if not isinstance(raw, dict):
+        errors.append('canary_routing=%r must be a mapping (key, opt_in, opt_out, steps; docs/routing.md)' % (raw,))
+        return None
+    spec = dict(raw)
+    spec.setdefault('backend', settings['backend'])
+    found = len(errors)
+    if spec['backend'] != settings['backend']:
+        errors.append('canary_routing.backend=%r is not canary_backend=%r: the routing moves the users of the '
+                      'backend the rollout rolls' % (spec['backend'], settings['backend']))
+    try:
+        parsed = parse_routing(spec)
+    except RoutingError as exc:
+        errors.append('canary_routing: %s' % exc)
+        return None
+    steps = settings.get('steps') or []
+    if steps and len(parsed['steps']) != len(steps):
+        errors.append('canary_routing.steps has %d steps and canary_steps %d (%s): step N of the rollout moves the '
+                      'hosts of canary_steps[N] to the canary backend, then routes the users of '
+                      'canary_routing.steps[N]; give both the same length' % (len(parsed['steps']), len(steps), steps))
+    if settings.get('driver') != 'haproxy':
+        errors.append('canary_routing needs canary_balancer_driver=haproxy (the maps are HAProxy\'s), not %r'
+                      % settings.get('driver'))
+    if settings.get('pause') == 'manual':
+        errors.append("canary_pause='manual' with canary_routing is not supported yet: a paused run would leave "
+                      "users on the canary backend for the next run to find; use canary_pause in seconds")
+    if settings.get('limit'):
+        errors.append('canary_limit=%r with canary_routing is not supported yet: the run ends with every user on '
+                      'the stable backend, which needs every host on one release' % (settings['limit'],))
+    return spec if len(errors) == found else None
 
 
 def _check_balancer(get, settings, errors):
@@ -354,6 +400,8 @@ def _check_release(raw, get, settings, errors, artifact_exists):
         kind = 'tarball'
     settings['release_kind'] = kind
     settings['release'] = {'kind': kind}
+    _check_shared(get('canary_shared_paths'), kind, settings, errors)
+    _check_owner(get, kind, settings, errors)
     image = get('canary_image')
     image = image.strip() if isinstance(image, str) else image
     if image and kind != 'container':
@@ -368,6 +416,39 @@ def _check_release(raw, get, settings, errors, artifact_exists):
         settings.update(artifact='', artifact_remote=False, artifact_url=False, checksum='')
         return
     _check_artifact(raw, get, settings, errors, artifact_exists)
+
+
+def _check_shared(value, kind, settings, errors):
+    """canary_shared_paths: what every release of a tarball links to ROOT/shared (the release module's shared)."""
+    if isinstance(value, str):
+        value = [p for p in value.split(',') if p.strip()]   # a survey's text field
+    if not value:
+        return
+    if kind != 'tarball':
+        errors.append('canary_shared_paths=%r applies to canary_release_kind=tarball only (it is %s): a container '
+                      'mounts what it shares' % (value, kind))
+        return
+    try:
+        settings['release']['shared'] = parse_shared(value)
+    except ReleaseError as exc:
+        errors.append('canary_shared_paths: %s' % exc.msg)
+
+
+def _check_owner(get, kind, settings, errors):
+    """canary_release_owner, canary_release_group: who owns each release's files and its shared
+    directories (the release module's owner and group); by default the user the tasks run as."""
+    for var, option in (('canary_release_owner', 'owner'), ('canary_release_group', 'group')):
+        value = get(var)
+        value = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+        if value in (None, ''):
+            continue
+        if not isinstance(value, str) or not ACCOUNT_RE.match(value):
+            errors.append('%s=%r must be a user or group name (e.g. demoapp) or a numeric id' % (var, value))
+        elif kind != 'tarball':
+            errors.append('%s=%r applies to canary_release_kind=tarball only (it is %s): a container runs as '
+                          'its image and unit say' % (var, value, kind))
+        else:
+            settings['release'][option] = value
 
 
 def _check_artifact(raw, get, settings, errors, artifact_exists):

@@ -67,6 +67,9 @@ def new_state(settings, errors, app_hosts, balancers, identities, probe_host, no
         # hosts known drained on every live balancer; balancer lost -> the hosts it had drained then
         'drained': [],
         'drained_on_lost': {},
+        # canary_routing: hosts serving in the canary backend, and where the users are routed
+        'routed': [],
+        'route': None,
         'batch_index': 0,
         'steps': [],
         'rollback': {'hosts': [], 'groups': [], 'index': 0, 'done': [], 'errors': []},
@@ -187,7 +190,9 @@ def describe_failures(what, failed):
 def capacity_guard(state):
     """What every drain carries: each balancer refuses one that would leave more than
     canary_max_unavailable app servers out of rotation there, whoever put them there."""
-    return {'max_out': state['capacity']['max_unavailable'], 'fleet': servers_of(state, state['app_hosts'])}
+    # Under canary_routing a host serving in the canary backend is not out of rotation.
+    hosts = [h for h in state['app_hosts'] if h not in state.get('routed', [])]
+    return {'max_out': state['capacity']['max_unavailable'], 'fleet': servers_of(state, hosts)}
 
 
 def lock_due(state, now):

@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 AWX = os.path.join(REPO, "awx")

@@ -22,7 +22,7 @@ from _fake_awx import FakeAWX, serve  # noqa: E402  pylint: disable=wrong-import
 from test_awx_as_code import AWX, COLLECTIONS  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def configure(base, tmp_path):
+def configure(base, tmp_path, *more):
     exe = shutil.which("ansible-playbook") or os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="json",
                ANSIBLE_LOCALHOST_WARNING="false", CONTROLLER_HOST=base, CONTROLLER_OAUTH_TOKEN="token",
@@ -31,8 +31,8 @@ def configure(base, tmp_path):
     env.pop("CONTROLLER_PASSWORD", None)
     proc = subprocess.run([exe, os.path.join(AWX, "configure.yml"), "-e", "awx_scm_url=https://git.example/deploy.git",
                            "-e", "awx_inventory=production", "-e", "awx_credential=fleet",
-                           "-e", "awx_report_dir=/var/lib/canary-reports", "-e", "awx_expose_report_dir=true"],
-                          env=env, capture_output=True, text=True, timeout=300, check=False, cwd=str(tmp_path))
+                           "-e", "awx_report_dir=/var/lib/canary-reports", "-e", "awx_expose_report_dir=true"]
+                          + list(more), env=env, capture_output=True, text=True, timeout=300, check=False, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
     return dict((t["task"]["name"], t["hosts"]["localhost"]) for t in tasks)
@@ -47,6 +47,9 @@ def test_a_second_run_of_configure_changes_nothing(tmp_path):
         made = dict((c, sorted(i["id"] for i in items.values())) for c, items in fake.objects.items())
         writes_before = len(fake.writes)
         second = configure(base, tmp_path)
+        writes_after_second = len(fake.writes)
+        # A changed setting: the approval's timeout, changed in place.
+        third = configure(base, tmp_path, "-e", "awx_approval_timeout=3600")
     finally:
         server.shutdown()
     assert all(r.get("changed") for n, r in first.items() if n != "Check the inputs"), first
@@ -67,3 +70,9 @@ def test_a_second_run_of_configure_changes_nothing(tmp_path):
     assert [w for w in second_writes if w[0] in ("POST", "DELETE")] == [], second_writes
     changed = dict((n, r) for n, r in second.items() if r.get("changed"))
     assert changed == {}, (changed, second_writes)
+    # The third run: one PATCH of the approval's template, the same objects (ids), no node made or deleted.
+    assert [n for n, r in third.items() if r.get("changed")] == ["The workflow's nodes"]
+    third_writes = fake.writes[writes_after_second:]
+    assert [(w[0], w[1].split("/")[0]) for w in third_writes] == [("PATCH", "workflow_approval_templates")], third_writes
+    assert dict((c, sorted(i["id"] for i in items.values())) for c, items in fake.objects.items()) == made
+    assert [str(a["timeout"]) for a in fake.objects["workflow_approval_templates"].values()] == ["3600"]

@@ -71,6 +71,30 @@ def test_tarball_ships_what_users_need_and_no_development_files(tarball):
     assert shipped == [], "development files in the tarball: %s" % shipped[:20]
 
 
+def test_execution_environment_stays_in_the_tested_range():
+    """The EE's base is pinned (a tag or a digest, never :latest, which moves
+    to ansible-core releases no test ran) and its ansible-core requirement
+    allows only the versions make test runs: the matrix's
+    (tests/matrix/core-*.txt) and the main venv's (requirements-test.txt)."""
+    with open(os.path.join(REPO, "execution-environment.yml"), encoding="utf-8") as handle:
+        ee = yaml.safe_load(handle)
+    base = ee["images"]["base_image"]["name"]
+    assert "@sha256:" in base or (":" in base.rsplit("/", 1)[-1] and not base.endswith(":latest")), base
+    tested = sorted(os.path.basename(p)[len("core-"):-len(".txt")]
+                    for p in glob.glob(os.path.join(REPO, "tests", "matrix", "core-*.txt")))
+    with open(os.path.join(REPO, "requirements-test.txt"), encoding="utf-8") as handle:
+        main_core = [line.strip() for line in handle if line.startswith("ansible-core")]
+    assert main_core == ["ansible-core>=2.19,<2.20"], main_core
+    tested.append("2.19")
+    assert tested == ["2.16", "2.17", "2.18", "2.19"], tested
+    # The lowest tested minor is the floor, the one after the newest the ceiling.
+    newest = tested[-1].split(".")
+    expected = "ansible-core>=%s,<%s.%d" % (tested[0], newest[0], int(newest[1]) + 1)
+    assert ee["dependencies"]["ansible_core"]["package_pip"] == expected
+    with open(os.path.join(REPO, "meta", "runtime.yml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(handle)["requires_ansible"] == ">=%s.0" % tested[0]
+
+
 def test_execution_environment_context(tarball, tmp_path):
     """ansible-builder create on the repository's EE definition, with the
     tarball where `make build` leaves it; then the context's own galaxy step
@@ -87,9 +111,12 @@ def test_execution_environment_context(tarball, tmp_path):
     build = tmp_path / "context" / "_build"
     with open(str(tmp_path / "context" / "Containerfile"), encoding="utf-8") as handle:
         containerfile = handle.read()
-    assert 'ARG EE_BASE_IMAGE="ghcr.io/ansible-community/community-ee-minimal:latest"' in containerfile
+    assert 'ARG EE_BASE_IMAGE="ghcr.io/ansible-community/community-ee-minimal:2.19.3-1"' in containerfile
     assert "ansible-galaxy collection install" in containerfile and "-r requirements.yml" in containerfile
     assert "introspect.py introspect" in containerfile and "install-from-bindep" in containerfile
+    # The progress view is on in every job the image runs, in the final image (not a build stage).
+    final = containerfile.rsplit("\nFROM ", 1)[-1]
+    assert "\nENV ANSIBLE_CALLBACKS_ENABLED=grayrelease.canary.rollout_progress\n" in final, containerfile[-600:]
     requirements = yaml.safe_load((build / "requirements.yml").read_text())
     assert requirements == {"collections": [{"name": "collections/" + TARBALL, "type": "file"}]}, \
         "execution-environment.yml must name the tarball of galaxy.yml's version %s" % VERSION

@@ -19,15 +19,30 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _haproxy_fixture import HAProxyLab, find_haproxy  # noqa: E402
+from _haproxy_fixture import MISSING_MSG, HAProxyLab, find_haproxy  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 COLLECTIONS = os.path.join(REPO, ".build", "collections")
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+
+
+def open_fleet(count):
+    """A module fixture's body: a BalancerFleet of ``count`` balancers, closed
+    afterwards; the test is skipped when haproxy is not installed."""
+    if find_haproxy() is None:
+        pytest.skip(MISSING_MSG)
+    fleet = BalancerFleet(count)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
 
 
 class BalancerFleet(object):
@@ -71,6 +86,8 @@ class BalancerFleet(object):
     def reset(self):
         """Every server ready at its configured weight, on every balancer (raw commands)."""
         for lab in self.labs.values():
+            for app in lab.apps.values():
+                app.release.clear()
             for server, weight in HAProxyLab.SERVERS:
                 lab.raw("set server web/%s weight %d" % (server, weight))
                 lab.raw("set server web/%s state ready" % server)
@@ -85,6 +102,32 @@ class BalancerFleet(object):
     def hold_sessions(self, server, seconds, names=None):
         """A request of ``seconds`` on ``server`` through each balancer; returns the threads."""
         return [self.labs[n].hold_session(server, seconds)[0] for n in (names or self.names)]
+
+    def hold_sessions_until_drained(self, server, after, limit=60.0):
+        """A request on ``server`` through each balancer that ends ``after`` seconds
+        after that balancer has put ``server`` in drain (at the latest ``limit`` s).
+
+        A drain test then sees a wait of about ``after`` however long
+        ansible-playbook takes to reach the drain on a busy machine; a fixed
+        hold races it (the clean-clone CI run's hold of 8 s ended first).
+        Returns the threads: the held requests' and the watcher's.
+        """
+        names = list(self.names)
+        held = self.hold_sessions(server, limit, names)
+
+        def watch():
+            deadline = time.monotonic() + limit
+            waiting = set(names)
+            while waiting and time.monotonic() < deadline:
+                for name in sorted(waiting):
+                    if self.state(name)[server][0] == "drain":
+                        waiting.discard(name)
+                        threading.Timer(after, self.labs[name].apps[server].release.set).start()
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        return held + [watcher]
 
     # --- ansible -------------------------------------------------------------
 

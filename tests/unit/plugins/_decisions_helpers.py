@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 COLLECTIONS = os.path.join(REPO, '.build', 'collections')
-VENV_BIN = os.path.join(REPO, '.venv', 'bin')
+# The ansible commands of the venv running the tests (the main .venv, or a venv of
+# the ansible-core matrix, scripts/matrix.sh), not always the main one's.
+VENV_BIN = os.path.dirname(sys.executable)
 
 
 class _Server(ThreadingHTTPServer):
@@ -68,10 +70,12 @@ class _Handler(BaseHTTPRequestHandler):
             delay_ms = float(query.get('delay_ms', ['0'])[0])
             if delay_ms:
                 time.sleep(delay_ms / 1000.0)
-            self._respond(parts.path, query, count)
         finally:
+            # Out of flight before the answer goes: a client that got it may start its next
+            # request at once, before this handler's last line runs (that read 4 for a bound of 3).
             with server.lock:
                 server.inflight -= 1
+        self._respond(parts.path, query, count)
 
     def _respond(self, path, query, count):
         if path == '/ok':

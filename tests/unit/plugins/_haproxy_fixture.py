@@ -49,12 +49,15 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class AppServer(object):
-    """HTTP server on 127.0.0.1: /healthz follows ``healthy``; /slow?s=N holds the request."""
+    """HTTP server on 127.0.0.1: /healthz follows ``healthy``; /slow?s=N holds the
+    request N seconds, or until ``release`` is set (a test that must not race
+    a busy machine's clock ends its held requests when it has seen what it waits for)."""
 
     def __init__(self, name):
         self.name = name
         self.healthy = True
         self.served = 0
+        self.release = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,7 +72,7 @@ class AppServer(object):
                     outer.served += 1
                 if url.path == "/slow":
                     secs = min(float(parse_qs(url.query).get("s", ["5"])[0]), 60.0)
-                    time.sleep(secs)
+                    outer.release.wait(secs)
                 body = ("%s\n" % outer.name).encode()
                 try:
                     self.send_response(code)
@@ -95,6 +98,7 @@ class AppServer(object):
 
 CONFIG = """\
 global
+    noreuseport
     stats socket {admin} mode 600 level admin
     stats socket {user} mode 600 level user
     stats socket ipv4@127.0.0.1:{tcp_port} level admin
@@ -137,10 +141,16 @@ class HAProxyLab(object):
         self.config = os.path.join(self.tmp, "haproxy.cfg")
         # A free port found now may be taken by a parallel test before
         # HAProxy binds it: start again on fresh ports when that happens.
+        # HAProxy binds with SO_REUSEPORT by default, so a port shared with
+        # another HAProxy (or this one's admin listener) would bind anyway
+        # and split the connections between the two: `noreuseport` above
+        # makes that a bind failure, and the two ports here must differ.
         for attempt in range(3):
             self.tcp_port = closed_port()
             self.tcp = "tcp:127.0.0.1:%d" % self.tcp_port
             self.fe_port = closed_port()
+            while self.fe_port == self.tcp_port:
+                self.fe_port = closed_port()
             with open(self.config, "w") as fh:
                 fh.write(CONFIG.format(admin=self.admin, user=self.user, tcp_port=self.tcp_port,
                                        fe_port=self.fe_port, servers="\n".join(lines)))

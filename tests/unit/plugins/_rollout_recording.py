@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'mod
 
 from test_engine import APPS, BATCH_TASK_ORDER, LBS, FakeFleet, identities, settings  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine  # noqa: E402
 
 # Seconds each act takes on the local fleet (measured in `make rollout` runs).
 SECONDS = {'lock': 0.4, 'survey': 0.6, 'releases': 1.9, 'drain': 0.8, 'switch': 1.5, 'health': 0.8, 'ready': 0.6,

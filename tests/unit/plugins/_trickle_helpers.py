@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 # Sent before the trickle starts, per mode.
 _PREFIX = {
@@ -29,6 +30,9 @@ class TrickleServer(object):
         self.stop_event = threading.Event()
         self.threads = []
         self.connections = 0
+        # Per connection the client gave up on: seconds from accept until the server saw it gone
+        # (within two ticks of the client's close), on this process's clock, not the client's.
+        self.held = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(('127.0.0.1', 0))
@@ -55,6 +59,7 @@ class TrickleServer(object):
             self._spawn(self._serve, conn)
 
     def _serve(self, conn):
+        accepted = time.monotonic()
         try:
             conn.settimeout(2.0)
             if self.tls_context is not None:
@@ -69,9 +74,17 @@ class TrickleServer(object):
             while not self.stop_event.wait(self.tick):
                 conn.sendall(b'x')
         except OSError:
-            pass  # the client gave up: what the tests want
+            # The client gave up: what the tests want.
+            self.held.append(time.monotonic() - accepted)
         finally:
             conn.close()
+
+    def gone(self, within=3.0):
+        """`held` once every connection so far has been given up by its client (or `within` s passed)."""
+        end = time.monotonic() + within
+        while len(self.held) < self.connections and time.monotonic() < end:
+            time.sleep(0.05)
+        return list(self.held)
 
     def stop(self):
         self.stop_event.set()

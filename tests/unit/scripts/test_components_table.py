@@ -5,6 +5,7 @@ fails here), and every link in it works on Galaxy (absolute, to the
 repository galaxy.yml names)."""
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import re
@@ -117,7 +118,13 @@ def test_the_readme_says_what_is_tested_and_how_to_install():
     text = readme()
     assert "ansible-galaxy collection install grayrelease.canary" in text
     assert re.search(r"ansible-galaxy collection install grayrelease-canary-[0-9.]+\.tar\.gz", text)
-    assert "| controller | ansible-core 2.19 on Python 3.11 |" in text
+    # The controller row names every core the tests run: the main venv's 2.19
+    # and the matrix's (tests/matrix/core-*.txt).
+    row = [line for line in text.splitlines() if line.startswith("| controller | ansible-core 2.19 on Python 3.11")]
+    assert len(row) == 1, "README's 'What is tested' has no controller row for 2.19 on Python 3.11"
+    matrix = sorted(os.path.basename(p)[len("core-"):-len(".txt")]
+                    for p in glob.glob(os.path.join(REPO, "tests", "matrix", "core-*.txt")))
+    assert matrix and "%s and %s on Python 3.11" % (", ".join(matrix[:-1]), matrix[-1]) in row[0], (matrix, row)
     assert "Debian 12 (bookworm), Python 3.11" in text
     # Users first: the developer's make targets come after the user's sections.
     assert text.index("## A first rollout on your own fleet") < text.index("| `make rollout` |")

@@ -22,7 +22,7 @@ from test_rollout_state_action import call  # noqa: E402  pylint: disable=wrong-
 
 from ansible.errors import AnsibleActionFail  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.action import rollout_state  # noqa: E402
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine  # noqa: E402
 
 NAMES = ('report.json', 'report.md', 'report.html')
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 from ansible.errors import AnsibleFilterError
@@ -73,8 +72,7 @@ def test_edges_and_errors():
         assert needle in str(err.value)
 
 
-def test_fast_on_big_fleet():
-    start = time.monotonic()
+def test_share_holds_on_a_big_fleet():
+    # Its speed is measured by bench/bench_decisions.py (10,000 hosts), not by a timed unit test.
     w = canary_weights(fleet(1000), ["app1", "app2"], 5)
-    assert time.monotonic() - start < 2
     assert share(w, ["app1", "app2"]) == pytest.approx(5.0, abs=0.05)

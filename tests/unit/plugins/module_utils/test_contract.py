@@ -13,7 +13,7 @@ import re
 import yaml
 
 from ansible_collections.grayrelease.canary.plugins.module_utils import _contract as contract
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 TASKS = ROOT / 'roles' / 'rollout' / 'tasks'
@@ -139,3 +139,46 @@ def test_the_engine_settings_refuse_an_unknown_kind_or_driver_and_an_image_witho
     assert any("canary_image='r/app:v2 --rm'" in e for e in errors)
     settings, errors = engine.check_settings(dict(base, canary_balancer_driver='nginx'))
     assert not errors and settings['balancer'] == {'driver': 'nginx', 'upstream_file': '/etc/nginx/grayrelease/web.conf'}
+
+
+def test_the_shared_paths_go_to_the_tarball_kind_and_a_bad_one_is_named():
+    from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import release_call
+    base = {'canary_version': 'v2', 'canary_backend': 'web', 'canary_service': 'web', 'canary_artifact': '/tmp/x.tar.gz'}
+    settings, errors = engine.check_settings(dict(base, canary_shared_paths=['logs/', 'var/uploads']))
+    assert not errors and settings['release'] == {'kind': 'tarball', 'shared': ['logs', 'var/uploads']}
+    # The release act hands them to the release module as its shared option.
+    assert release_call(settings['release'], {'state': 'current'}) == (
+        'grayrelease.canary.release', {'state': 'current', 'shared': ['logs', 'var/uploads']})
+    settings, errors = engine.check_settings(dict(base, canary_shared_paths='logs, uploads'))   # a survey's text
+    assert not errors and settings['release']['shared'] == ['logs', 'uploads']
+    settings, errors = engine.check_settings(dict(base))
+    assert not errors and settings['release'] == {'kind': 'tarball'}
+    settings, errors = engine.check_settings(dict(base, canary_shared_paths=['../etc']))
+    assert errors == ["canary_shared_paths: shared path '../etc' must be relative to the release and stay inside it "
+                      "(no leading /, no ..), e.g. logs or var/uploads"]
+    settings, errors = engine.check_settings(dict(base, canary_release_kind='container', canary_artifact='',
+                                                  canary_image='r/app:v2', canary_shared_paths=['logs']))
+    assert any('canary_shared_paths' in e and 'tarball only' in e for e in errors), errors
+
+
+def test_the_release_owner_goes_to_the_tarball_kind_and_a_bad_one_is_named():
+    from ansible_collections.grayrelease.canary.plugins.module_utils._drivers import release_call
+    base = {'canary_version': 'v2', 'canary_backend': 'web', 'canary_service': 'web', 'canary_artifact': '/tmp/x.tar.gz'}
+    settings, errors = engine.check_settings(dict(base, canary_release_owner='demoapp', canary_release_group='1001',
+                                                  canary_shared_paths=['logs']))
+    assert not errors and settings['release'] == {'kind': 'tarball', 'shared': ['logs'], 'owner': 'demoapp',
+                                                  'group': '1001'}
+    # Every release act (pre-stage, switch, rollback) hands them to the release module as owner and group.
+    assert release_call(settings['release'], {'state': 'staged'}) == (
+        'grayrelease.canary.release', {'state': 'staged', 'shared': ['logs'], 'owner': 'demoapp', 'group': '1001'})
+    # A survey's numeric answer, and an empty one (the default: the user the tasks run as).
+    settings, errors = engine.check_settings(dict(base, canary_release_owner=1001, canary_release_group=''))
+    assert not errors and settings['release'] == {'kind': 'tarball', 'owner': '1001'}
+    for bad in ('demo app', 'root;id', '-x', True, ['demoapp']):
+        settings, errors = engine.check_settings(dict(base, canary_release_owner=bad))
+        assert errors == ['canary_release_owner=%r must be a user or group name (e.g. demoapp) or a numeric id'
+                          % (bad,)], (bad, errors)
+    settings, errors = engine.check_settings(dict(base, canary_release_kind='container', canary_artifact='',
+                                                  canary_image='r/app:v2', canary_release_group='demoapp'))
+    assert errors == ["canary_release_group='demoapp' applies to canary_release_kind=tarball only (it is container): "
+                      "a container runs as its image and unit say"], errors

@@ -13,7 +13,8 @@ import json
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import dispatch as engine_dispatch
 
 APPS = ['app1', 'app2', 'app3', 'app4', 'app5', 'app6']
 LBS = ['lb1', 'lb2']
@@ -739,9 +740,11 @@ def test_no_auto_rollback_restores_weights_and_readies_hosts_not_switched():
 
 def test_bad_input_halts_before_the_lock_naming_every_bad_value():
     conf, errors = settings(canary_version='../x', canary_traffic_percent='0', canary_steps=[3, 1],
-                            canary_max_unavailable='0', canary_pause='soon', canary_backend='a/b')
+                            canary_max_unavailable='0', canary_pause='soon', canary_backend='a/b',
+                            canary_on_marginal='maybe')
     text = '; '.join(errors)
-    for needle in ("'../x'", "canary_traffic_percent=0 must be > 0", 'non-decreasing', "'soon'", "'a/b'"):
+    for needle in ("'../x'", "canary_traffic_percent=0 must be > 0", 'non-decreasing', "'soon'", "'a/b'",
+                   "canary_on_marginal='maybe' must be 'rollback' or 'promote'"):
         assert needle in text
     state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0)
     assert state['act'] == {} and state['halt']['phase'] == 'preflight'
@@ -975,6 +978,17 @@ def test_a_long_rollback_keeps_its_lock_fresh_and_goes_on_if_it_cannot():
             assert state['decision'] == 'rolled_back' and errors == []
 
 
+def _at_the_first_drain():
+    """A fleet and a run whose pre-flight is done and whose first batch's drain is asked for."""
+    fleet = FakeFleet()
+    conf, errors = settings()
+    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
+    while state['act'].get('phase'):
+        engine.record(state, fleet.answer(state), 2.0)
+    engine.begin_batch(state, 0, 3.0)
+    return fleet, state
+
+
 @pytest.mark.parametrize('message,stderr', [
     # ansible-core <= 2.18
     ('The haproxy_server action failed to execute in the expected time frame (90) and was terminated', ''),
@@ -985,12 +999,7 @@ def test_a_long_rollback_keeps_its_lock_fresh_and_goes_on_if_it_cannot():
      'Error response from daemon: Container ngx-lb2 is paused, unpause the container before exec\n'),
 ])
 def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message, stderr):
-    fleet = FakeFleet()
-    conf, errors = settings()
-    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
-    while state['act'].get('phase'):
-        engine.record(state, fleet.answer(state), 2.0)
-    engine.begin_batch(state, 0, 3.0)
+    fleet, state = _at_the_first_drain()
     frozen = fleet.answer(state)
     frozen['balancers']['lb2'] = {'failed': True, 'msg': message, 'module_stderr': stderr}
     engine.record(state, frozen, 4.0)
@@ -998,12 +1007,7 @@ def test_a_host_that_freezes_mid_task_is_lost_after_the_task_timeout(message, st
 
 
 def test_a_module_that_fails_on_a_live_host_is_not_a_lost_host():
-    fleet = FakeFleet()
-    conf, errors = settings()
-    state = engine.new_state(conf, errors, APPS, LBS, identities(), 'lb1', 1.0, owner='me')
-    while state['act'].get('phase'):
-        engine.record(state, fleet.answer(state), 2.0)
-    engine.begin_batch(state, 0, 3.0)
+    fleet, state = _at_the_first_drain()
     broken = fleet.answer(state)
     broken['balancers']['lb2'] = {'failed': True, 'msg': 'Module result deserialization failed: No start of json char found',
                                   'module_stderr': 'Traceback (most recent call last):\nSyntaxError\n'}
@@ -1527,9 +1531,31 @@ def test_an_error_after_a_promotion_is_a_note_and_the_run_stays_promoted(monkeyp
 
     monkeypatch.setattr(engine, 'cleanup', broken)
     # view() (the dispatch) tells the play that a clean-up is due.
-    monkeypatch.setattr(engine.dispatch, 'cleanup_due', lambda state: True)
+    monkeypatch.setattr(engine_dispatch, 'cleanup_due', lambda state: True)
     state = run(fleet)
     assert state['decision'] == 'promoted' and state['rollback']['errors'] == []
     assert state['notes'][-1:] == ['internal error in the coordinator (cleanup): RuntimeError: clean-up broke '
                                    '(please report it with report.json)']
     assert set(fleet.versions.values()) == {'v2'} and fleet.out_of_rotation() == [] and not state['lock_held']
+
+
+class OldPythonFleet(FakeFleet):
+    """app2's modules run under Python 3.8, below what the collection's host-side code needs."""
+
+    def act_on(self, role, host, act, phase):
+        result = super(OldPythonFleet, self).act_on(role, host, act, phase)
+        if role == 'apps' and phase == 'releases':
+            result = dict(result, python='3.8.10' if host == 'app2' else '3.11.2')
+        return result
+
+
+def test_a_host_python_below_the_minimum_is_refused_at_preflight_naming_it():
+    fleet = OldPythonFleet()
+    state = run(fleet)
+    assert state['decision'] == 'failed' and state['halt']['phase'] == 'preflight'
+    reason = state['halt']['reason']
+    assert 'needs Python 3.9 or newer' in reason and 'app2 (Python 3.8.10)' in reason and 'app1' not in reason
+    assert reason.startswith('nothing was changed')
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+    # A module that does not say (an older collection's) is not refused for it.
+    assert run(FakeFleet())['decision'] == 'promoted'

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_engine import APPS, FakeFleet, run, settings  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_engine import FakeFleet, run  # noqa: E402
@@ -18,8 +18,9 @@ ERRORS = {'name': 'app_errors', 'kind': 'ratio', 'critical': True, 'must_have_da
 class SourcesFleet(FakeFleet):
     """Also answers the request-log and Prometheus tasks the analysis act asks for."""
 
-    def __init__(self, canary_ms=2, canary_errors=0, prometheus_answers=True, custom=None, **kw):
+    def __init__(self, canary_ms=2, canary_errors=0, prometheus_answers=True, custom=None, custom_failed='', **kw):
         super(SourcesFleet, self).__init__(**kw)
+        self.custom_failed = custom_failed
         self.canary_ms, self.canary_errors = canary_ms, canary_errors
         self.prometheus_answers = prometheus_answers
         self.custom = custom
@@ -47,6 +48,7 @@ class SourcesFleet(FakeFleet):
             result['prometheus'] = {'probe': dict((p, {'answers': answers}) for p in act['probe'])}
         if self.custom is not None:
             result['custom'] = self.custom
+        result['custom_failed'] = self.custom_failed
         return result
 
 
@@ -114,6 +116,16 @@ def test_user_metrics_are_judged_and_bad_ones_halt_with_their_name():
     state = run(SourcesFleet(custom=[{'name': 'queue', 'kind': 'histogram', 'baseline': [], 'canary': []}]))
     assert state['decision'] == 'rolled_back'
     assert "could not be judged: metric 'queue': kind 'histogram'" in state['halt']['reason']
+
+
+def test_failed_analysis_tasks_fail_the_step_naming_the_task_instead_of_judging_without_them():
+    good = [{'name': 'queue', 'kind': 'samples', 'baseline': [1] * 30, 'canary': [1] * 30}]
+    state = run(SourcesFleet(custom=good, custom_failed='Read the queue depth: connection refused'))
+    assert state['decision'] == 'rolled_back'
+    assert state['halt']['reason'] == ('step 1, batch 1: the analysis tasks (canary_analysis_tasks) failed, so their metrics are '
+                                       'missing: Read the queue depth: connection refused')
+    assert state['steps'][0]['judge'] == {}   # not judged without them
+    assert run(SourcesFleet(custom=good))['decision'] == 'promoted'
 
 
 def test_must_have_data_fails_an_otherwise_passing_canary():

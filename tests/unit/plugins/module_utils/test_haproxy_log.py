@@ -36,7 +36,7 @@ T0 = calendar.timegm((2026, 11, 28, 20, 18, 27, 0, 0, 0))
 def test_parse_real_line():
     entry = hl.parse_line(REAL[1], utc_offset=0)
     assert entry == {"accepted": T0 + 0.25, "frontend": "fe_demoapp", "backend": "demoapp", "server": "jdg-app1",
-                     "TR": 0, "Tw": 0, "Tc": 0, "Tr": 1, "Ta": 1, "status": 200}
+                     "TR": 0, "Tw": 0, "Tc": 0, "Tr": 1, "Ta": 1, "status": 200, "route": None}
 
 
 def test_parse_skips_notices_and_honours_the_utc_offset():
@@ -113,3 +113,42 @@ def test_tail_lines_small_and_empty_files(tmp_path):
 def test_summarize_nearest_rank():
     assert hl.summarize([]) == {"count": 0, "p50": None, "p95": None, "max": None}
     assert hl.summarize([5, 1, 3, 2, 4]) == {"count": 5, "p50": 3, "p95": 5, "max": 5}
+
+
+# Lines of the routing scenario (rte-lb1, the rules of routing_config: the route is the first capture).
+ROUTED = [
+    '2026-11-28T20:18:27.300000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55485 [28/Nov/2026:20:18:27.300] fe_demoapp '
+    'demoapp_canary/rte-app3 0/0/0/4/4 200 184 - - ---- 1/1/0/0/0 0/0 {canary/bucket} "GET / HTTP/1.1"',
+    '2026-11-28T20:18:27.400000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55486 [28/Nov/2026:20:18:27.400] fe_demoapp '
+    'demoapp_canary/rte-app3 0/0/0/5/5 500 184 - - ---- 1/1/0/0/0 0/0 {canary/bucket} "GET / HTTP/1.1"',
+    '2026-11-28T20:18:27.500000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55487 [28/Nov/2026:20:18:27.500] fe_demoapp '
+    'demoapp_canary/rte-app3 0/0/0/6/6 200 184 - - ---- 1/1/0/0/0 0/0 {canary/optin:staff|Mozilla} "GET / HTTP/1.1"',
+    '2026-11-28T20:18:27.600000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55488 [28/Nov/2026:20:18:27.600] fe_demoapp '
+    'demoapp/rte-app1 0/0/0/2/2 200 184 - - ---- 1/1/0/0/0 0/0 {stable/bucket} "GET / HTTP/1.1"',
+    # A client's request line that looks like a route is text, not the route.
+    '2026-11-28T20:18:27.700000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55489 [28/Nov/2026:20:18:27.700] fe_demoapp '
+    'demoapp/rte-app1 0/0/0/2/2 200 184 - - ---- 1/1/0/0/0 0/0 "GET /{canary/bucket} HTTP/1.1"',
+    # A route of a shape the rules never write is not taken.
+    '2026-11-28T20:18:27.800000+00:00 rte-lb1 haproxy[1290]: 127.0.0.1:55490 [28/Nov/2026:20:18:27.800] fe_demoapp '
+    'demoapp/rte-app1 0/0/0/2/2 200 184 - - ---- 1/1/0/0/0 0/0 {canary/everyone} "GET / HTTP/1.1"',
+]
+
+
+def test_the_user_routing_route_is_read_from_the_first_capture_only():
+    assert [hl.parse_line(line, 0)["route"] for line in ROUTED] == [
+        "canary/bucket", "canary/bucket", "canary/optin:staff", "stable/bucket", None, None]
+
+
+def test_collect_takes_the_canary_backend_too_and_counts_per_route():
+    only_stable = hl.collect(ROUTED, "demoapp", since=T0, until=T0 + 10, utc_offset=0)
+    assert sorted(only_stable["servers"]) == ["rte-app1"]
+    got = hl.collect(ROUTED, "demoapp", since=T0, until=T0 + 10, utc_offset=0, also_backend="demoapp_canary")
+    canary = got["servers"]["rte-app3"]
+    assert canary["requests"] == 3 and canary["errors_5xx"] == 1
+    assert canary["routes"] == {"canary/bucket": {"requests": 2, "errors_5xx": 1, "response_ms": [4, 5]},
+                                "canary/optin:staff": {"requests": 1, "errors_5xx": 0, "response_ms": [6]}}
+    assert got["servers"]["rte-app1"]["routes"] == {"stable/bucket": {"requests": 1, "errors_5xx": 0,
+                                                                      "response_ms": [2]}}
+    assert got["servers"]["rte-app1"]["requests"] == 3
+    with pytest.raises(hl.LogError, match="also_backend ''"):
+        hl.collect(ROUTED, "demoapp", since=T0, also_backend="")

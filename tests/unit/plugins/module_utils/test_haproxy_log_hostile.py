@@ -48,7 +48,7 @@ HOSTILE_TAILS = {
 def test_client_text_after_the_fixed_fields_never_changes_the_record(tail):
     entry = hl.parse_line(HEADER + FIXED + HOSTILE_TAILS[tail], utc_offset=0)
     assert entry == {'accepted': T0 + 0.25, 'frontend': 'fe_demoapp', 'backend': 'demoapp', 'server': 'jdg-app1',
-                     'TR': 0, 'Tw': 0, 'Tc': 0, 'Tr': 1, 'Ta': 1, 'status': 200}
+                     'TR': 0, 'Tw': 0, 'Tc': 0, 'Tr': 1, 'Ta': 1, 'status': 200, 'route': None}
 
 
 # Lines that are no request record of HAProxy's but quote a whole one.

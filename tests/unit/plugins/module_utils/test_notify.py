@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 from ansible_collections.grayrelease.canary.plugins.module_utils import _notify
 from ansible_collections.grayrelease.canary.plugins.module_utils._notify import EVENTS, body, check_settings, deliver
 

@@ -10,6 +10,7 @@ test_headless_chromium_draws_every_label_clear_of_the_bars at the end."""
 from __future__ import annotations
 
 import collections
+from html.parser import HTMLParser
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from _rollout_recording import RealisticFleet, record_run  # noqa: E402  pylint:
 from test_engine import FakeFleet, run  # noqa: E402  pylint: disable=wrong-import-position
 from test_report_html import near, png_pixels, rgb  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils import _progress as progress  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils import _report_html as report_html  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.report import run_origin  # noqa: E402
@@ -300,3 +301,269 @@ def test_headless_chromium_draws_every_label_clear_of_the_bars(tmp_path):
         # The label's own colour is there (its text was drawn) and no bar's colour is.
         assert inked[True] > 3 * len(text), (text, inked)
         assert not [p for p in box if any(near(p, c, 6) for c in phase_colours)], text
+
+
+# ---------------------------------------------------------------- issue 23 item 7, second part
+#
+# The settings under user routing, the AWX job from the environment, p50 and
+# p95 of both sides per judged step, rollback groups timed by the engine, the
+# reason in the terminal's summary, and the page's order.
+
+def num(value):
+    """A number as report.md writes it."""
+    return '%.4g' % value if isinstance(value, float) else str(value)
+
+
+ROUTING = {'key': {'cookie': 'uid'}, 'opt_in': [{'name': 'staff', 'header': {'X-Canary': '1'}}],
+           'steps': [{'group': 'staff'}, {'users': '5%'}, '50%', '100%']}
+
+
+def test_with_user_routing_the_settings_name_its_steps_not_a_traffic_percent():
+    routing = progress.routing_of({'backend': 'shop', 'routing': dict(ROUTING)})
+    assert routing == {'key': 'cookie uid', 'keyless': 'assign', 'canary_backend': 'shop_canary',
+                       'steps': [{'groups': ['staff'], 'percent': 0.0}, {'groups': ['staff'], 'percent': 5.0},
+                                 {'groups': ['staff'], 'percent': 50.0}, {'groups': ['staff'], 'percent': 100.0}]}
+    text = 'by user (cookie uid, keyless assign): 1. staff; 2. staff + 5% of users; 3. staff + 50% of users; ' \
+        '4. staff + 100% of users'
+    # From the engine's settings (the user's canary_routing) and from report.json's (its summary): the same row.
+    for settings in ({'routing': dict(ROUTING), 'backend': 'shop', 'traffic_percent': 10},
+                     {'routing': routing, 'traffic_percent': 10}):
+        assert dict(progress.settings_items(settings))['canary traffic'] == text
+    assert dict(progress.settings_items({'traffic_percent': 10}))['canary traffic'] == '10%'
+    assert progress.routing_of({'routing': {}}) is None and progress.routing_of({}) is None
+
+
+def test_report_json_keeps_the_routing_summary_and_report_md_and_the_page_show_it():
+    doc = recorded()
+    assert 'routing' in doc['settings'] and doc['settings']['routing'] is None
+    doc['settings']['routing'] = progress.routing_of({'backend': 'demoapp', 'routing': dict(ROUTING)})
+    markdown = engine.report_markdown(doc)
+    assert '| canary traffic | by user (cookie uid, keyless assign): 1. staff; 2. staff + 5% of users; ' in markdown
+    assert '<td><b>canary traffic</b></td><td>by user (cookie uid, keyless assign): 1. staff; ' \
+        in report_html.report_html(doc)
+
+
+def test_the_awx_job_id_comes_from_the_environment_too_and_the_lock_names_the_user():
+    assert run_origin({}, {'AWX_JOB_ID': '77', 'USER': 'runner'}, {})['awx_job_id'] == '77'
+    assert run_origin({}, {'TOWER_JOB_ID': '78'}, {})['awx_job_id'] == '78'
+    # The job's extra vars win over the environment.
+    assert run_origin({'awx_job_id': 5}, {'AWX_JOB_ID': '77', 'JOB_ID': '76'}, {})['awx_job_id'] == 5
+    assert progress.origin_text(run_origin({}, {'AWX_JOB_ID': '77', 'USER': 'runner'}, LOCK)) == \
+        'runner (AWX job 77)'
+    # A state without the origin (an older run's): the user from the lock's owner, the run from its identity.
+    events, dummy = record_run(RealisticFleet())
+    state = [data for kind, data in events if kind == 'state'][-1]
+    state.pop('origin', None)
+    state['lock_owner'], state['lock_info'] = 'ops@ctl-1 pid 42 run 1a2b3c4d', dict(LOCK)
+    assert engine.report(state, str)['run'] == {'user': 'ops', 'controller': 'ee-7f9c', 'run': '1a2b3c4d'}
+
+
+def test_each_judged_step_has_p50_and_p95_of_both_sides_over_its_analysis():
+    doc = recorded()
+    judged = [s for s in doc['steps'] if s.get('judge')]
+    assert [s['step'] for s in judged] == [1, 2, 3]
+    for step in judged:
+        probe = step['latency']['probe_latency_ms']
+        assert probe['source'] == 'probe'
+        for side in ('canary', 'baseline'):
+            item = probe[side]
+            assert item['count'] >= 20 and 0 < item['p50_ms'] <= item['p95_ms']
+        # p50 is the judge's median of the same samples.
+        metric = step['judge']['metrics']['probe_latency_ms']
+        assert probe['canary']['p50_ms'] == round(metric['canary'], 2)
+        assert probe['baseline']['p50_ms'] == round(metric['baseline'], 2)
+    # Nearest rank, the median as the judge takes it; other latency metrics (the log's, Prometheus's) too.
+    summary = progress.latency_summary([
+        {'name': 'probe_latency_ms', 'kind': 'samples', 'source': 'probe', 'canary': list(range(1, 21)),
+         'baseline': [5.0] * 20},
+        {'name': 'traffic_latency_ms', 'kind': 'samples', 'source': 'haproxy_log', 'canary': [], 'baseline': [3, 4]},
+        {'name': 'http_5xx_ratio', 'kind': 'ratio', 'canary': {'errors': 0, 'total': 9}},
+        {'name': 'queue_depth', 'kind': 'samples', 'canary': [1], 'baseline': [2]}])
+    assert summary == {
+        'probe_latency_ms': {'source': 'probe', 'canary': {'count': 20, 'p50_ms': 10.5, 'p95_ms': 19.0},
+                             'baseline': {'count': 20, 'p50_ms': 5.0, 'p95_ms': 5.0}},
+        'traffic_latency_ms': {'source': 'haproxy_log', 'canary': {'count': 0, 'p50_ms': None, 'p95_ms': None},
+                               'baseline': {'count': 2, 'p50_ms': 3.5, 'p95_ms': 4.0}}}
+    assert [r['label'] for r in progress.latency_items(summary)] == ['probes of the sample URL',
+                                                                     'real requests (HAProxy log, Tr)']
+
+
+def test_report_md_the_page_and_the_progress_view_show_p50_and_p95_per_judged_step():
+    doc = recorded()
+    markdown = engine.report_markdown(doc)
+    page = report_html.report_html(doc)
+    for step in (1, 2, 3):
+        probe = doc['steps'][step - 1]['latency']['probe_latency_ms']
+        row = '| probes of the sample URL | %s ms / %s ms | %s ms / %s ms | %d / %d |' % (
+            num(probe['canary']['p50_ms']), num(probe['canary']['p95_ms']),
+            num(probe['baseline']['p50_ms']), num(probe['baseline']['p95_ms']),
+            probe['canary']['count'], probe['baseline']['count'])
+        judgement = markdown.split('### Canary judgement (step %d)' % step, 1)[1].split('\n### ', 1)[0]
+        assert '#### Latency over the analysis (p50 / p95)' in judgement and row in judgement, row
+        # On the page: after the step's judgement, its own table.
+        heading = '<h2 id="latency-step-%d">Latency over the analysis (step %d): p50 and p95</h2>' % (step, step)
+        assert page.index('<h2>Canary judgement (step %d)' % step) < page.index(heading)
+        table = page.split(heading, 1)[1].split('</table>', 1)[0]
+        assert '<td>probes of the sample URL</td><td class="num">%s</td><td class="num">%s</td>' % (
+            progress.fmt_ms(probe['canary']['p50_ms']), progress.fmt_ms(probe['canary']['p95_ms'])) in table
+    first = doc['steps'][0]['latency']['probe_latency_ms']
+    assert '<td><b>canary latency, probes of the sample URL</b></td><td>p50 %s, p95 %s (baseline p50 %s, p95 %s)' % (
+        progress.fmt_ms(first['canary']['p50_ms']), progress.fmt_ms(first['canary']['p95_ms']),
+        progress.fmt_ms(first['baseline']['p50_ms']), progress.fmt_ms(first['baseline']['p95_ms'])) in page
+    events, dummy = record_run(RealisticFleet())
+    view = progress.ProgressView()
+    lines = [line for kind, data in events if kind == 'state' for line in view.update(data)]
+    latency = [line for line in lines if 'latency (probes of the sample URL)' in line]
+    assert [line.split('latency')[0] for line in latency] == ['', 'step 2 ', 'step 3 ']
+    assert lines.index(latency[0]) == lines.index('verdict: pass, score 100 (score 100 reaches pass_score 95)') + 1
+    assert re.match(r'latency \(probes of the sample URL\): canary p50 \d+\.\d ms, p95 \d+\.\d ms \| '
+                    r'baseline p50 \d+\.\d ms, p95 \d+\.\d ms\Z', latency[0])
+
+
+def test_the_engine_times_each_rollback_group_by_phase_and_the_page_draws_them():
+    doc = recorded(bad_canary=True)
+    record = doc['rollback'][0]
+    # Timed by the engine as its acts came back (no timings put in by hand).
+    assert list(record['timings']) == ['drain', 'switch', 'health', 'ready']
+    assert all(record['timings'][p] > 0 for p in record['timings'])
+    offsets = [record['phase_offsets'][p] for p in ('drain', 'switch', 'health', 'ready')]
+    assert offsets[0] == record['offset'] and offsets == sorted(offsets)
+    for before, after in zip(('drain', 'switch', 'health'), ('switch', 'health', 'ready')):
+        assert abs(record['phase_offsets'][before] + record['timings'][before] - record['phase_offsets'][after]) < 0.02
+    svg = report_html.timeline_svg(doc)
+    phases = [r for r in svg_rects(svg) if 'rollback-phase' in r[0]]
+    assert [r[0].split()[-1] for r in phases] == ['phase-drain', 'phase-switch', 'phase-health', 'phase-ready']
+    markdown = engine.report_markdown(doc)
+    assert '## Rollback' in markdown and '| 1 | app1 | %s | %s | %s | %s | %s |' % (
+        record['started'], num(record['timings']['drain']), num(record['timings']['switch']),
+        num(record['timings']['health']), num(record['timings']['ready'])) in markdown
+    page = report_html.report_html(doc)
+    rollback = page.split('<h2 id="rollback">Rollback</h2>', 1)[1].split('</table>', 1)[0]
+    assert '<td>app1</td>' in rollback and progress.fmt_seconds(record['timings']['switch']) in rollback
+
+
+def test_the_page_reads_in_order_why_who_timeline_settings_batches_rollback_judgement_latency_hosts():
+    doc = with_run(recorded(bad_canary=True))
+    page = report_html.report_html(doc)
+    marks = ['<ul class="why" id="why">', '<td><b>run by</b></td>', '<td><b>artifact</b></td>',
+             '<td><b>canary latency, probes of the sample URL</b></td>', '<h2>Timeline</h2>', '<g id="verdict"',
+             '<h2>Settings</h2>', '<h2>Batches</h2>', '<h2 id="rollback">Rollback</h2>',
+             '<h2>Canary judgement (step 1)', '<h2 id="latency-step-1">', '<h2>Hosts</h2>']
+    found = [page.find(m) for m in marks]
+    assert -1 not in found and found == sorted(found), dict(zip(marks, found))
+    assert page.index('<h2>Timeline</h2>') < page.index('<g id="decision"') < page.index('<h2>Settings</h2>')
+    # The verdict that stopped the run is explained once, in the list: the summary row points there.
+    assert '<td><b>canary verdict</b></td><td>fail, score 25 (the reasons above)</td>' in page
+    assert page.count('past the critical limit') == 2 and 'critical threshold reached' not in page.partition(
+        '<h2>Timeline</h2>')[0]
+
+
+def test_the_summary_lines_give_the_reason_as_the_same_short_list_once():
+    doc = recorded(bad_canary=True)
+    lines = engine.summary_lines(doc, '/r/report.md')
+    assert lines[1] == 'reason: ' + doc['reasons'][0]
+    assert lines[2:4] == ['  - ' + item for item in doc['reasons'][1:]]
+    for item in doc['reasons']:
+        assert len([line for line in lines if item in line]) == 1, item
+    # A promoted run has no reason line.
+    assert not [line for line in engine.summary_lines(recorded(), '/r/report.md') if line.startswith('reason')]
+    markdown = engine.report_markdown(doc)
+    for item in doc['reasons']:
+        assert markdown.count(engine.md_text(item, starts_line=True)) == 1, item
+
+
+def _chromium(tmp_path, page, *args):
+    run_ = subprocess.run(['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
+                           '--user-data-dir=%s' % (tmp_path / 'profile')] + list(args) + [page.as_uri()],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert run_.returncode == 0, run_.stderr[-2000:]
+    return run_.stdout
+
+
+class _Dom(HTMLParser):
+    """The page as the browser built it: every element's tag, id and class, and every text, in order."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.items = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.items.append(('<%s>' % tag, attrs.get('id') or '', attrs.get('class') or ''))
+
+    def handle_data(self, data):
+        if data.strip():
+            self.items.append(('text', ' '.join(data.split()), ''))
+
+
+@pytest.mark.skipif(shutil.which('chromium') is None, reason='chromium is not installed (scripts/ensure-host-packages.sh)')
+def test_headless_chromium_draws_the_engines_rollback_phases_and_reads_the_page_in_order(tmp_path):
+    """The rollback group's phase bars (timed by the engine) in their colours on the timeline; the whole page as
+    Chromium parsed it (--dump-dom): the reason list first and once, who ran it, the artifact, the latency, the
+    settings, the rollback and latency tables in that order; its picture: the reason's red first line above the
+    summary table."""
+    doc = with_run(recorded(bad_canary=True))
+    svg = report_html.timeline_svg(doc)
+    width, height = (int(v) for v in re.search(r'width="(\d+)" height="(\d+)"', svg).groups())
+    (tmp_path / 'timeline.svg').write_text(svg, encoding='utf-8')
+    _chromium(tmp_path, tmp_path / 'timeline.svg', '--screenshot=%s' % (tmp_path / 'timeline.png'),
+              '--window-size=%d,%d' % (width, height))
+    dummy, dummy2, rows = png_pixels(str(tmp_path / 'timeline.png'))
+    phases = [r for r in svg_rects(svg) if 'rollback-phase' in r[0]]
+    assert len(phases) == 4
+    for kind, x0, y0, x1, y1 in phases:
+        colour = rgb(report_html.PHASE_COLOURS[kind.split('phase-')[-1]])
+        inside = [rows[y][x] for y in range(int(y0) + 3, int(y1) - 2) for x in range(int(x0) + 1, int(x1) - 1)]
+        # Drawn at 0.85 opacity over the light background: its colour, a little lighter.
+        assert inside and sum(near(p, colour, 40) for p in inside) > 0.8 * len(inside), (kind, len(inside))
+
+    page = tmp_path / 'report.html'
+    page.write_text(report_html.report_html(doc), encoding='utf-8')
+    parser = _Dom()
+    parser.feed(_chromium(tmp_path, page, '--dump-dom'))
+    items = parser.items
+    texts = [text for tag, text, dummy in items if tag == 'text']
+    why = items.index(('<ul>', 'why', 'why'))
+    lis = [n for n, item in enumerate(items) if item[0] == '<li>' and n > why][:3]
+    assert [items[n + 1][1] for n in lis] == doc['reasons']
+    for item in doc['reasons']:
+        assert texts.count(item) == 1, item
+    order = ['the canary failed its analysis (step 1, batch 1): verdict fail, score 25', 'run by', 'artifact',
+             'canary latency, probes of the sample URL', 'Timeline', 'Settings', 'Batches', 'Rollback',
+             'Canary judgement (step 1): fail, score 25', 'Latency over the analysis (step 1): p50 and p95', 'Hosts']
+    at = [texts.index(t) for t in order]
+    assert at == sorted(at), dict(zip(order, at))
+    assert texts[texts.index('run by') + 1].startswith('alice (AWX job 4711, template "grayrelease canary rollout"')
+    assert texts[texts.index('artifact') + 1] == 'https://repo.example/demoapp-v2.tar.gz (sha256:%s, given), read ' \
+                                                 'by the controller' % SHA
+    assert texts[texts.index('canary traffic') + 1] == '10%'
+    assert texts[texts.index('thresholds') + 1].startswith('confidence 0.995, pass_score 95')
+    latency = texts[texts.index('Latency over the analysis (step 1): p50 and p95') + 1:]
+    assert latency[:8] == ['source', 'canary p50', 'canary p95', 'baseline p50', 'baseline p95', 'n canary',
+                           'n baseline', 'probes of the sample URL']
+    assert all(t.endswith(' ms') for t in latency[8:12]) and latency[12:14] == ['60', '300']
+
+    _chromium(tmp_path, page, '--screenshot=%s' % (tmp_path / 'report.png'), '--window-size=1100,700')
+    dummy, dummy2, rows = png_pixels(str(tmp_path / 'report.png'))
+    red, table = rgb('#c0302a'), rgb('#cccccc')
+
+    def first(match):
+        return next(y for y, row in enumerate(rows) if sum(match(p) for p in row) > 50)
+
+    # The reason's first item (bold red) under the heading, before the summary table's first border.
+    assert first(lambda p: near(p, red, 30)) < first(lambda p: near(p, table, 4))
+
+
+def test_a_routed_runs_report_names_the_user_routing_and_times_its_rollback():
+    from test_engine_routing import RoutedFleet, routed_run  # pylint: disable=import-outside-toplevel
+    fleet = RoutedFleet()
+    fleet.bad_canary = True
+    state = routed_run(fleet)
+    doc = json.loads(json.dumps(engine.report(state, str)))
+    routing = doc['settings']['routing']
+    assert routing['key'] and [s['percent'] for s in routing['steps']] == sorted(s['percent'] for s in routing['steps'])
+    row = dict(progress.settings_items(doc['settings']))['canary traffic']
+    assert row.startswith('by user (%s' % routing['key']) and '%' in row
+    assert '| canary traffic | %s |' % engine.md_text(row) in engine.report_markdown(doc)
+    # The routed rollback's acts are timed too.
+    assert doc['rollback'] and all(r.get('timings') for r in doc['rollback'])

@@ -26,7 +26,7 @@ from markdown_it import MarkdownIt
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_engine import FakeFleet, run  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine  # noqa: E402
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine  # noqa: E402
 from ansible_collections.grayrelease.canary.plugins.module_utils._report_html import report_html  # noqa: E402
 
 MARKDOWN = MarkdownIt('commonmark', {'html': True}).enable('table').enable('strikethrough')
@@ -169,9 +169,11 @@ def test_report_md_shows_every_outside_text_as_itself_in_its_own_cell():
 def test_the_summary_keeps_one_line_per_fact():
     doc, host = hostile_report()
     lines = engine.summary_lines(doc, '/r/report.md')
-    assert len(lines) == 3 + len(doc['hosts'])
+    # The reason is a short list: its first part on the reason line, the others one line each.
+    parts = [one_line(t) for t in ('reason ' + HOSTILE).split('; ')]
+    assert len(parts) == 2 and len(lines) == 3 + len(doc['hosts']) + len(parts) - 1
     assert all('\n' not in line and '\x1b' not in line for line in lines)
-    assert 'reason: reason ' + one_line(HOSTILE) in lines
+    assert lines[1:3] == ['reason: ' + parts[0], '  - ' + parts[1]]
 
 
 class Page(HTMLParser):

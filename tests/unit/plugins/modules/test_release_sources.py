@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ansible_collections.grayrelease.canary.plugins.action import rollout_state as coordinator
-from ansible_collections.grayrelease.canary.plugins.module_utils import _engine as engine
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine import api as engine
 from ansible_collections.grayrelease.canary.plugins.module_utils._release import apply
 from ansible_collections.grayrelease.canary.plugins.module_utils._artifact import ReleaseError, download, file_sha256
 

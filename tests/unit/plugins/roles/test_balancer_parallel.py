@@ -14,9 +14,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _balancer_lab import BalancerFleet, role_play, run_playbook  # noqa: E402
+from _balancer_lab import open_fleet, role_play, run_playbook  # noqa: E402
 from _decisions_helpers import closed_port  # noqa: E402
-from _haproxy_fixture import MISSING_MSG, find_haproxy  # noqa: E402
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow]
 
@@ -28,13 +27,7 @@ PER_BALANCER_SOCKET = {"balancer_socket": "{{ hostvars[item | default('lb1')].ca
 
 @pytest.fixture(scope="module")
 def fleet():
-    if find_haproxy() is None:
-        pytest.skip(MISSING_MSG)
-    lbs = BalancerFleet(4)
-    try:
-        yield lbs
-    finally:
-        lbs.close()
+    yield from open_fleet(4)
 
 
 @pytest.fixture
@@ -53,7 +46,7 @@ def column(fleet, server, names=None):
 
 def test_on_self_drain_then_ready_on_four_balancers(clean):
     fleet = clean
-    threads = fleet.hold_sessions("s1", 8)  # longer than ansible-playbook takes to start, on a busy machine too
+    threads = fleet.hold_sessions_until_drained("s1", after=1.0)
     res = play(fleet, "drain", [role_play("balancers", "drain", ["s1"], {"balancer_drain_timeout": 20})])
     assert res.rc == 0, res.explain()
     # One haproxy_server task per balancer, on the balancer itself: no delegation, no read-back loop.
@@ -65,7 +58,7 @@ def test_on_self_drain_then_ready_on_four_balancers(clean):
         assert acted[name]["servers"]["s1"]["admin_state"] == "drain"
     assert column(fleet, "s1") == dict((n, ("drain", 1, "DRAIN")) for n in LBS)
     for t in threads:
-        t.join(20)
+        t.join(60)
     # Every balancer holds every balancer's result (the fact shape of delegate mode).
     facts = res.results("Gather what every balancer")
     for name in LBS:
