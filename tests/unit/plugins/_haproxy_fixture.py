@@ -109,6 +109,11 @@ defaults
     timeout connect 2s
     timeout client 60s
     timeout server 60s
+    # A health check's read timeout: without it HAProxy uses `inter` (200 ms),
+    # and on a loaded CI machine the in-process app servers answer slower
+    # than that, so healthy servers went DOWN mid-test. A failing check here
+    # is always a 503 or a refused connection, never a slow answer.
+    timeout check 5s
     option http-keep-alive
 
 frontend fe
