@@ -511,7 +511,7 @@ class MemorySampler(threading.Thread):
 # -- one run ----------------------------------------------------------------------
 
 def extra_vars(work, artifacts, n, args, tag):
-    return {
+    return dict({
         "canary_version": "v2", "canary_artifact": artifacts["v2"],
         "canary_steps": [1, "5%", "25%", "100%"], "canary_max_unavailable": args.max_unavailable,
         "canary_analysis_count": 1, "canary_analysis_interval": args.analysis_interval,
@@ -521,7 +521,7 @@ def extra_vars(work, artifacts, n, args, tag):
         # verdict still would).
         "canary_on_inconclusive": "promote",
         "canary_report_dir": os.path.join(work, "reports", tag),
-    }
+    }, **json.loads(args.extra_vars))
 
 
 def prepare(work, template, n, args):
@@ -814,6 +814,8 @@ def main(argv=None):
     ap.add_argument("--frontend-port", type=int, default=32000)
     ap.add_argument("--control-port", type=int, default=32001)
     ap.add_argument("--check-inter", default="2s", help="HAProxy's health check interval per server")
+    ap.add_argument("--extra-vars", default="{}",
+                    help="JSON object of rollout variables over the harness's, e.g. hooks to measure what they cost")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "scale-before.txt"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory and scale-lb1")
     args = ap.parse_args(argv)

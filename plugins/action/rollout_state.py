@@ -81,6 +81,7 @@ SETTING_NAMES = (
     'canary_haproxy_log', 'canary_prometheus_url', 'canary_prometheus_metrics', 'canary_metric_options',
     'canary_notify_url', 'canary_notify_format', 'canary_notify_headers', 'canary_notify_events',
     'canary_notify_timeout', 'canary_notify_retries', 'canary_routing',
+    'canary_before_drain_tasks', 'canary_after_ready_tasks',
 )
 # Read again from the variables whenever a notification is sent: never kept in the state (its file).
 NOTIFY_SECRETS = ('canary_notify_url', 'canary_notify_headers')

@@ -41,6 +41,9 @@ BALANCER_ACT = 'grayrelease.canary.balancer_server'
 RELEASE = 'grayrelease.canary.rollout_release'
 LOCK = 'grayrelease.canary.rollout_lock'
 HEALTH = 'grayrelease.canary.health_check'
+# A hook's outcome on a host: the user's tasks run any module; the role records
+# success or the failed task (rescued) with set_fact, under the apps' register.
+HOOK = 'ansible.builtin.set_fact'
 
 # phase -> actor -> the modules its task may run. The order is the order of a run.
 PHASES = {
@@ -48,10 +51,12 @@ PHASES = {
     'survey': {'balancers': (BALANCER_READ,), 'probe': (HEALTH,)},
     'releases': {'apps': (RELEASE,)},
     'repair': {'balancers': (BALANCER_ACT,)},
+    'before_drain': {'apps': (HOOK,)},
     'drain': {'balancers': (BALANCER_ACT,), 'lock': (LOCK,)},
-    'switch': {'apps': (RELEASE,)},
+    'switch': {'apps': (RELEASE, HOOK)},
     'health': {'probe': (HEALTH,)},
     'ready': {'balancers': (BALANCER_ACT,)},
+    'after_ready': {'apps': (HOOK,)},
     'analysis': {'balancers': (BALANCER_READ, 'grayrelease.canary.haproxy_log'),
                  'probe': ('grayrelease.canary.http_sample', 'grayrelease.canary.prometheus_query')},
     'restore': {'balancers': (BALANCER_ACT,)},
@@ -67,4 +72,4 @@ PHASES = {
 }
 
 # A batch's phases, in order (what the progress view and the report time).
-BATCH_PHASES = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore')
+BATCH_PHASES = ('before_drain', 'drain', 'switch', 'health', 'ready', 'after_ready', 'analysis', 'restore')

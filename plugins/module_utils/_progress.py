@@ -33,7 +33,8 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._routing import
 # Batch phases in the order they run (restore: the canary's weights put back).
 PHASES = BATCH_PHASES
 # How a finished phase reads in a batch line.
-PHASE_WORDS = {'drain': 'drained', 'switch': 'switched', 'health': 'healthy', 'ready': 'ready',
+PHASE_WORDS = {'before_drain': 'before-drain hook', 'drain': 'drained', 'switch': 'switched',
+               'health': 'healthy', 'ready': 'ready', 'after_ready': 'after-ready hook',
                'analysis': 'analysed', 'restore': 'weights restored'}
 
 
@@ -694,6 +695,8 @@ class ProgressView(object):
             return what, bound
         if phase == 'restore' and act.get('then_drain'):
             return 'initial weights back, then drain %s' % ', '.join(act['then_drain']), settings.get('drain_timeout')
+        if phase in ('before_drain', 'after_ready'):
+            return '%s on %s' % (PHASE_WORDS[phase], servers), None
         if phase in ('switch', 'rollback_switch'):
             return 'switch %s to %s and restart' % (servers, act.get('version') or settings['version']), None
         if phase == 'analysis':

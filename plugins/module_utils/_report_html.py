@@ -33,8 +33,10 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._progress impor
     settings_items,
 )
 
-PHASE_COLOURS = {'drain': '#f0a030', 'switch': '#4a7bd0', 'health': '#3fb0a0', 'ready': '#6cbf4a',
-                 'analysis': '#9b6fd0', 'restore': '#b0b0b0'}
+PHASE_COLOURS = {'before_drain': '#d8c070', 'drain': '#f0a030', 'switch': '#4a7bd0', 'health': '#3fb0a0',
+                 'ready': '#6cbf4a', 'after_ready': '#a0d080', 'analysis': '#9b6fd0', 'restore': '#b0b0b0'}
+# Phases a run has only when the user set their hook: in the legend and the table only then.
+HOOK_PHASES = ('before_drain', 'after_ready')
 DECISION_COLOURS = {'promoted': '#2e8b3a', 'rolled_back': '#c07000', 'paused': '#4a7bd0', 'failed': '#c0302a'}
 CANARY, BASELINE = '#d04040', '#3060c0'
 WIDTH, LEFT, RIGHT = 1000, 150, 30
@@ -105,6 +107,12 @@ def _axis(scale, top, bottom):
         parts.append('<text x="%s" y="%d" text-anchor="middle">%d s</text>' % (_num(x), bottom + 14, value))
         value += tick
     return parts
+
+
+def _phases_in(doc):
+    """The batch phases to show: every one but a hook's, which only when a batch ran it."""
+    ran = set(p for dummy, batch, dummy2 in _batches(doc) for p in (batch.get('timings') or {}))
+    return [p for p in PHASES if p not in HOOK_PHASES or p in ran]
 
 
 def _batch_rows(doc, scale, top):
@@ -347,7 +355,7 @@ def timeline_svg(doc):
     parts += _axis(scale, top - 10, bottom)
     parts.append('<text class="title" x="8" y="%d">verdict, decision</text>' % (LABEL_TOP + LABEL_ROW - 4))
     legend_x = LEFT
-    for phase in PHASES:
+    for phase in _phases_in(doc):
         parts.append('<rect x="%d" y="6" width="10" height="10" fill="%s"/><text x="%d" y="15">%s</text>' % (
             legend_x, PHASE_COLOURS[phase], legend_x + 14, phase))
         legend_x += 80
@@ -475,15 +483,16 @@ def report_html(doc):
         body += ['<h2>Settings</h2>', _table([], [('<b>%s</b>' % _e(k), _e(v)) for k, v in settings_items(
             doc['settings'], doc.get('capacity'), limits)])]
     batch_rows = []
+    phases = _phases_in(doc)
     for s, batch, dummy in _batches(doc):
         timings = batch.get('timings') or {}
         batch_rows.append([_e(s['step']), _e(batch['batch']), _e(', '.join(batch['hosts'])),
                            'yes' if s.get('canary') else '',
                            '<span class="failed">failed</span>' if batch.get('outcome') == 'failed'
                            else _e(batch.get('outcome')), fmt_seconds(batch.get('seconds'))]
-                          + [fmt_seconds(timings.get(p)) if timings.get(p) is not None else '-' for p in PHASES])
-    body += ['<h2>Batches</h2>', _table(['step', 'batch', 'hosts', 'canary', 'outcome', 'seconds'] + list(PHASES),
-                                        batch_rows, numeric=range(5, 6 + len(PHASES)))]
+                          + [fmt_seconds(timings.get(p)) if timings.get(p) is not None else '-' for p in phases])
+    body += ['<h2>Batches</h2>', _table(['step', 'batch', 'hosts', 'canary', 'outcome', 'seconds'] + phases,
+                                        batch_rows, numeric=range(5, 6 + len(phases)))]
     records = [r for r in doc.get('rollback') or [] if isinstance(r, dict)]
     if records:
         rows = []

@@ -3,6 +3,7 @@ that the judge fails, a failure in a later batch, an interrupted run resumed,
 then the status and rollback playbooks. Each test checks the fleet's real
 state afterwards (release links in the containers, HAProxy's runtime state)."""
 import json
+import os
 import signal
 import time
 
@@ -392,13 +393,41 @@ def test_corrupt_unsafe_or_mismatching_artifact_is_refused_before_any_host_is_to
         assert not path_exists("lb1", "/var/lib/grayrelease-canary/demoapp.lock")
 
 
-def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_dir):
-    import os
-    hook = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "files", "failing_hook.yml")
-    # app6 was left on its version under maintenance above: bring it along first.
+def hook_file(name):
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "files", name)
+
+
+HOOK_LOG = "/var/tmp/grayrelease-hooks.log"
+HOOK_POINTS = ("before-drain", "before-switch", "after-switch", "after-ready")
+
+
+def test_every_hook_runs_on_each_host_in_order(report_dir):
+    """The four hooks of a batch, each noting itself and the release current points at,
+    on every host: before the drain and before the switch on the old release, after the
+    switch and after the ready on the new one, in that order, once each."""
+    old = {h: version_of(h) for h in APPS}
+    for host in APPS:
+        docker("exec", host, "rm", "-f", HOOK_LOG)
+    hooks = []
+    for point in HOOK_POINTS:
+        hooks += ["-e", "canary_%s_tasks=%s" % (point.replace("-", "_"), hook_file("hook_%s.yml" % point.replace("-", "_")))]
+    # app6 was left on its version under maintenance above: this run brings it along too.
     res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % build_release("v9"),
-                       "-e", "canary_report_dir=%s/hook-prep" % report_dir, *FAST)
+                       "-e", "canary_report_dir=%s/hooks" % report_dir, *(hooks + FAST))
     assert res.returncode == 0, res.stdout[-3000:]
+    assert {h: version_of(h) for h in APPS} == dict((h, "v9") for h in APPS)
+    for host in APPS:
+        assert old[host] != "v9"
+        lines = docker("exec", host, "cat", HOOK_LOG).stdout.split("\n")
+        assert lines == ["before-drain %s" % old[host], "before-switch %s" % old[host], "after-switch v9",
+                         "after-ready v9", ""], (host, lines)
+    report = read_report(report_dir / "hooks")
+    timings = [b["timings"] for step in report["steps"] for b in step["batches"]]
+    assert timings and all("before_drain" in t and "after_ready" in t for t in timings), timings
+
+
+def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_dir):
+    hook = hook_file("failing_hook.yml")
     before = {h: version_of(h) for h in APPS}
     assert set(before.values()) == {"v9"}
     artifact = build_release("v11")
@@ -408,4 +437,21 @@ def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_d
     report = read_report(report_dir / "hook")
     assert report["decision"] == "rolled_back", report["reason"]
     assert "hook says no on app1" in report["reason"] and report["lost"] == {}
+    assert_fleet_serving(before)
+
+
+def test_a_failing_after_ready_hook_rolls_the_canary_back(report_dir):
+    """The canary serves v12 when the after-ready hook fails on it: the run halts
+    and puts it back on v9, and the reason names the hook."""
+    before = {h: version_of(h) for h in APPS}
+    assert set(before.values()) == {"v9"}
+    res = run_playbook("rollout", "-e", "canary_version=v12", "-e", "canary_artifact=%s" % build_release("v12"),
+                       "-e", "canary_after_ready_tasks=%s" % hook_file("failing_hook.yml"),
+                       "-e", "canary_report_dir=%s/after-ready" % report_dir, *FAST)
+    assert res.returncode != 0
+    report = read_report(report_dir / "after-ready")
+    assert report["decision"] == "rolled_back", report["reason"]
+    assert "after-ready hook" in report["reason"] and "hook says no on app1" in report["reason"], report["reason"]
+    assert report["lost"] == {}
+    assert [s["step"] for s in report["steps"]] == [1] and "analysis" not in report["steps"][0]["batches"][0]["timings"]
     assert_fleet_serving(before)

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The batches: drain -> switch -> health -> ready for each batch, the canary's
+"""The batches: drain -> switch -> health -> ready for each batch (with the
+user's before-drain and after-ready hooks around them when set), the canary's
 weights, the hand-over (the act that ends a batch drains the next), and what
 a failed act means (the batch fails, the run halts and rolls back).
 """
@@ -61,6 +62,20 @@ def begin_batch(state, index, now):
     if state['check_mode']:
         _end_batch(state, now)
         return state
+    if has_hook(state, 'before_drain'):
+        # The hosts still serve while the user's hook runs; nothing is drained yet.
+        set_act(state, 'before_drain', now, apps=list(hosts))
+        return state
+    _drain_act(state, hosts, now)
+    return state
+
+
+def has_hook(state, phase):
+    """Whether the user set the hook of batch phase ``phase`` (before_drain, after_ready)."""
+    return phase in (state['settings'].get('hooks') or [])
+
+
+def _drain_act(state, hosts, now):
     state['out'] = sorted(set(state['out']) | set(hosts))
     act = dict(capacity_guard(state), balancers=live_balancers(state), servers=servers_of(state, hosts), state='drain')
     if routing_on(state):
@@ -69,7 +84,14 @@ def begin_batch(state, index, now):
         # The live run keeps its short-lived lock fresh, alongside the drain.
         act['lock'] = [state['lock_host']]
     set_act(state, 'drain', now, **act)
-    return state
+
+
+def after_before_drain(state, results, now):
+    """The before-drain hook ran on the batch's hosts: drain them, unless it failed on one
+    (then nothing of this batch was touched, and the run halts)."""
+    batch, ok = _phase_results(state, 'before_drain', 'apps', results, now, 'before-drain hook on')
+    if ok is not None:
+        _drain_act(state, batch['hosts'], now)
 
 
 def _open_batch(state, index, now):
@@ -238,6 +260,11 @@ def _hand_over_to(state, now, judged=False):
     index = state['batch_index']
     if state['check_mode'] or index + 1 >= len(state['plan']) or lock_due(state, now):
         return []
+    if has_hook(state, 'before_drain') or has_hook(state, 'after_ready'):
+        # A hook comes between the two: the next batch's own before-drain
+        # hook, or this batch's after-ready one (which must run before
+        # anything else is taken out).
+        return []
     step_index, in_step = position(state, index)
     # The step ends here: the analysis (unless judged already) or a pause
     # (as _end_batch reads canary_pause) comes next.
@@ -300,21 +327,52 @@ def after_ready(state, results, now):
         _next_batch_untouched(state, raw, following)
         batch_failed(state, batch, now, unhealthy or describe_failures('ready', failed))
         return
+    if has_hook(state, 'after_ready'):
+        # The ready's read-back (the analysis's starting snapshot) is kept for after the hook.
+        _keep_analysis_start(state, ok)
+        set_act(state, 'after_ready', now, apps=list(batch['hosts']))
+        return
+    _after_batch_ready(state, ok, end, following, drain_failed, now)
+
+
+def after_after_ready(state, results, now):
+    """The after-ready hook ran on the batch's hosts (serving the new version):
+    on to the analysis or the next batch, unless it failed on one."""
+    batch, ok = _phase_results(state, 'after_ready', 'apps', results, now, 'after-ready hook on')
+    if ok is not None:
+        _after_batch_ready(state, None, now, [], {}, now)
+
+
+def _keep_analysis_start(state, ok):
+    """When the batch ends a judged step: the ready's read-back as the analysis's starting snapshot."""
+    step_index, in_step = position(state, state['batch_index'])
+    if state['steps'][-1]['judged'] and in_step == len(state['plan_steps'][step_index]) - 1:
+        analysis = analysis_act(state, step_index)
+        state.pop('analysis_start', None)
+        start = counters_from(state, ok, analysis['canary'] + analysis['baseline'])
+        if start is not None:
+            state['analysis_start'] = start
+
+
+def _after_batch_ready(state, ok, end, following, drain_failed, now):
+    """The batch is ready on every balancer: the step's analysis when it ends a
+    judged step, else the batch ends (and the next one, when this ready drained
+    it, goes on to its switch). ok: the ready's results, or None when the
+    analysis's starting snapshot was kept already (after the after-ready hook)."""
     step_index, in_step = position(state, state['batch_index'])
     step = state['steps'][-1]
     last_in_step = in_step == len(state['plan_steps'][step_index]) - 1
     if step['judged'] and last_in_step:
         settings = state['settings']
         analysis = analysis_act(state, step_index)
-        # The ready's read-back, with every server's traffic counters, is the
-        # analysis's starting snapshot: taken with the canary live at its share.
-        start = counters_from(state, ok, analysis['canary'] + analysis['baseline'])
-        if start is not None:
-            state['analysis_start'] = start
+        if ok is not None:
+            # The ready's read-back, with every server's traffic counters, is the
+            # analysis's starting snapshot: taken with the canary live at its share.
+            _keep_analysis_start(state, ok)
         set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                 count=settings['analysis_count'], interval=settings['analysis_interval'],
                 urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
-                counters_at_start=start is not None, **analysis)
+                counters_at_start='analysis_start' in state, **analysis)
         if routing_on(state):
             # The canary's counters are in the canary backend: every read takes it too.
             state['act']['routing'] = {'read_canary': True}

@@ -26,7 +26,9 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._engine.preflig
     after_survey,
 )
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.batches import (
+    after_after_ready,
     after_analysis,
+    after_before_drain,
     after_drain,
     after_health,
     after_pause,
@@ -188,10 +190,12 @@ HANDLERS = {
     'survey': after_survey,
     'releases': after_releases,
     'repair': after_repair,
+    'before_drain': after_before_drain,
     'drain': after_drain,
     'switch': after_switch,
     'health': after_health,
     'ready': after_ready,
+    'after_ready': after_after_ready,
     'analysis': after_analysis,
     'restore': after_restore,
     'pause': after_pause,

@@ -104,7 +104,15 @@ DEFAULTS = {
     'canary_notify_retries': NOTIFY_RETRIES,
     # Gray release by user (docs/routing.md): the routing haproxy_route takes; empty routes by share of requests.
     'canary_routing': {},
+    # Hooks the engine acts on (each is a phase of its own): task files run on each app host of a
+    # batch before the balancers drain it, and after they ready it. '' none. The switch hooks
+    # (canary_before_switch_tasks, canary_after_switch_tasks) sit inside the switch: the role's alone.
+    'canary_before_drain_tasks': '',
+    'canary_after_ready_tasks': '',
 }
+
+# The hooks that are phases of a batch: setting -> the phase that runs it.
+HOOK_PHASES = (('canary_before_drain_tasks', 'before_drain'), ('canary_after_ready_tasks', 'after_ready'))
 
 
 # A registry reference as podman takes it: [registry/]repository[:tag][@sha256:digest], no spaces or options.
@@ -318,7 +326,23 @@ def check_settings(raw, artifact_exists=None):
         'url', 'format', 'headers', 'events', 'timeout', 'retries')])
     errors += notify_errors
     settings['routing'] = _check_routing(get('canary_routing'), settings, errors)
+    settings['hooks'] = _check_hooks(get, errors)
     return settings, errors
+
+
+def _check_hooks(get, errors):
+    """The batch phases that run a hook: those whose task file is set."""
+    hooks = []
+    for name, phase in HOOK_PHASES:
+        value = get(name)
+        if value in (None, ''):
+            continue
+        if not isinstance(value, str) or not value.strip() or '\n' in value:
+            errors.append('%s=%r must be the path of a task file (e.g. /srv/deploy/hooks/%s.yml), or empty for none'
+                          % (name, value, phase.replace('_', '-')))
+            continue
+        hooks.append(phase)
+    return hooks
 
 
 def _check_routing(raw, settings, errors):

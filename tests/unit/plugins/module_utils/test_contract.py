@@ -21,6 +21,8 @@ ENGINE = ROOT / 'plugins' / 'module_utils' / '_engine'
 ROLE_OF = dict((register, role) for role, register in contract.REGISTERS.items())
 ROLE_OF.update((register, role) for role, register in contract.ANALYSIS_REGISTERS.values())
 PHASE_RE = re.compile(r"rollout_phase == '(\w+)'")
+# An include that picks its file by phase: 'a.yml' if rollout_phase == 'p' else 'b.yml'.
+PICK_RE = re.compile(r"'([\w]+\.yml)' if rollout_phase == '(\w+)' else '([\w]+\.yml)'")
 
 
 def _module(task):
@@ -33,6 +35,23 @@ def _phases(task):
     return PHASE_RE.findall(str(task.get('when', '')))
 
 
+def _register(item, module):
+    """What the task registers: its register, or the register a set_fact sets (a hook's outcome)."""
+    if module == 'ansible.builtin.set_fact' and isinstance(item[module], dict):
+        return next((name for name in item[module] if name in ROLE_OF), None)
+    return item.get('register')
+
+
+def _included(target, phases):
+    """(file, the phases it inherits) of an include's target: a file picked by phase
+    inherits that phase, the other one the rest."""
+    picked = PICK_RE.search(target)
+    if picked:
+        chosen, phase, other = picked.groups()
+        return [(chosen, [phase]), (other, [p for p in phases if p != phase])]
+    return [(name, phases) for name in re.findall(r'[\w]+\.yml', target)]
+
+
 def _walk(path, inherited):
     """(file, module, register, phases) of every task, the phases of the include that brings a file in inherited."""
     for task in yaml.safe_load(path.read_text()) or []:
@@ -40,11 +59,10 @@ def _walk(path, inherited):
             phases = _phases(item) or inherited
             module = _module(item)
             if module in ('ansible.builtin.include_tasks', 'ansible.builtin.import_tasks'):
-                target = str(item[module])
-                for name in re.findall(r'[\w]+\.yml', target):
-                    yield from _walk(TASKS / name, phases)
+                for name, its_phases in _included(str(item[module]), phases):
+                    yield from _walk(TASKS / name, its_phases)
                 continue
-            yield path.name, module, item.get('register'), phases
+            yield path.name, module, _register(item, module), phases
 
 
 def _flatten(task):

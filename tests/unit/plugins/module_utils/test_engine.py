@@ -66,6 +66,8 @@ class FakeFleet(object):
         self.ready_without_counters = False  # haproxy_server's read-back without req_tot / hrsp_5xx
         self.counters_before = 0   # requests every server had counted when the canary was readied
         self.bad_on_v2 = set()     # hosts that fail half their requests once they run v2
+        self.hook_fails = {}       # hook phase (before_drain, after_ready) -> hosts where the user's task fails
+        self.hooks_ran = []        # (hook phase, host, its admin state and version as the hook ran)
 
     def claim(self, servers):
         """haproxy_server's claims: what it left off normal is claimed, what it put back is not."""
@@ -211,6 +213,12 @@ class FakeFleet(object):
         if role == 'probe':
             return self.probe(act['urls'])
         # apps
+        if phase in ('before_drain', 'after_ready'):
+            # roles/rollout/tasks/hook.yml: the user's tasks, their outcome set as the act's result.
+            self.hooks_ran.append((phase, host, self.admin[host], self.versions[host]))
+            if host in self.hook_fails.get(phase, ()):
+                return {'failed': True, 'msg': '%s hook: warm the cache: HTTP Error 500' % phase.replace('_', '-')}
+            return {'changed': False, 'failed': False, 'hook': phase}
         if phase == 'releases' and host in act['stage'] and 'v2' not in self.installed[host] and self.versions[host]:
             # release state=staged, require_current: installed now on a host
             # with a current release, nothing switched.
@@ -239,7 +247,8 @@ class FakeFleet(object):
         raise AssertionError('unexpected act %s for %s' % (phase, host))
 
 
-BATCH_TASK_ORDER = ('drain', 'switch', 'health', 'ready', 'analysis', 'restore', 'pause')
+BATCH_TASK_ORDER = ('before_drain', 'drain', 'switch', 'health', 'ready', 'after_ready', 'analysis', 'restore',
+                    'pause')
 
 
 def run(fleet, check_mode=False, batch_order=None, **over):
@@ -529,6 +538,68 @@ def test_failure_in_a_later_batch_rolls_back_within_max_unavailable():
     assert fleet.versions == dict((h, 'v1') for h in APPS)
     assert fleet.out_of_rotation() == []
     assert 'app6' not in fleet.staged
+
+
+HOOKS = {'canary_before_drain_tasks': '/srv/hooks/before-drain.yml', 'canary_after_ready_tasks': '/srv/hooks/ready.yml'}
+
+
+def test_the_drain_and_ready_hooks_run_on_each_host_serving_old_then_new_and_nothing_is_handed_over():
+    fleet = FakeFleet()
+    state = run(fleet, **HOOKS)
+    assert state['decision'] == 'promoted' and fleet.versions == dict((h, 'v2') for h in APPS)
+    # Before the drain each host still served v1; after the ready it served v2.
+    assert fleet.hooks_ran == [(phase, h, 'ready', version) for h in APPS
+                               for phase, version in (('before_drain', 'v1'), ('after_ready', 'v2'))]
+    phases = [phase for phase, act in fleet.asked]
+    for h in APPS:
+        mine = [p for p, act in fleet.asked if h in (act.get('apps') or []) + (act.get('servers') or [])
+                and p in ('before_drain', 'drain', 'switch', 'ready', 'after_ready')]
+        assert mine == ['before_drain', 'drain', 'switch', 'ready', 'after_ready'], (h, mine)
+    # No ready drains the next batch: its before-drain hook comes first.
+    assert not any(act.get('then_drain') for dummy, act in fleet.asked)
+    # The canary's analysis still starts from the ready's counters, taken before the hook, as without hooks.
+    without = FakeFleet()
+    run(without)
+    analysis = [act['counters_at_start'] for phase, act in fleet.asked if phase == 'analysis']
+    assert analysis[0] is True and analysis == [act['counters_at_start'] for p, act in without.asked if p == 'analysis']
+    assert state['steps'][0]['judge']['verdict'] == 'pass'
+    assert phases.count('before_drain') == phases.count('after_ready') == len(APPS)
+    batch = state['steps'][0]['batches'][0]
+    assert set(batch['timings']) >= {'before_drain', 'drain', 'switch', 'ready', 'after_ready', 'analysis'}
+    assert max(out for dummy, out in fleet.log) == 1
+
+
+def test_a_failing_before_drain_hook_halts_before_its_batch_is_drained():
+    fleet = FakeFleet()
+    fleet.hook_fails = {'before_drain': {'app3'}}
+    state = run(fleet, canary_before_drain_tasks='/srv/hooks/before-drain.yml')
+    assert state['decision'] == 'rolled_back' and state['lost'] == {}
+    assert 'app3' in state['halt']['reason'] and 'before-drain hook: warm the cache' in state['halt']['reason']
+    # app3 was never drained nor switched; app1 and app2 went back.
+    assert not any(p == 'drain' and 'app3' in act['servers'] for p, act in fleet.asked)
+    assert sorted(state['rollback']['done']) == ['app1', 'app2']
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
+def test_a_failing_after_ready_hook_rolls_its_host_back():
+    fleet = FakeFleet()
+    fleet.hook_fails = {'after_ready': {'app1'}}
+    state = run(fleet, canary_after_ready_tasks='/srv/hooks/ready.yml')
+    assert state['decision'] == 'rolled_back' and state['lost'] == {}
+    assert 'app1' in state['halt']['reason'] and 'after-ready hook' in state['halt']['reason']
+    # The canary failed before its analysis: no verdict, and app1 went back.
+    assert not any(p == 'analysis' for p, act in fleet.asked)
+    assert state['rollback']['done'] == ['app1']
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+    assert fleet.weights == fleet.initial
+
+
+@pytest.mark.parametrize('name', sorted(HOOKS))
+@pytest.mark.parametrize('bad', [['a.yml'], '  ', 'a.yml\nb.yml', 3])
+def test_a_hook_that_is_no_task_file_path_is_refused_naming_it(name, bad):
+    dummy, errors = settings(**{name: bad})
+    assert errors == ['%s=%r must be the path of a task file (e.g. /srv/deploy/hooks/%s.yml), or empty for none'
+                      % (name, bad, 'before-drain' if 'drain' in name else 'after-ready')]
 
 
 def test_partial_rollback_when_a_host_is_lost_is_failed_and_says_so():
