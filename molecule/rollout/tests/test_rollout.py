@@ -451,7 +451,7 @@ def test_a_failing_after_ready_hook_rolls_the_canary_back(report_dir):
     assert res.returncode != 0
     report = read_report(report_dir / "after-ready")
     assert report["decision"] == "rolled_back", report["reason"]
-    assert "after-ready hook" in report["reason"] and "hook says no on app1" in report["reason"], report["reason"]
+    assert "after-ready hook on app1: Refuse to switch this host: hook says no on app1" in report["reason"], report["reason"]
     assert report["lost"] == {}
     assert [s["step"] for s in report["steps"]] == [1] and "analysis" not in report["steps"][0]["batches"][0]["timings"]
     assert_fleet_serving(before)

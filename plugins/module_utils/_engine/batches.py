@@ -89,7 +89,7 @@ def _drain_act(state, hosts, now):
 def after_before_drain(state, results, now):
     """The before-drain hook ran on the batch's hosts: drain them, unless it failed on one
     (then nothing of this batch was touched, and the run halts)."""
-    batch, ok = _phase_results(state, 'before_drain', 'apps', results, now, 'before-drain hook on')
+    batch, ok = _phase_results(state, 'before_drain', 'apps', results, now, 'before-drain hook')
     if ok is not None:
         _drain_act(state, batch['hosts'], now)
 
@@ -338,7 +338,7 @@ def after_ready(state, results, now):
 def after_after_ready(state, results, now):
     """The after-ready hook ran on the batch's hosts (serving the new version):
     on to the analysis or the next batch, unless it failed on one."""
-    batch, ok = _phase_results(state, 'after_ready', 'apps', results, now, 'after-ready hook on')
+    batch, ok = _phase_results(state, 'after_ready', 'apps', results, now, 'after-ready hook')
     if ok is not None:
         _after_batch_ready(state, None, now, [], {}, now)
 
