@@ -399,6 +399,8 @@ def hook_file(name):
 
 HOOK_LOG = "/var/tmp/grayrelease-hooks.log"
 HOOK_POINTS = ("before-drain", "before-switch", "after-switch", "after-ready")
+# The release the hooks' run rolls out to every host (the hook tests after it start from it).
+HOOKED = "v9-hooks"
 
 
 def test_every_hook_runs_on_each_host_in_order(report_dir):
@@ -411,16 +413,16 @@ def test_every_hook_runs_on_each_host_in_order(report_dir):
     hooks = []
     for point in HOOK_POINTS:
         hooks += ["-e", "canary_%s_tasks=%s" % (point.replace("-", "_"), hook_file("hook_%s.yml" % point.replace("-", "_")))]
-    # app6 was left on its version under maintenance above: this run brings it along too.
-    res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % build_release("v9"),
+    # Every host moves (app1-5 are on v9 since the maintenance test, app6 was left on its version).
+    res = run_playbook("rollout", "-e", "canary_version=%s" % HOOKED, "-e", "canary_artifact=%s" % build_release(HOOKED),
                        "-e", "canary_report_dir=%s/hooks" % report_dir, *(hooks + FAST))
     assert res.returncode == 0, res.stdout[-3000:]
-    assert {h: version_of(h) for h in APPS} == dict((h, "v9") for h in APPS)
+    assert {h: version_of(h) for h in APPS} == dict((h, HOOKED) for h in APPS)
     for host in APPS:
-        assert old[host] != "v9"
+        assert old[host] != HOOKED
         lines = docker("exec", host, "cat", HOOK_LOG).stdout.split("\n")
-        assert lines == ["before-drain %s" % old[host], "before-switch %s" % old[host], "after-switch v9",
-                         "after-ready v9", ""], (host, lines)
+        assert lines == ["before-drain %s" % old[host], "before-switch %s" % old[host], "after-switch %s" % HOOKED,
+                         "after-ready %s" % HOOKED, ""], (host, lines)
     report = read_report(report_dir / "hooks")
     timings = [b["timings"] for step in report["steps"] for b in step["batches"]]
     assert timings and all("before_drain" in t and "after_ready" in t for t in timings), timings
@@ -429,7 +431,7 @@ def test_every_hook_runs_on_each_host_in_order(report_dir):
 def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_dir):
     hook = hook_file("failing_hook.yml")
     before = {h: version_of(h) for h in APPS}
-    assert set(before.values()) == {"v9"}
+    assert set(before.values()) == {HOOKED}
     artifact = build_release("v11")
     res = run_playbook("rollout", "-e", "canary_version=v11", "-e", "canary_artifact=%s" % artifact,
                        "-e", "canary_before_switch_tasks=%s" % hook, "-e", "canary_report_dir=%s/hook" % report_dir, *FAST)
@@ -442,9 +444,9 @@ def test_a_failing_switch_hook_rolls_back_and_keeps_the_host_in_the_run(report_d
 
 def test_a_failing_after_ready_hook_rolls_the_canary_back(report_dir):
     """The canary serves v12 when the after-ready hook fails on it: the run halts
-    and puts it back on v9, and the reason names the hook."""
+    and puts it back on the release before, and the reason names the hook."""
     before = {h: version_of(h) for h in APPS}
-    assert set(before.values()) == {"v9"}
+    assert set(before.values()) == {HOOKED}
     res = run_playbook("rollout", "-e", "canary_version=v12", "-e", "canary_artifact=%s" % build_release("v12"),
                        "-e", "canary_after_ready_tasks=%s" % hook_file("failing_hook.yml"),
                        "-e", "canary_report_dir=%s/after-ready" % report_dir, *FAST)
