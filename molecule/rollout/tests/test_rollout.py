@@ -407,19 +407,24 @@ def test_every_hook_runs_on_each_host_in_order(report_dir):
     """The four hooks of a batch, each noting itself and the release current points at,
     on every host: before the drain and before the switch on the old release, after the
     switch and after the ready on the new one, in that order, once each."""
+    # app6 was left on its version under maintenance above (app1-5 are on v9): bring it along
+    # first, as the resume of that run (a fleet on two versions takes no other new version).
+    res = run_playbook("rollout", "-e", "canary_version=v9", "-e", "canary_artifact=%s" % build_release("v9"),
+                       "-e", "canary_report_dir=%s/hook-prep" % report_dir, *FAST)
+    assert res.returncode == 0, res.stdout[-3000:]
     old = {h: version_of(h) for h in APPS}
+    assert set(old.values()) == {"v9"}
     for host in APPS:
         docker("exec", host, "rm", "-f", HOOK_LOG)
     hooks = []
     for point in HOOK_POINTS:
         hooks += ["-e", "canary_%s_tasks=%s" % (point.replace("-", "_"), hook_file("hook_%s.yml" % point.replace("-", "_")))]
-    # Every host moves (app1-5 are on v9 since the maintenance test, app6 was left on its version).
+    # Every host moves, and runs every hook once.
     res = run_playbook("rollout", "-e", "canary_version=%s" % HOOKED, "-e", "canary_artifact=%s" % build_release(HOOKED),
                        "-e", "canary_report_dir=%s/hooks" % report_dir, *(hooks + FAST))
     assert res.returncode == 0, res.stdout[-3000:]
     assert {h: version_of(h) for h in APPS} == dict((h, HOOKED) for h in APPS)
     for host in APPS:
-        assert old[host] != HOOKED
         lines = docker("exec", host, "cat", HOOK_LOG).stdout.split("\n")
         assert lines == ["before-drain %s" % old[host], "before-switch %s" % old[host], "after-switch %s" % HOOKED,
                          "after-ready %s" % HOOKED, ""], (host, lines)
