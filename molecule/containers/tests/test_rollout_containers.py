@@ -101,7 +101,12 @@ def test_the_same_digest_again_is_a_no_op(tmp_path):
 def test_a_crashing_image_is_rolled_back_to_the_previous_digest_with_no_registry(tmp_path):
     before = archive_id(os.path.basename(TARGET["archive"]))
     with Watched() as watched:
-        res, report = rollout(tmp_path, "v9", canary_artifact=os.path.join(IMAGES, "demoapp-crash.tar"))
+        # The switch watches the unit for canary_settle_seconds (2 by default) or until the
+        # service answers. A container takes longer to start than a process, and on a loaded
+        # machine the image had not crashed 2 s after `docker run` (the health check caught it
+        # instead): 20 s lets the switch itself see it go (a healthy image ends the watch early).
+        res, report = rollout(tmp_path, "v9", canary_artifact=os.path.join(IMAGES, "demoapp-crash.tar"),
+                              canary_settle_seconds=20)
     assert res.returncode != 0
     assert report["decision"] == "rolled_back", report.get("reason")
     assert "did not stay up" in report["reason"]
