@@ -30,7 +30,7 @@ from ansible_collections.grayrelease.canary.plugins.module_utils._engine.state i
     timed,
     was_restarted,
 )
-from ansible_collections.grayrelease.canary.plugins.module_utils._engine.steps import canary_hosts, is_judged, position
+from ansible_collections.grayrelease.canary.plugins.module_utils._engine.steps import canary_hosts, is_judged, position, sides
 from ansible_collections.grayrelease.canary.plugins.module_utils._engine.routing import (
     after_routed_ready,
     drain_routing,
@@ -328,8 +328,11 @@ def after_ready(state, results, now):
         batch_failed(state, batch, now, unhealthy or describe_failures('ready', failed))
         return
     if has_hook(state, 'after_ready'):
-        # The ready's read-back (the analysis's starting snapshot) is kept for after the hook.
-        _keep_analysis_start(state, ok)
+        judged_step = _judged_step_ending(state)
+        if judged_step is not None:
+            # The ready's read-back (the analysis's starting snapshot) is kept for after the hook.
+            canary, baseline = sides(state, judged_step)
+            _keep_analysis_start(state, ok, canary + baseline)
         set_act(state, 'after_ready', now, apps=list(batch['hosts']))
         return
     _after_batch_ready(state, ok, end, following, drain_failed, now)
@@ -343,15 +346,20 @@ def after_after_ready(state, results, now):
         _after_batch_ready(state, None, now, [], {}, now)
 
 
-def _keep_analysis_start(state, ok):
-    """When the batch ends a judged step: the ready's read-back as the analysis's starting snapshot."""
+def _judged_step_ending(state):
+    """The index of the step this batch ends when that step is judged, else None."""
     step_index, in_step = position(state, state['batch_index'])
     if state['steps'][-1]['judged'] and in_step == len(state['plan_steps'][step_index]) - 1:
-        analysis = analysis_act(state, step_index)
-        state.pop('analysis_start', None)
-        start = counters_from(state, ok, analysis['canary'] + analysis['baseline'])
-        if start is not None:
-            state['analysis_start'] = start
+        return step_index
+    return None
+
+
+def _keep_analysis_start(state, ok, hosts):
+    """The ready's read-back of ``hosts``' traffic counters as the analysis's starting snapshot."""
+    state.pop('analysis_start', None)
+    start = counters_from(state, ok, hosts)
+    if start is not None:
+        state['analysis_start'] = start
 
 
 def _after_batch_ready(state, ok, end, following, drain_failed, now):
@@ -359,16 +367,14 @@ def _after_batch_ready(state, ok, end, following, drain_failed, now):
     judged step, else the batch ends (and the next one, when this ready drained
     it, goes on to its switch). ok: the ready's results, or None when the
     analysis's starting snapshot was kept already (after the after-ready hook)."""
-    step_index, in_step = position(state, state['batch_index'])
-    step = state['steps'][-1]
-    last_in_step = in_step == len(state['plan_steps'][step_index]) - 1
-    if step['judged'] and last_in_step:
+    step_index = _judged_step_ending(state)
+    if step_index is not None:
         settings = state['settings']
         analysis = analysis_act(state, step_index)
         if ok is not None:
             # The ready's read-back, with every server's traffic counters, is the
             # analysis's starting snapshot: taken with the canary live at its share.
-            _keep_analysis_start(state, ok)
+            _keep_analysis_start(state, ok, analysis['canary'] + analysis['baseline'])
         set_act(state, 'analysis', now, balancers=live_balancers(state), probe=[state['probe_host']],
                 count=settings['analysis_count'], interval=settings['analysis_interval'],
                 urls=[state['identities'][h]['sample_url'] for h in analysis['canary'] + analysis['baseline']],
