@@ -115,6 +115,29 @@ def test_sample_counts_every_outcome_and_spreads_rounds():
     assert clock.sleeps == [2.0, 2.0]
 
 
+def test_sample_starts_each_round_with_the_next_target():
+    # The first request of a round is the slow one (thread start-up): each
+    # target must take that place in turn, not the first one listed (the
+    # canary, in the engine's and the verify role's lists) every time.
+    clock = FakeClock()
+    calls = []
+
+    def fake_probe(target, timeout):
+        calls.append(target.url)
+        return (200, None, float(len(calls)))
+
+    urls = ("http://canary/", "http://base1/", "http://base2/")
+    # One worker: requests run in the order they were submitted.
+    out = _sample.sample(_targets(*urls), count=4, duration=4.0, concurrency=1, clock=clock,
+                         sleep=clock.sleep, probe_func=fake_probe)
+    rounds = [calls[i:i + 3] for i in range(0, 12, 3)]
+    assert [r[0] for r in rounds] == ["http://canary/", "http://base1/", "http://base2/", "http://canary/"], calls
+    assert all(sorted(r) == sorted(urls) for r in rounds), calls
+    # Each latency still lands with its own target, in the order it was measured.
+    for url in urls:
+        assert out[url]["latencies_ms"] == [float(i + 1) for i, called in enumerate(calls) if called == url]
+
+
 @pytest.mark.parametrize("count,duration,needle", [(0, 1, "count 0"), (True, 1, "count True"), (1, -1, "duration -1")])
 def test_sample_rejects_bad_arguments(count, duration, needle):
     with pytest.raises(HealthError, match=needle):
