@@ -205,7 +205,7 @@ def _phase_results(state, phase, role, results, now, what):
 
 
 def after_health(state, results, now):
-    batch, ok = _phase_results(state, 'health', 'probe', results, now, 'health check from')
+    batch, ok = _phase_results(state, 'health', 'probe', results, now, 'probing health')
     if ok is None:
         return
     health = ok[state['probe_host']]

@@ -207,7 +207,7 @@ def after_rollback_health(state, results, now):
     record_ = _rollback_record(state)
     hosts = state['act']['hosts']
     if failed:
-        record_['errors'].append(describe_failures('health check from', failed))
+        record_['errors'].append(describe_failures('probing health', failed))
         healthy = []
     else:
         health = ok[state['probe_host']]

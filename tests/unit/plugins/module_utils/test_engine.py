@@ -1397,6 +1397,16 @@ def test_a_probe_host_that_is_no_balancer_keeps_its_own_health_check():
     assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
 
 
+def test_a_probe_host_whose_health_check_task_fails_is_named_in_the_reason():
+    fleet = FakeFleet()
+    fleet.fail_lb_on = {'health': 'localhost'}
+    state = run(fleet, canary_max_unavailable=1, probe_host='localhost')
+    assert state['decision'] == 'rolled_back'
+    reason = state['halt']['reason']
+    assert reason.startswith('step 1, batch 1: probing health on localhost: cannot connect'), reason
+    assert fleet.versions == dict((h, 'v1') for h in APPS) and fleet.out_of_rotation() == []
+
+
 def test_a_failed_ready_before_any_hand_over_leaves_the_next_batch_in_rotation():
     fleet = FakeFleet()
     fleet.fail_lb_on = {'ready': 'lb1'}
