@@ -16,7 +16,8 @@ SCENARIO = os.path.dirname(HERE)
 REPO = os.path.abspath(os.path.join(SCENARIO, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "molecule", "shared", "files"))
 from fleet_test import (  # noqa: E402  pylint: disable=wrong-import-position,unused-import
-    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, path_exists, reseed_fleet, run_timed, version_of)
+    HAPROXY_STAT, Load, ansible_env, docker, haproxy_state, path_exists, pause_container, reseed_fleet, run_timed,
+    version_of)
 from fleet_test import capacity_monitor as shared_capacity_monitor  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORY = os.path.join(SCENARIO, "inventory", "hosts.yml")

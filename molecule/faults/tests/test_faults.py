@@ -30,8 +30,8 @@ import pytest
 
 from conftest import (APPS, BALANCERS, INVENTORY, Background, DockerExecOutputLost, docker_exec_output_lost,
                       assert_clean_balancers, build_release, capacity_monitor, docker, fleet_snapshot, haproxy_state,
-                      lock_present, mixed_load, operator_sets, path_exists, read_report, record, reseed, run_playbook,
-                      run_timed, service_active, user_weights, version_of, wait_for)
+                      lock_present, mixed_load, operator_sets, path_exists, pause_container, read_report, record,
+                      reseed, run_playbook, run_timed, service_active, user_weights, version_of, wait_for)
 
 ROLLOUT = "grayrelease.canary.rollout"
 MAX_UNAVAILABLE = 1
@@ -460,7 +460,7 @@ def pause_mid_rollout(case, victim, moment, artifact):
     paused = False
     try:
         wait_for_moment(run, "the moment to pause %s" % victim, moment)
-        docker("pause", victim)
+        pause_container(victim)
         paused, t_fault = True, time.monotonic()
         rc = run.wait(timeout=400)
     finally:

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from conftest import APPS, INVENTORY, SCENARIO, UPSTREAM_FILE, file_hash
-from fleet_test import InContainer, Load, ansible_env, build_release, docker, version_of
+from fleet_test import InContainer, Load, ansible_env, build_release, docker, pause_container, version_of
 
 BALANCERS = ("ngx-lb1", "ngx-lb2")
 MONITOR = os.path.join(SCENARIO, "files", "capacity_nginx.py")
@@ -152,7 +152,7 @@ def test_a_balancer_lost_mid_run_leaves_the_fleet_serving_through_the_other(tmp_
             while time.monotonic() < deadline and not down_servers("ngx-lb2"):
                 time.sleep(0.2)
             assert down_servers("ngx-lb2"), "the rollout never drained a server on ngx-lb2"
-            docker("pause", "ngx-lb2")
+            pause_container("ngx-lb2")
             out, _err = proc.communicate(timeout=600)
         finally:
             subprocess.run(["docker", "unpause", "ngx-lb2"], check=False, capture_output=True)

@@ -16,6 +16,23 @@ def docker(*args, check=True, input_text=None, timeout=60):
                           input=input_text, timeout=timeout)
 
 
+def pause_container(host, attempts=10):
+    """docker pause, retried a bounded number of times. On cgroup v1 runc
+    gives up on a freeze that does not settle at once ("unable to freeze":
+    a process of the container was mid-fork, as nginx is during a reload, or
+    the machine was too busy) and thaws the container again; a moment later
+    the freeze works. Seen in CI: `docker pause ngx-lb2` failed right after
+    the rollout's drain reloaded nginx there."""
+    errors = []
+    for dummy in range(attempts):
+        res = docker("pause", host, check=False, timeout=30)
+        if res.returncode == 0:
+            return len(errors)
+        errors.append(res.stderr.strip() or "exit %d" % res.returncode)
+        time.sleep(0.3)
+    raise AssertionError("docker pause %s failed %d times; last: %s" % (host, attempts, errors[-1]))
+
+
 def path_exists(host, path):
     """Whether `path` exists in the container. A container that is gone or
     paused raises (docker exec fails) instead of passing for "absent", as a
