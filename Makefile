@@ -122,7 +122,8 @@ bench-rollout: venv link images
 # HAProxy in container scale-lb1, N stand-in hosts on loopback): wall time, tasks,
 # coordinator seconds per batch, controller memory, largest fact and runner event,
 # a profile (bench/bench_scale.py, bench/results/scale-*.txt).
-# SCALE_ARGS=--quick (N=10, 100) or e.g. "--sizes 10,300"; SCALE_ENGINE_REF=REF.
+# SCALE_ARGS=--quick (N=10, 100) or e.g. "--sizes 10,300"; "--sizes 20 --balancers 2,4,2,4"
+# times each N on 2 and on 4 balancers in turn and prints the ratio; SCALE_ENGINE_REF=REF.
 bench-scale: venv link images
 	scripts/ensure-docker.sh >/dev/null
 	python bench/bench_scale.py $(SCALE_ARGS)

@@ -8,6 +8,9 @@ where they matter.
     backend's N servers are the stand-in services on the controller's
     loopback. It is the balancer of the inventory, reached over
     community.docker.docker with pipelining, as the local fleet's are.
+    --balancers 2,4 runs each N with 2 and then 4 of them (scale-lb1..4,
+    each with all N servers; the load goes through scale-lb1) and prints
+    the ratio of their batch times (issue 22: a batch takes as long on 4).
   * N app hosts on a cheap transport: bench/scale/connection_plugins/scale_local.py,
     ansible.builtin.local with a private mount namespace per command in which
     the rollout's canary_root is that host's own directory. The REAL
@@ -52,6 +55,7 @@ import io
 import json
 import os
 import pstats
+import re
 import shutil
 import signal
 import socket
@@ -64,7 +68,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE = os.path.join(REPO, "bench", "scale")
-LB = "scale-lb1"
+LB_PREFIX = "scale-lb"
 IMAGE = "grayrelease-fleet:latest"
 BACKEND = "scale"
 SERVICE = "scale-app"
@@ -159,27 +163,44 @@ def port_free(port):
 
 # -- the balancer ------------------------------------------------------------
 
-def lb_up():
-    docker("rm", "-f", LB, check=False, timeout=60)
+def lb_name(index):
+    return "%s%d" % (LB_PREFIX, index)
+
+
+def lb_frontend_port(args, index):
+    """Balancer 1 listens on --frontend-port, balancer k on 10 (k - 1) above it: all share the host network."""
+    return args.frontend_port + 10 * (index - 1)
+
+
+def lb_remove_all():
+    names = docker("ps", "-a", "--format", "{{.Names}}", check=False, timeout=60).stdout.split()
+    gone = [name for name in names if re.match(r"^%s\d+$" % LB_PREFIX, name)]
+    if gone:
+        docker("rm", "-f", *gone, check=False, timeout=120)
+
+
+def lb_up(index):
+    lb = lb_name(index)
+    docker("rm", "-f", lb, check=False, timeout=60)
     # As molecule/default/molecule.yml starts fleet hosts (ENVIRONMENT.md), on
     # the host network: HAProxy's servers are the stand-ins on loopback.
-    docker("run", "-d", "--name", LB, "--hostname", LB, "--network", "host",
+    docker("run", "-d", "--name", lb, "--hostname", lb, "--network", "host",
            "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--cgroupns", "host",
            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
            IMAGE, "/lib/systemd/systemd", timeout=120)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        state = docker("exec", LB, "systemctl", "is-system-running", check=False, timeout=30).stdout.strip()
+        state = docker("exec", lb, "systemctl", "is-system-running", check=False, timeout=30).stdout.strip()
         if state in ("running", "degraded"):
             break
         time.sleep(1)
     else:
-        raise BenchError("%s: systemd did not come up in 90 s" % LB)
+        raise BenchError("%s: systemd did not come up in 90 s" % lb)
     # Nothing the image starts may listen beside HAProxy on the shared network namespace.
     for unit in ("nginx", "ssh", "prometheus"):
-        docker("exec", LB, "systemctl", "stop", unit, check=False, timeout=60)
+        docker("exec", lb, "systemctl", "stop", unit, check=False, timeout=60)
     # A backend of 1000 servers with checks needs more than the default 1024 descriptors.
-    docker("exec", "-i", LB, "sh", "-c", "mkdir -p /etc/systemd/system/haproxy.service.d && "
+    docker("exec", "-i", lb, "sh", "-c", "mkdir -p /etc/systemd/system/haproxy.service.d && "
            "cat > /etc/systemd/system/haproxy.service.d/scale.conf && systemctl daemon-reload",
            input_text="[Service]\nLimitNOFILE=65536\n", timeout=60)
 
@@ -237,26 +258,37 @@ print(out)
 """ % SOCKET
 
 
-def lb_configure(hosts, args):
+def lb_configure(hosts, args, balancers):
+    """Every balancer in use on these hosts, fresh; the ones a run with fewer balancers leaves out stopped."""
+    status = {}
+    for index in range(1, balancers + 1):
+        status[lb_name(index)] = lb_configure_one(lb_name(index), lb_frontend_port(args, index), hosts, args)
+    for index in range(balancers + 1, max(args.balancer_counts) + 1):
+        # Stopped, not removed: its health checks would load the stand-ins.
+        docker("exec", lb_name(index), "systemctl", "stop", "haproxy", check=False, timeout=60)
+    return status
+
+
+def lb_configure_one(lb, frontend, hosts, args):
     servers = "\n".join("    server %s 127.0.0.1:%d" % (name, port) for name, port in hosts)
-    cfg = HAPROXY_CFG % {"n": len(hosts), "socket": SOCKET, "backend": BACKEND, "frontend": args.frontend_port,
+    cfg = HAPROXY_CFG % {"n": len(hosts), "socket": SOCKET, "backend": BACKEND, "frontend": frontend,
                          "inter": args.check_inter, "servers": servers}
-    docker("exec", "-i", LB, "sh", "-c", "cat > /etc/haproxy/haproxy.cfg", input_text=cfg, timeout=30)
-    docker("exec", LB, "haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", timeout=30)
+    docker("exec", "-i", lb, "sh", "-c", "cat > /etc/haproxy/haproxy.cfg", input_text=cfg, timeout=30)
+    docker("exec", lb, "haproxy", "-c", "-q", "-f", "/etc/haproxy/haproxy.cfg", timeout=30)
     # A fresh run: no lock or claims of an earlier one, fresh runtime state.
-    docker("exec", LB, "rm", "-rf", "/var/lib/grayrelease-canary", timeout=30)
-    docker("exec", LB, "systemctl", "reset-failed", "haproxy", check=False, timeout=60)
-    docker("exec", LB, "systemctl", "restart", "haproxy", timeout=60)
+    docker("exec", lb, "rm", "-rf", "/var/lib/grayrelease-canary", timeout=30)
+    docker("exec", lb, "systemctl", "reset-failed", "haproxy", check=False, timeout=60)
+    docker("exec", lb, "systemctl", "restart", "haproxy", timeout=60)
     deadline = time.monotonic() + 120
     status = {}
     while time.monotonic() < deadline:
-        res = docker("exec", LB, "python3", "-c", LB_STAT, BACKEND, check=False, timeout=30)
+        res = docker("exec", lb, "python3", "-c", LB_STAT, BACKEND, check=False, timeout=30)
         if res.returncode == 0:
             status = eval(res.stdout.strip() or "{}", {})  # a dict literal our own snippet printed
             if status.get("UP", 0) == len(hosts):
                 return status
         time.sleep(1)
-    raise BenchError("HAProxy: not every server UP after 120 s: %s" % status)
+    raise BenchError("HAProxy on %s: not every server UP after 120 s: %s" % (lb, status))
 
 
 # -- the simulated hosts -------------------------------------------------------
@@ -297,25 +329,27 @@ def make_hosts(work, template, n, port_base):
     return hosts
 
 
-def write_inventory(work, hosts, args):
+def write_inventory(work, hosts, args, balancers):
     lines = ["all:", "  vars:",
              "    canary_backend: %s" % BACKEND, "    canary_service: %s" % SERVICE,
              "    canary_root: %s" % os.path.join(work, "root"),
              "    canary_haproxy_socket: %s" % SOCKET, "    canary_port: %d" % args.port_base,
-             "  children:", "    balancers:", "      hosts:", "        %s:" % LB,
-             "          ansible_connection: community.docker.docker",
-             "          ansible_python_interpreter: /usr/bin/python3",
-             "          ansible_pipelining: true",
-             "    app:", "      vars:",
-             "        ansible_connection: scale_local",
+             "  children:", "    balancers:", "      vars:",
+             "        ansible_connection: community.docker.docker",
              "        ansible_python_interpreter: /usr/bin/python3",
              "        ansible_pipelining: true",
              "      hosts:"]
+    lines += ["        %s:" % lb_name(index) for index in range(1, balancers + 1)]
+    lines += ["    app:", "      vars:",
+              "        ansible_connection: scale_local",
+              "        ansible_python_interpreter: /usr/bin/python3",
+              "        ansible_pipelining: true",
+              "      hosts:"]
     zones = ("zone-a", "zone-b", "zone-c")
     for i, (name, port) in enumerate(hosts):
         lines.append("        %s: {ansible_host: %s, canary_zone: %s, canary_health_url: 'http://127.0.0.1:%d/healthz', "
                      "canary_sample_url: 'http://127.0.0.1:%d/'}" % (name, name, zones[i % 3], port, port))
-    path = os.path.join(work, "inventory-%d.yml" % len(hosts))
+    path = os.path.join(work, "inventory-%d-%dlb.yml" % (len(hosts), balancers))
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     return path
@@ -524,17 +558,18 @@ def extra_vars(work, artifacts, n, args, tag):
     }, **json.loads(args.extra_vars))
 
 
-def prepare(work, template, n, args):
+def prepare(work, template, n, args, balancers):
     hosts = make_hosts(work, template, n, args.port_base)
-    inventory = write_inventory(work, hosts, args)
+    inventory = write_inventory(work, hosts, args, balancers)
     standin = Standin(work, hosts, args)
     standin.start()
     try:
-        status = lb_configure(hosts, args)
+        status = lb_configure(hosts, args, balancers)
     except BaseException:
         standin.stop()
         raise
-    log("N=%d: %d hosts on v1, stand-ins up, HAProxy backend %s: %s" % (n, n, BACKEND, status))
+    log("N=%d: %d hosts on v1, stand-ins up, HAProxy backend %s on %d balancer(s): %s"
+        % (n, n, BACKEND, balancers, status))
     return hosts, inventory, standin
 
 
@@ -661,9 +696,10 @@ def summarize(result, standin_stats):
     return s
 
 
-def one_n(work, collection_root, template, artifacts, n, args, timeout, tag=None, profile=None, runner=False):
-    tag = tag or "n%d" % n
-    hosts, inventory, standin = prepare(work, template, n, args)
+def one_n(work, collection_root, template, artifacts, n, args, timeout, tag=None, profile=None, runner=False,
+          balancers=1):
+    tag = tag or ("n%d" % n if balancers == 1 else "n%d-%dlb" % (n, balancers))
+    hosts, inventory, standin = prepare(work, template, n, args, balancers)
     try:
         log("N=%d: ansible-playbook grayrelease.canary.rollout%s (timeout %d s, forks %d)"
             % (n, " under cProfile" if profile else " through ansible-runner" if runner else "", timeout, args.forks))
@@ -676,6 +712,7 @@ def one_n(work, collection_root, template, artifacts, n, args, timeout, tag=None
         standin.stop()
     s = summarize(result, stats)
     s["tag"] = tag
+    s["balancers"] = balancers
     s["log"] = result["log"]
     log("N=%d: rc %s%s, wall %.1f s, decision %s, hosts after %s" % (
         n, result["rc"], " TIMED OUT" if result["timed_out"] else "", result["wall_seconds"], s.get("decision"),
@@ -728,12 +765,12 @@ def render(meta, summaries, extra):
     w("analysis 1 x %d s per judged step, load %g req/s through HAProxy, machine %d cores, started %s"
       % (meta["analysis_interval"], meta["load_rate"], os.cpu_count() or 0, meta["started"]))
     w("")
-    w("%-6s %-8s %-9s %-7s %-15s %-8s %-11s %-12s %-12s %-10s %-10s %-11s %-11s" % (
-        "N", "rc", "decision", "wall s", "tasks st/exec", "batches", "batch s med", "coord s/btch",
+    w("%-6s %-4s %-8s %-9s %-7s %-15s %-8s %-11s %-12s %-12s %-10s %-10s %-11s %-11s" % (
+        "N", "lbs", "rc", "decision", "wall s", "tasks st/exec", "batches", "batch s med", "coord s/btch",
         "skip s/btch", "ctl RSS", "ctl PSS", "max fact", "max result"))
     for s in summaries:
-        w("%-6d %-8s %-9s %-7.1f %-15s %-8s %-11s %-12s %-12s %-10s %-10s %-11s %-11s" % (
-            s["n"], "%s%s" % (s["rc"], "/TO" if s["timed_out"] else ""), s.get("decision") or "-", s["wall"],
+        w("%-6d %-4d %-8s %-9s %-7.1f %-15s %-8s %-11s %-12s %-12s %-10s %-10s %-11s %-11s" % (
+            s["n"], s.get("balancers", 1), "%s%s" % (s["rc"], "/TO" if s["timed_out"] else ""), s.get("decision") or "-", s["wall"],
             "%s/%s" % (s.get("tasks_started", "-"), s.get("tasks_executed", "-")), s.get("batches", "-"),
             "%.2f" % s["batch_seconds_median"] if "batch_seconds_median" in s else "-",
             "%.2f" % s["coordinator_seconds_per_batch_median"] if "coordinator_seconds_per_batch_median" in s else "-",
@@ -745,6 +782,8 @@ def render(meta, summaries, extra):
     w("coord s/btch: median seconds per batch of the coordinator's tasks (grayrelease.canary.rollout_state, each from")
     w("its start to the next task's start); skip s/btch: tasks every host skipped; ctl RSS: peak of ansible-playbook")
     w("and its forks summed (shared pages counted in every fork), ctl PSS: the same with shared pages counted once.")
+    w("lbs: balancers in the balancers group (each a real HAProxy with all N servers).")
+    lines.extend(balancer_ratios(summaries))
     for s in summaries:
         w("")
         w("== N=%d (%s)%s; machine load average %s at the start, %s at the end" % (
@@ -785,6 +824,33 @@ def render(meta, summaries, extra):
     return "\n".join(lines) + "\n"
 
 
+def balancer_ratios(summaries):
+    """Issue 22's 'time per batch independent of the number of balancers': per N, most balancers against fewest.
+
+    Each side is the median over its rounds of a run's figure (a run's batch
+    median, its coordinator seconds per batch, its wall).
+    """
+    out = []
+    plain = [s for s in summaries if s["rc"] == 0 and "batch_seconds_median" in s
+             and s["tag"] in ("n%d" % s["n"], "n%d-%dlb" % (s["n"], s.get("balancers", 1)))]
+    keys = (("batch_seconds_median", "batch s med"), ("coordinator_seconds_per_batch_median", "coord s/btch"),
+            ("wall", "wall s"))
+    for n in sorted(set(s["n"] for s in plain)):
+        counts = sorted(set(s["balancers"] for s in plain if s["n"] == n))
+        if len(counts) < 2:
+            continue
+        sides = []
+        for count in (counts[-1], counts[0]):
+            runs = [s for s in plain if s["n"] == n and s["balancers"] == count]
+            sides.append((len(runs), dict((key, statistics.median(s[key] for s in runs)) for key, dummy in keys)))
+        (n_many, many), (n_few, few) = sides
+        out.append("N=%d, %d vs %d balancers (%d and %d rounds): %s" % (
+            n, counts[-1], counts[0], n_many, n_few, ", ".join(
+                "%s %.2f vs %.2f (ratio %.2f)" % (label, many[key], few[key], many[key] / few[key])
+                for key, label in keys)))
+    return [""] + out if out else []
+
+
 def estimate(summaries, n):
     pts = [(s["n"], s["wall"]) for s in summaries if s["rc"] == 0 and not s["timed_out"]]
     if len(pts) < 2:
@@ -817,8 +883,17 @@ def main(argv=None):
     ap.add_argument("--extra-vars", default="{}",
                     help="JSON object of rollout variables over the harness's, e.g. hooks to measure what they cost")
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results", "scale-before.txt"))
-    ap.add_argument("--keep", action="store_true", help="keep the work directory and scale-lb1")
+    ap.add_argument("--balancers", default="1",
+                    help="comma-separated balancer counts, each N run with each (e.g. 2,4: is a batch as fast on 4?)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory and the scale-lbK containers")
     args = ap.parse_args(argv)
+    try:
+        args.balancer_counts = [int(x) for x in args.balancers.split(",") if x.strip()]
+    except ValueError:
+        args.balancer_counts = []
+    if not args.balancer_counts or min(args.balancer_counts) < 1 or max(args.balancer_counts) > 8:
+        print("bench-scale: --balancers %r must be counts from 1 to 8, e.g. 2,4" % args.balancers, file=sys.stderr)
+        return 2
     sizes = [10, 100] if args.quick else [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.quick:
         args.profile_n = args.profile_n if args.profile_n in sizes else 0
@@ -826,8 +901,9 @@ def main(argv=None):
         print("bench-scale needs root on the controller (scale_local bind-mounts each host's release root in a"
               " private mount namespace)", file=sys.stderr)
         return 2
-    docker("rm", "-f", LB, check=False, timeout=60)   # a kept one of an earlier run holds the frontend port
-    busy = [p for p in [args.frontend_port, args.control_port] + [args.port_base + i for i in range(1, max(sizes) + 1)]
+    lb_remove_all()   # a kept one of an earlier run holds its frontend port
+    frontends = [lb_frontend_port(args, index) for index in range(1, max(args.balancer_counts) + 1)]
+    busy = [p for p in frontends + [args.control_port] + [args.port_base + i for i in range(1, max(sizes) + 1)]
             if not port_free(p)]
     if busy:
         print("bench-scale: loopback ports in use: %s (choose --port-base / --frontend-port / --control-port)"
@@ -848,13 +924,14 @@ def main(argv=None):
             "engine_commit": commit, "ansible_core": core, "strategy": args.strategy, "forks": args.forks,
             "steps": "[1, 5%, 25%, 100%]",
             "max_unavailable": args.max_unavailable, "analysis_interval": args.analysis_interval,
-            "load_rate": args.load_rate, "sizes": sizes, "work": work}
+            "load_rate": args.load_rate, "sizes": sizes, "balancers": args.balancer_counts, "work": work}
     log("work directory %s, engine %s @ %s" % (work, args.engine_ref, commit))
     summaries, extra, errors = [], [], []
     try:
         artifacts = build_releases(work)
         template = seed_template(work, collection_root, artifacts["v1"])
-        lb_up()
+        for index in range(1, max(args.balancer_counts) + 1):
+            lb_up(index)
         for n in sizes:
             timeout = min(args.timeout, 600 + 6 * n)
             # Only the largest N of a sweep that measured smaller ones first, and only over 300 hosts.
@@ -869,11 +946,13 @@ def main(argv=None):
                     log("N=%d: estimated %.0f s from N=%d and N=%d" % (
                         n, guess, summaries[-2]["n"], summaries[-1]["n"]))
                     meta["estimate_%d" % n] = round(guess)
-            prof = os.path.join(work, "out", "profile-n%d.prof" % n) if n == args.profile_n else None
-            summaries.append(one_n(work, collection_root, template, artifacts, n, args, timeout,
-                                   tag="n%d-profiled" % n if prof else None, profile=prof))
-            if prof:
-                extra += profile_lines(prof, n, summaries[-1]["tag"])
+            # Each N on every balancer count in turn (2,4,2,4 interleaves rounds), the first one profiled.
+            for round_, balancers in enumerate(args.balancer_counts):
+                prof = os.path.join(work, "out", "profile-n%d.prof" % n) if n == args.profile_n and not round_ else None
+                summaries.append(one_n(work, collection_root, template, artifacts, n, args, timeout,
+                                       tag="n%d-profiled" % n if prof else None, profile=prof, balancers=balancers))
+                if prof:
+                    extra += profile_lines(prof, n, summaries[-1]["tag"])
         if args.runner_n:
             r = one_n(work, collection_root, template, artifacts, args.runner_n, args,
                       min(args.timeout, 300 + 4 * args.runner_n), tag="runner-n%d" % args.runner_n, runner=True)
@@ -888,7 +967,7 @@ def main(argv=None):
         errors.append("bench error: %s" % exc)
     finally:
         if not args.keep:
-            docker("rm", "-f", LB, check=False, timeout=60)
+            lb_remove_all()
     text = render(meta, summaries, extra + ["ERROR: %s" % e for e in errors])
     print("")
     print(text)
